@@ -1,0 +1,39 @@
+"""mssbench: a benchmark harness for multi-scenario / multi-task recommendation models."""
+
+import pluggy
+
+from mssbench.spec import (
+    Batch,
+    CategoricalField,
+    DatasetSchema,
+    DatasetSpec,
+    Implies,
+    LoadedDataset,
+    ModelOutput,
+    ModelSpec,
+    Protocol,
+    SpecError,
+    Split,
+    Task,
+)
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("mssbench")
+
+__all__ = [
+    "Batch",
+    "CategoricalField",
+    "DatasetSchema",
+    "DatasetSpec",
+    "Implies",
+    "LoadedDataset",
+    "ModelOutput",
+    "ModelSpec",
+    "Protocol",
+    "SpecError",
+    "Split",
+    "Task",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,206 @@
+"""Run configuration and the checking of user-given values against declared defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from mssbench.errors import ConfigError
+
+DEFAULT_OUT = "mssbench-runs"
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers (plus where to write them).
+
+    Attributes:
+        model: Registered model name.
+        dataset: Registered dataset name.
+        params: Model hyper-parameters overriding the spec's defaults.
+        data_options: Dataset options overriding the spec's defaults.
+        seed: Seed for initialisation, shuffling and dropout.
+        epochs: Maximum number of epochs.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation and test passes.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (L2).
+        patience: Stop after this many epochs in a row without validation improvement.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        batching: ``mixed`` (shuffled rows) or ``scenario_pure`` (every batch holds one scenario);
+            ``auto`` takes the model's ``batching`` tag, else ``mixed``.
+        head: ``direct`` (each task's logit as the model gives it), ``esmm`` (wrap the model in
+            :class:`mssbench.nn.ESMMHead`: CTCVR = CTR x CVR in log space), or ``auto`` (the
+            model's ``head`` tag, else ``direct``).
+        max_steps_per_epoch: Cap on training steps per epoch (0 = a full pass); for smoke runs.
+        out: Directory of run records.
+        resume: Continue an interrupted run with the same configuration if one exists.
+        progress: Show a progress bar.
+    """
+
+    model: str
+    dataset: str
+    params: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 2048
+    eval_batch_size: int = 65536
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    patience: int = 2
+    device: str = "auto"
+    batching: str = "auto"
+    head: str = "auto"
+    max_steps_per_epoch: int = 0
+    out: str = DEFAULT_OUT
+    resume: bool = False
+    progress: bool = True
+
+    #: Fields that do not change a run's numbers and are left out of its hash.
+    NON_RESULT_FIELDS = ("out", "resume", "progress")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on an out-of-range value."""
+        positive = ("epochs", "batch_size", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.batch_size < 2:
+            raise ConfigError("--batch-size must be >= 2 (batch normalisation needs two rows)")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.patience < 1:
+            raise ConfigError(f"--patience must be >= 1, got {self.patience}")
+        if self.head not in ("auto", "direct", "esmm"):
+            raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
+        if self.batching not in ("auto", "mixed", "scenario_pure"):
+            raise ConfigError(
+                f"--batching must be auto, mixed or scenario_pure, got {self.batching!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-serialisable dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def result_hash(self) -> str:
+        """Hash of everything that determines the numbers (used to find finished/partial runs)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` (often a command-line string) to the type of ``default``."""
+    expected = type(default).__name__
+
+    def bad() -> ConfigError:
+        return ConfigError(
+            f"{kind} {key!r} expects {expected} (default {json.dumps(default)}), got {value!r}"
+        )
+
+    if not isinstance(value, str):
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            raise bad()
+        if (
+            isinstance(default, float)
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ):
+            return float(value)
+        if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+            return [_coerce(kind, key, v, default[0]) if default else v for v in value]
+        if isinstance(default, str) and isinstance(value, str):
+            return value
+        if default is None:
+            return value
+        raise bad()
+    text = value.strip()
+    if isinstance(default, bool):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise bad()
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise bad() from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise bad() from None
+    if isinstance(default, (list, tuple)):
+        items: Any
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError:
+                raise bad() from None
+        else:
+            items = [t for t in text.split(",") if t.strip()] if text else []
+        if not isinstance(items, list):
+            raise bad()
+        if default:
+            return [_coerce(kind, key, v, default[0]) for v in items]
+        return items
+    if default is None:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def resolve(kind: str, owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict:
+    """Merge user values over declared defaults, rejecting unknown keys and wrong types.
+
+    Args:
+        kind: ``"param"`` or ``"data option"`` (for messages).
+        owner: The model or dataset name (for messages).
+        defaults: Declared keys and defaults.
+        given: User values (strings from the command line, or typed values from the API).
+
+    Returns:
+        The resolved dict, every declared key present.
+    """
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "(none)"
+            msg = f"{owner} takes no {kind} {key!r}. Valid {kind}s: {known}."
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            if close:
+                msg += f" Did you mean {close[0]!r}?"
+            raise ConfigError(msg)
+        out[key] = _coerce(f"{owner} {kind}", key, value, defaults[key])
+    return out
+
+
+def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str, str]:
+    """Parse ``k=v`` strings from a repeatable command-line flag."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out

@@ -1,0 +1,73 @@
+"""Hook specifications: the extension points of mssbench.
+
+A plugin is any module (or object) with functions marked ``@mssbench.hookimpl`` whose names
+match the hooks below. Plugins are found through the entry-point group ``mssbench`` or given on
+the command line with ``--plugin MODULE_OR_FILE``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mssbench.spec import DatasetSpec, ModelSpec
+
+hookspec = pluggy.HookspecMarker("mssbench")
+
+
+@hookspec
+def mssbench_register_models() -> "list[ModelSpec]":
+    """Register models.
+
+    Called once per plugin manager. Each implementation returns a list of
+    :class:`mssbench.ModelSpec`. Names must be unique across all plugins: a second spec with a
+    taken name is rejected and reported against the plugin that offered it.
+
+    Returns:
+        The plugin's model specs (possibly empty).
+    """
+
+
+@hookspec
+def mssbench_register_datasets() -> "list[DatasetSpec]":
+    """Register datasets.
+
+    Called once per plugin manager. Each implementation returns a list of
+    :class:`mssbench.DatasetSpec`, with the same uniqueness rule as models.
+
+    Returns:
+        The plugin's dataset specs (possibly empty).
+    """
+
+
+@hookspec
+def mssbench_run_start(run: Mapping[str, Any]) -> None:
+    """Called once when a run starts, after data is loaded and the model is built.
+
+    Args:
+        run: The run record as it stands (config, protocol, environment); read-only.
+    """
+
+
+@hookspec
+def mssbench_epoch_end(run: Mapping[str, Any], epoch: int, metrics: Mapping[str, float]) -> None:
+    """Called after each epoch's validation.
+
+    Args:
+        run: The run record as it stands; read-only.
+        epoch: 1-based epoch number.
+        metrics: Flat validation summary of the epoch (``train_loss``, ``valid_loss``,
+            ``valid_auc/<task>`` and so on).
+    """
+
+
+@hookspec
+def mssbench_run_end(run: Mapping[str, Any], path: str) -> None:
+    """Called once after the run record has been written.
+
+    Args:
+        run: The final run record; read-only.
+        path: Path of the written JSON record.
+    """

@@ -1,0 +1,145 @@
+"""Formatting of :func:`mssbench.metrics.evaluate` results: a terminal table and a flat dict."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from tabulate import tabulate
+
+from mssbench.metrics.core import COLUMNS, MACRO, POOLED
+
+__all__ = ["metrics_table", "summary"]
+
+_HEADERS = {"auc": "AUC", "logloss": "logloss"}
+_METRIC_ORDER = ("auc", "logloss")
+
+
+def _check_frame(df: pd.DataFrame) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame from evaluate(), got {type(df).__name__}")
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"metrics frame lacks columns {missing} (expected {list(COLUMNS)})")
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4f}"
+
+
+def metrics_table(df: pd.DataFrame, tablefmt: str = "github") -> str:
+    """Render an :func:`~mssbench.metrics.evaluate` frame as a table for a terminal.
+
+    One row per scenario (in the frame's order: scenarios, ``pooled``, ``macro``). Columns:
+    ``<task> AUC`` and ``<task> logloss`` for each task, ``rows`` (rows of the scenario) and
+    ``<task> pos`` (positives of each task). A task evaluated on fewer rows than the scenario
+    has (a conditional task, on parent-positive rows only) shows ``positives/rows``. The macro
+    row leaves the count columns empty. Values have 4 decimals; undefined ones read ``n/a``.
+
+    Below the table comes one line per undefined cell with its reason, e.g.
+    ``n/a: scenario 'nl', task 'cvr' auc: only negatives (n_pos=0 of 12)``, and one ``note:``
+    line per macro cell averaged over only some scenarios.
+
+    Args:
+        df: The frame returned by :func:`~mssbench.metrics.evaluate`.
+        tablefmt: Any ``tabulate`` table format (``"github"``, ``"plain"``, ``"latex"`` ...).
+
+    Returns:
+        The table and the reason lines, joined by newlines.
+
+    Raises:
+        ValueError: If ``df`` lacks the columns of an evaluate() frame.
+    """
+    _check_frame(df)
+    scenarios = list(pd.unique(df["scenario"]))
+    tasks = list(pd.unique(df["task"]))
+    present = set(df["metric"])
+    metrics = [m for m in _METRIC_ORDER if m in present]
+    metrics += sorted(present - set(metrics))
+    cells = {
+        (r.scenario, r.task, r.metric): r for r in df.itertuples(index=False)
+    }  # (scenario, task, metric) -> row
+
+    headers = ["scenario"]
+    for task in tasks:
+        headers += [f"{task} {_HEADERS.get(m, m)}" for m in metrics]
+    headers += ["rows"] + [f"{task} pos" for task in tasks]
+
+    table = []
+    fraction_shown = False
+    for scen in scenarios:
+        line = [str(scen)]
+        counts: dict[str, tuple[int, int]] = {}  # task -> (n, n_pos)
+        for task in tasks:
+            for m in metrics:
+                row = cells.get((scen, task, m))
+                line.append("" if row is None else _fmt(float(row.value)))
+                if row is not None and task not in counts:
+                    counts[task] = (int(row.n), int(row.n_pos))
+        if scen == MACRO or not counts:
+            line += [""] * (1 + len(tasks))
+        else:
+            rows = next(iter(counts.values()))[0]  # schema tasks come first: all rows
+            line.append(str(rows))
+            for task in tasks:
+                if task not in counts:
+                    line.append("")
+                    continue
+                n, n_pos = counts[task]
+                fraction_shown |= n != rows
+                line.append(str(n_pos) if n == rows else f"{n_pos}/{n}")
+        table.append(line)
+
+    text = tabulate(
+        table,
+        headers=headers,
+        tablefmt=tablefmt,
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * (len(headers) - 1),
+    )
+    notes = []
+    for r in df.itertuples(index=False):
+        if not r.reason:
+            continue
+        kind = "n/a" if math.isnan(float(r.value)) else "note"
+        notes.append(f"{kind}: scenario '{r.scenario}', task '{r.task}' {r.metric}: {r.reason}")
+    if fraction_shown:
+        notes.append(
+            "k/m in a 'pos' column: k positives among the m rows evaluated "
+            "(a conditional task uses only the rows where its parent label is 1)"
+        )
+    return "\n".join([text, *notes])
+
+
+def summary(df: pd.DataFrame) -> dict[str, float]:
+    """The headline numbers of an :func:`~mssbench.metrics.evaluate` frame as a flat dict.
+
+    Keys, for every task in the frame (conditional tasks included): ``auc/<task>`` and
+    ``logloss/<task>`` (pooled over all scenarios), then ``macro_auc/<task>`` (mean of the
+    per-scenario AUCs where defined). Values are Python floats, NaN where undefined.
+
+    Args:
+        df: The frame returned by :func:`~mssbench.metrics.evaluate`.
+
+    Returns:
+        ``{"auc/ctr": ..., ..., "logloss/ctr": ..., ..., "macro_auc/ctr": ..., ...}``.
+
+    Raises:
+        ValueError: If ``df`` lacks the columns of an evaluate() frame.
+    """
+    _check_frame(df)
+    values = {(r.scenario, r.task, r.metric): float(r.value) for r in df.itertuples(index=False)}
+    tasks = list(pd.unique(df["task"]))
+    out: dict[str, float] = {}
+    for prefix, scen, metric in (
+        ("auc", POOLED, "auc"),
+        ("logloss", POOLED, "logloss"),
+        ("macro_auc", MACRO, "auc"),
+    ):
+        for task in tasks:
+            out[f"{prefix}/{task}"] = values.get((scen, task, metric), math.nan)
+    return out

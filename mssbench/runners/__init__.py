@@ -1,0 +1,1 @@
+"""Runners: training, evaluation, checkpoints and devices."""

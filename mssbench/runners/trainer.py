@@ -1,0 +1,349 @@
+"""Single-process training: batches cut from resident tensors, early stopping on validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from mssbench.errors import ConfigError, TrainingError
+from mssbench.metrics import evaluate, summary
+from mssbench.spec import DatasetSchema, Split
+
+SELECTION_METRIC = "mean over tasks of pooled validation AUC"
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto|cpu|cuda[:N]|mps`` into a device, checking that it exists."""
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps requested, but this machine has no MPS device")
+        return torch.device("mps")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no visible CUDA device"
+            raise ConfigError(
+                f"--device {name} requested, but CUDA is not available ({build} of torch "
+                f"{torch.__version__}); use --device cpu or auto"
+            )
+        if ":" in name:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"--device {name}: expected cuda:N with an integer N") from None
+            if not 0 <= index < torch.cuda.device_count():
+                raise ConfigError(
+                    f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+                )
+        return torch.device(name)
+    raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def batch_indices(
+    n_rows: int,
+    batch_size: int,
+    generator: torch.Generator,
+    scenario: torch.Tensor | None = None,
+    n_scenarios: int = 0,
+) -> list[torch.Tensor]:
+    """One epoch of shuffled training batches as index tensors.
+
+    With ``scenario`` given, every batch holds rows of one scenario only ("scenario-pure"), and
+    the order of the batches is shuffled. Every row appears exactly once; a final batch of one row
+    is merged into the previous batch of the same kind, since batch normalisation cannot train on
+    one row.
+
+    Args:
+        n_rows: Number of rows.
+        batch_size: Rows per batch.
+        generator: CPU generator that owns the shuffling state.
+        scenario: ``[N]`` scenario ids for scenario-pure batching.
+        n_scenarios: Number of scenarios (with ``scenario``).
+
+    Returns:
+        Index tensors (int64, CPU).
+    """
+
+    def chunks(idx: torch.Tensor) -> list[torch.Tensor]:
+        parts = list(torch.split(idx, batch_size))
+        if len(parts) > 1 and len(parts[-1]) < 2:
+            last = parts.pop()
+            parts[-1] = torch.cat([parts[-1], last])
+        return parts
+
+    if scenario is None:
+        return chunks(torch.randperm(n_rows, generator=generator))
+    scenario = scenario.cpu()
+    order = torch.argsort(scenario, stable=True)
+    counts = torch.bincount(scenario, minlength=n_scenarios).tolist()
+    batches: list[torch.Tensor] = []
+    for rows in torch.split(order, counts):
+        if len(rows):
+            batches.extend(chunks(rows[torch.randperm(len(rows), generator=generator)]))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int):
+    """Eval-mode logits ``[N, T]`` (on ``device``) for a whole split."""
+    model.eval()
+    outs = []
+    for start in range(0, len(split), batch_size):
+        batch = split.batch(slice(start, start + batch_size)).to(device, non_blocking=True)
+        outs.append(model(batch).logits.float())
+    return torch.cat(outs)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds to resume a run exactly."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`fit`."""
+
+    state: TrainState
+    best_state_dict: dict[str, torch.Tensor]
+
+
+def _validate_output(out: Any, batch_rows: int, n_tasks: int, model_name: str) -> None:
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TrainingError(
+            f"model {model_name!r}: forward must return ModelOutput(logits, aux_loss), "
+            f"got {type(out).__name__}"
+        )
+    logits, aux = out
+    if tuple(logits.shape) != (batch_rows, n_tasks):
+        raise TrainingError(
+            f"model {model_name!r}: logits must be [B, T] = [{batch_rows}, {n_tasks}], "
+            f"got {list(logits.shape)}"
+        )
+    if aux.dim() != 0:
+        raise TrainingError(f"model {model_name!r}: aux_loss must be a scalar tensor")
+
+
+def _task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
+    weights = getattr(model, "task_weights", None)
+    if weights is None:
+        return torch.ones(n_tasks, device=device)
+    w = torch.as_tensor(list(weights), dtype=torch.float32, device=device)
+    if w.shape != (n_tasks,):
+        raise ConfigError(f"model task_weights must have {n_tasks} entries, got {w.tolist()}")
+    return w
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: torch.nn.Module,
+    schema: DatasetSchema,
+    train: Split,
+    valid: Split,
+    *,
+    model_name: str,
+    device: torch.device,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    scenario_pure: bool = False,
+    max_steps_per_epoch: int = 0,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train with Adam, select the epoch with the best validation score, restore it.
+
+    Args:
+        model: The model, already on ``device``.
+        schema: Dataset schema (tasks and scenarios for the metrics).
+        train: Training split (resident; moved to ``device`` by the caller when it fits).
+        valid: Validation split, the only data used for early stopping.
+        model_name: For messages.
+        device: Compute device.
+        seed: Seeds the shuffling generator (the caller seeds initialisation).
+        epochs: Maximum epochs.
+        batch_size: Training batch size.
+        eval_batch_size: Validation batch size.
+        lr: Learning rate.
+        weight_decay: Weight decay.
+        patience: Epochs without improvement before stopping.
+        scenario_pure: Single-scenario batches.
+        max_steps_per_epoch: Stop each epoch after this many steps (0 = full pass).
+        checkpoint: Where to keep the resumable state after every epoch.
+        resume: Continue from ``checkpoint`` if it exists.
+        progress: Show a progress bar.
+        on_epoch_end: Called with ``(epoch, metrics)`` after the checkpoint is saved.
+        log: Where status lines go.
+
+    Returns:
+        The final training state and the best weights (already loaded into ``model``).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    state = TrainState()
+    best = copy.deepcopy(model.state_dict())
+    if resume and checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        best = ck["best"]
+        state = TrainState(**ck["state"])
+        generator.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        if device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], device)
+        log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
+
+    weights = _task_weights(model, schema.n_tasks, device)
+    check_every = 1 if device.type == "cpu" else 50
+    scenario = train.scenario if scenario_pure else None
+
+    while state.epoch < epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        model.train()
+        batches = batch_indices(len(train), batch_size, generator, scenario, schema.n_scenarios)
+        if max_steps_per_epoch:
+            batches = batches[:max_steps_per_epoch]
+        n_samples = sum(len(b) for b in batches)
+        bar = tqdm(
+            total=n_samples,
+            unit="samples",
+            unit_scale=True,
+            desc=f"epoch {epoch}/{epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        loss_sum = torch.zeros((), device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        t0 = time.perf_counter()
+        for step, idx in enumerate(batches, 1):
+            batch = train.batch(idx.to(train.scenario.device)).to(device, non_blocking=True)
+            out = model(batch)
+            if step == 1:
+                _validate_output(out, len(batch), schema.n_tasks, model_name)
+            logits, aux = out
+            per_task = F.binary_cross_entropy_with_logits(
+                logits.float(), batch.labels, reduction="none"
+            ).mean(0)  # [T]
+            loss = (per_task * weights).sum() + aux.float()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            detached = loss.detach()
+            loss_sum += detached
+            finite &= torch.isfinite(detached)
+            if step % check_every == 0 or step == len(batches):
+                if not bool(finite):
+                    bar.close()
+                    raise TrainingError(
+                        f"training loss became {detached.item()} at epoch {epoch}, step "
+                        f"{step} (or up to {check_every - 1} steps before) of model "
+                        f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
+                    )
+            bar.update(len(idx))
+            if progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        state.train_seconds += seconds
+        state.train_samples += n_samples
+
+        logits = predict(model, valid, device, eval_batch_size)
+        metrics_df = evaluate(logits, valid.labels.to(device), valid.scenario.to(device), schema)
+        flat = summary(metrics_df)
+        aucs = [flat.get(f"auc/{t}", math.nan) for t in schema.task_names]
+        score = float(np.nanmean(aucs)) if not all(math.isnan(a) for a in aucs) else math.nan
+        if math.isnan(score):
+            # No task has a defined validation AUC: fall back to (negative) validation loss.
+            score = -float(np.nansum([flat.get(f"logloss/{t}", 0.0) for t in schema.task_names]))
+        train_loss = loss_sum.item() / max(len(batches), 1)
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            best = copy.deepcopy(model.state_dict())
+        else:
+            state.bad_epochs += 1
+        entry = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_seconds": seconds,
+            "train_samples_per_s": n_samples / seconds if seconds > 0 else math.nan,
+            "selection_score": score,
+            "valid": flat,
+        }
+        state.history.append(entry)
+        state.epoch = epoch
+        if state.bad_epochs >= patience:
+            state.stopped_early = True
+        mark = " *" if improved else ""
+        log(
+            f"epoch {epoch:>3}  train loss {train_loss:.4f}  valid score {score:.4f}{mark}  "
+            f"{entry['train_samples_per_s']:,.0f} samples/s"
+        )
+        if checkpoint is not None:
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best": best,
+                    "state": state.__dict__,
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, {"train_loss": train_loss, "selection_score": score, **flat})
+    if state.stopped_early:
+        log(
+            f"Early stop: no validation improvement for {state.bad_epochs} epochs; "
+            f"restoring epoch {state.best_epoch}."
+        )
+    model.load_state_dict(best)
+    return TrainResult(state=state, best_state_dict=best)

@@ -1,0 +1,454 @@
+"""The contract between the core harness and plugins.
+
+Everything a plugin receives from, or hands to, the core is one of the frozen dataclasses
+defined here. They are deliberately small: a model plugin needs :class:`ModelSpec`,
+:class:`DatasetSchema` and :class:`Batch`; a dataset plugin needs :class:`DatasetSpec`,
+:class:`DatasetSchema`, :class:`Protocol` and :class:`LoadedDataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple
+
+import torch
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+__all__ = [
+    "Batch",
+    "CategoricalField",
+    "DatasetSchema",
+    "DatasetSpec",
+    "Implies",
+    "LoadedDataset",
+    "ModelOutput",
+    "ModelSpec",
+    "Protocol",
+    "Split",
+    "SpecError",
+    "Task",
+]
+
+
+class SpecError(ValueError):
+    """A plugin handed the core something that breaks the contract."""
+
+
+@dataclass(frozen=True)
+class CategoricalField:
+    """One categorical input field.
+
+    Attributes:
+        name: Column name.
+        vocab_size: Number of ids the field can take, *including* the out-of-vocabulary id 0.
+            Ids in the data lie in ``[0, vocab_size)``.
+    """
+
+    name: str
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """One binary prediction task.
+
+    Attributes:
+        name: Task name as it appears in results (``"ctr"``, ``"income"``).
+        label: Name of the label column in the source data.
+    """
+
+    name: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Implies:
+    """A logical relation between two tasks' labels: ``child == 1`` implies ``parent == 1``.
+
+    The core evaluates the conditional task ``conditional`` (for example ``"cvr"``) on the rows
+    where the parent label is 1, scoring each row with ``P(child) / P(parent)`` computed from
+    the two logits in log space. For an ESMM-style head this is exactly the CVR tower's output.
+
+    Attributes:
+        child: Name of the implied-by task (``"ctcvr"``).
+        parent: Name of the implied task (``"ctr"``).
+        conditional: Name under which the conditional metric is reported (``"cvr"``).
+    """
+
+    child: str
+    parent: str
+    conditional: str
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    """What a model needs to know about a dataset to build itself.
+
+    Attributes:
+        categorical: Categorical fields in column order of ``Batch.categorical``.
+        numeric: Names of the numeric fields in column order of ``Batch.numeric``.
+        scenario_field: Name of the attribute that defines the scenarios.
+        scenarios: Scenario names; scenario id ``i`` is ``scenarios[i]``.
+        tasks: Tasks in column order of the model's logits and of ``Batch.labels``.
+        relations: Label relations between tasks (``ctcvr`` implies ``ctr``).
+    """
+
+    categorical: tuple[CategoricalField, ...]
+    numeric: tuple[str, ...]
+    scenario_field: str
+    scenarios: tuple[str, ...]
+    tasks: tuple[Task, ...]
+    relations: tuple[Implies, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.scenarios:
+            raise SpecError("DatasetSchema.scenarios: at least one scenario is required")
+        if not self.tasks:
+            raise SpecError("DatasetSchema.tasks: at least one task is required")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise SpecError(f"DatasetSchema.tasks: duplicate task names in {names}")
+        for f in self.categorical:
+            if f.vocab_size < 1:
+                raise SpecError(f"DatasetSchema.categorical: field {f.name!r} has vocab_size < 1")
+        for r in self.relations:
+            for t in (r.child, r.parent):
+                if t not in names:
+                    raise SpecError(f"DatasetSchema.relations: unknown task {t!r} (tasks: {names})")
+
+    @property
+    def n_scenarios(self) -> int:
+        """Number of scenarios ``S``."""
+        return len(self.scenarios)
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks ``T``."""
+        return len(self.tasks)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names in logit column order."""
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Vocabulary size of each categorical field (OOV id included)."""
+        return tuple(f.vocab_size for f in self.categorical)
+
+    @property
+    def n_numeric(self) -> int:
+        """Number of numeric fields ``F_n``."""
+        return len(self.numeric)
+
+    def task_index(self, name: str) -> int:
+        """Column of task ``name`` in logits and labels."""
+        return self.task_names.index(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description, as stored in run records."""
+        return {
+            "categorical": {f.name: f.vocab_size for f in self.categorical},
+            "numeric": list(self.numeric),
+            "scenario_field": self.scenario_field,
+            "scenarios": list(self.scenarios),
+            "tasks": {t.name: t.label for t in self.tasks},
+            "relations": [
+                {"child": r.child, "parent": r.parent, "conditional": r.conditional}
+                for r in self.relations
+            ],
+        }
+
+
+class Batch(NamedTuple):
+    """One mini-batch, as models receive it.
+
+    Attributes:
+        categorical: ``[B, F_c]`` int64 ids.
+        numeric: ``[B, F_n]`` float32.
+        scenario: ``[B]`` int64 scenario ids in ``[0, S)``.
+        labels: ``[B, T]`` float32 in {0, 1}; models must not read it in ``forward``.
+    """
+
+    categorical: torch.Tensor
+    numeric: torch.Tensor
+    scenario: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.scenario.shape[0])
+
+
+class ModelOutput(NamedTuple):
+    """What a model's ``forward`` returns.
+
+    Attributes:
+        logits: ``[B, T]`` logits for each sample's own scenario, in the schema's task order.
+        aux_loss: Scalar tensor, already weighted by the model's own coefficients; a zero
+            tensor for models without auxiliary terms.
+    """
+
+    logits: torch.Tensor
+    aux_loss: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, resident in memory as tensors.
+
+    Attributes:
+        categorical: ``[N, F_c]`` integer ids (any integer dtype; batches are cast to int64).
+        numeric: ``[N, F_n]`` float32.
+        scenario: ``[N]`` integer scenario ids.
+        labels: ``[N, T]`` float32 labels in {0, 1}.
+        oracle: Optional ``[N, T]`` logits of the *true* label probabilities, known only for
+            generated data; the runner then reports the oracle (Bayes) metrics, the ceiling no
+            model can beat, beside the model's.
+    """
+
+    categorical: torch.Tensor
+    numeric: torch.Tensor
+    scenario: torch.Tensor
+    labels: torch.Tensor
+    oracle: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.scenario.shape[0]
+        for name in ("categorical", "numeric", "labels", "oracle"):
+            t = getattr(self, name)
+            if t is None:
+                continue
+            if t.dim() != 2 or t.shape[0] != n:
+                raise SpecError(f"Split.{name}: expected [{n}, *], got {list(t.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.scenario.shape[0])
+
+    def batch(self, index: torch.Tensor | slice) -> Batch:
+        """Rows ``index`` as a :class:`Batch` (int64 ids, float32 values)."""
+        return Batch(
+            self.categorical[index].long(),
+            self.numeric[index].float(),
+            self.scenario[index].long(),
+            self.labels[index].float(),
+        )
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        """A new split holding rows ``index``."""
+        return Split(
+            self.categorical[index],
+            self.numeric[index],
+            self.scenario[index],
+            self.labels[index],
+            None if self.oracle is None else self.oracle[index],
+        )
+
+    def to(self, device: torch.device | str) -> "Split":
+        """The same split with every tensor on ``device``."""
+        oracle = None if self.oracle is None else self.oracle.to(device)
+        return Split(
+            self.categorical.to(device),
+            self.numeric.to(device),
+            self.scenario.to(device),
+            self.labels.to(device),
+            oracle,
+        )
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named, versioned evaluation protocol. Its :attr:`id` goes into every result.
+
+    Results with different protocol ids are never ranked together.
+
+    Attributes:
+        dataset: Dataset name.
+        name: Protocol name (``"bundled"``, ``"official"``).
+        version: Bumped whenever the split rule, preprocessing or encoding changes.
+        scenarios: Scenario names in the protocol's scenario set.
+        split_rule: One line describing how train/valid/test are formed.
+        synthetic: True for generated data; the id then says so.
+    """
+
+    dataset: str
+    name: str
+    version: int
+    scenarios: tuple[str, ...]
+    split_rule: str
+    synthetic: bool = False
+
+    @property
+    def id(self) -> str:
+        """``dataset/name/v<version>/<scenarios>``, prefixed ``synthetic/`` for generated data."""
+        scen = "+".join(self.scenarios)
+        prefix = "synthetic/" if self.synthetic else ""
+        return f"{prefix}{self.dataset}/{self.name}/v{self.version}/{scen}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description, as stored in run records."""
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "name": self.name,
+            "version": self.version,
+            "scenarios": list(self.scenarios),
+            "split_rule": self.split_rule,
+            "synthetic": self.synthetic,
+        }
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A dataset ready for training: schema, protocol and the three splits.
+
+    Attributes:
+        schema: The dataset schema.
+        protocol: The protocol the splits follow.
+        train: Training split.
+        valid: Validation split (early stopping and model selection only).
+        test: Test split (reported once, after training).
+        info: Free-form JSON-serialisable facts for the run record (source files, checksums,
+            row counts, out-of-vocabulary counts).
+    """
+
+    schema: DatasetSchema
+    protocol: Protocol
+    train: Split
+    valid: Split
+    test: Split
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("train", "valid", "test"):
+            split: Split = getattr(self, name)
+            if split.categorical.shape[1] != len(self.schema.categorical):
+                raise SpecError(
+                    f"{name} split has {split.categorical.shape[1]} categorical columns, "
+                    f"schema declares {len(self.schema.categorical)}"
+                )
+            if split.numeric.shape[1] != self.schema.n_numeric:
+                raise SpecError(
+                    f"{name} split has {split.numeric.shape[1]} numeric columns, "
+                    f"schema declares {self.schema.n_numeric}"
+                )
+            if split.labels.shape[1] != self.schema.n_tasks:
+                raise SpecError(
+                    f"{name} split has {split.labels.shape[1]} label columns, "
+                    f"schema declares {self.schema.n_tasks} tasks"
+                )
+            if len(split) and (
+                int(split.scenario.min()) < 0
+                or int(split.scenario.max()) >= self.schema.n_scenarios
+            ):
+                raise SpecError(
+                    f"{name} split has scenario ids outside [0, {self.schema.n_scenarios}) "
+                    f"(scenarios: {', '.join(self.schema.scenarios)})"
+                )
+
+
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SpecError(
+            f"{kind} name {name!r} is invalid: expected lowercase letters, digits, '_' or '-', "
+            "starting with a letter"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a plugin registers.
+
+    Attributes:
+        name: Registry name, lowercase and unique (``"mmoe"``).
+        summary: One line; reconstructed or non-faithful variants say so here.
+        build: ``build(schema, **hparams) -> torch.nn.Module``. Receives every key of
+            ``defaults`` (the core has already merged and type-checked user values); it must not
+            take ``**kwargs``. The module's ``forward(batch)`` returns a :class:`ModelOutput`.
+        defaults: Every hyper-parameter with its default; JSON-serialisable scalars or lists.
+        paper: Title, venue and link of the paper the model follows.
+        tags: Declared properties the core and the conformance suite act on, e.g.
+            ``{"batching": "scenario_pure"}`` for a model whose faithful training uses
+            single-scenario batches.
+        expected_failed_checks: ``{check_name: reason}`` for conformance checks known to fail.
+        check_params: Hyper-parameter overrides the conformance suite builds with, to keep the
+            checks fast (smaller widths); keys must be keys of ``defaults``.
+    """
+
+    name: str
+    summary: str
+    build: Callable[..., torch.nn.Module]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    paper: str = ""
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    expected_failed_checks: Mapping[str, str] = field(default_factory=dict)
+    check_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`SpecError` if the spec is malformed."""
+        _check_name("model", self.name)
+        if not callable(self.build):
+            raise SpecError(f"model {self.name!r}: build is not callable")
+        if not isinstance(self.summary, str) or not self.summary.strip():
+            raise SpecError(f"model {self.name!r}: summary must be a non-empty string")
+        try:
+            json.dumps(dict(self.defaults))
+        except TypeError as exc:
+            raise SpecError(
+                f"model {self.name!r}: defaults are not JSON-serialisable: {exc}"
+            ) from None
+        unknown = sorted(set(self.check_params) - set(self.defaults))
+        if unknown:
+            raise SpecError(f"model {self.name!r}: check_params keys not in defaults: {unknown}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a plugin registers.
+
+    Attributes:
+        name: Registry name, lowercase and unique (``"census-income"``).
+        summary: One line.
+        load: ``load(options) -> LoadedDataset``, where ``options`` is a dict of the keys of
+            ``options`` (user values merged over the defaults, types checked).
+        options: Every loader option with its default (for example ``{"protocol": "bundled",
+            "data_dir": ""}``).
+        source: Where the data comes from and under which licence.
+        tags: Declared properties, e.g. ``{"synthetic": True}``.
+        prepare: Optional ``prepare(source, dest, log) -> list[dict]`` for data users bring:
+            converts the files under ``source`` (a directory) into the dataset's cache under
+            ``dest`` (``mssbench data prepare NAME --source DIR``), reporting progress through
+            ``log(str)``, and returns the rows of a summary table (one dict per row). It must
+            leave nothing under ``dest`` that ``load`` would accept if it fails or is
+            interrupted.
+    """
+
+    name: str
+    summary: str
+    load: Callable[[dict[str, Any]], LoadedDataset]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    prepare: Callable[..., list[dict[str, Any]]] | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`SpecError` if the spec is malformed."""
+        _check_name("dataset", self.name)
+        if not callable(self.load):
+            raise SpecError(f"dataset {self.name!r}: load is not callable")
+        if self.prepare is not None and not callable(self.prepare):
+            raise SpecError(f"dataset {self.name!r}: prepare is not callable")
+        if not isinstance(self.summary, str) or not self.summary.strip():
+            raise SpecError(f"dataset {self.name!r}: summary must be a non-empty string")
+        try:
+            json.dumps(dict(self.options))
+        except TypeError as exc:
+            raise SpecError(
+                f"dataset {self.name!r}: options are not JSON-serialisable: {exc}"
+            ) from None

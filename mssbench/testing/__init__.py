@@ -1,0 +1,23 @@
+"""Test helpers for plugin authors: the conformance suite and small synthetic data."""
+
+from mssbench.testing.checks import (
+    ALL_CHECKS,
+    CheckResult,
+    check_model,
+    default_schema,
+    parametrize_with_checks,
+    run_checks,
+)
+from mssbench.testing.synthetic import make_dataset, make_schema, make_split
+
+__all__ = [
+    "ALL_CHECKS",
+    "CheckResult",
+    "check_model",
+    "default_schema",
+    "make_dataset",
+    "make_schema",
+    "make_split",
+    "parametrize_with_checks",
+    "run_checks",
+]

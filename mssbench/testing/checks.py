@@ -1,0 +1,332 @@
+"""The plugin conformance suite, in the spirit of scikit-learn's ``check_estimator``.
+
+Every check is a plain function ``check_<property>(spec, schema)`` that raises
+``AssertionError`` with a message when the model breaks the contract. Plugin authors call
+:func:`check_model` (or :func:`parametrize_with_checks` in pytest) from their own tests::
+
+    from mssbench.testing import check_model
+    from my_plugin import MY_SPEC
+
+    def test_conformance():
+        check_model(MY_SPEC)
+
+Models are built from their defaults with the spec's ``check_params`` on top (smaller widths,
+so the suite runs in seconds). Checks a spec lists in ``expected_failed_checks`` are reported as
+expected failures.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from mssbench.spec import Batch, DatasetSchema, ModelOutput, ModelSpec, SpecError
+from mssbench.testing.synthetic import make_schema, make_split
+
+Check = Callable[[ModelSpec, DatasetSchema], None]
+
+SEED = 0
+
+
+def _build(
+    spec: ModelSpec, schema: DatasetSchema, seed: int = SEED, **overrides
+) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    params = {**dict(spec.defaults), **dict(spec.check_params), **overrides}
+    return spec.build(schema, **params)
+
+
+def _batch(schema: DatasetSchema, n: int, seed: int = 1) -> Batch:
+    split = make_split(schema, max(n, 1), seed=seed)
+    return split.batch(slice(0, n))
+
+
+def _forward(model: torch.nn.Module, batch: Batch) -> ModelOutput:
+    out = model(batch)
+    assert isinstance(out, tuple) and len(out) == 2, (
+        f"forward must return ModelOutput(logits, aux_loss), got {type(out).__name__}"
+    )
+    return ModelOutput(*out)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = 1e-5) -> None:
+    diff = (a - b).abs().max().item() if a.numel() else 0.0
+    assert a.shape == b.shape and diff <= atol, f"{what}: max abs difference {diff:.3g} > {atol}"
+
+
+def check_spec_well_formed(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """The spec validates and its defaults survive a JSON round trip unchanged."""
+    try:
+        spec.validate()
+    except SpecError as exc:
+        raise AssertionError(str(exc)) from None
+    roundtrip = json.loads(json.dumps(dict(spec.defaults)))
+    assert roundtrip == dict(spec.defaults), "defaults change in a JSON round trip"
+
+
+def check_unknown_param_rejected(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """``build`` rejects a hyper-parameter it does not declare (no ``**kwargs``)."""
+    try:
+        _build(spec, schema, not_a_real_hyperparameter=1)
+    except (TypeError, ValueError):
+        return
+    raise AssertionError("build accepted an unknown hyper-parameter 'not_a_real_hyperparameter'")
+
+
+def check_output_shape_and_dtype(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Logits are floating ``[B, T]`` and ``aux_loss`` a scalar for several batch sizes.
+
+    B in 1, 2, 7, 64 in eval mode and 2, 64 in train mode.
+    """
+    model = _build(spec, schema)
+    for mode, sizes in (("eval", (1, 2, 7, 64)), ("train", (2, 64))):
+        getattr(model, mode)()
+        for b in sizes:
+            out = _forward(model, _batch(schema, b))
+            assert tuple(out.logits.shape) == (b, schema.n_tasks), (
+                f"{mode} B={b}: logits {list(out.logits.shape)}, expected [{b}, {schema.n_tasks}]"
+            )
+            assert out.logits.is_floating_point(), f"logits dtype {out.logits.dtype}"
+            assert out.aux_loss.dim() == 0, f"aux_loss shape {list(out.aux_loss.shape)}"
+
+
+def check_finite_outputs_and_loss(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Logits, ``aux_loss`` and the training loss are finite."""
+    model = _build(spec, schema).train()
+    batch = _batch(schema, 64)
+    out = _forward(model, batch)
+    assert torch.isfinite(out.logits).all(), "non-finite logits"
+    assert torch.isfinite(out.aux_loss), "non-finite aux_loss"
+    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+    assert torch.isfinite(loss), "non-finite loss"
+
+
+def check_batch_permutation(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """In eval mode, permuting the batch permutes the outputs (no hidden reordering)."""
+    model = _build(spec, schema).eval()
+    batch = _batch(schema, 32)
+    perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = _forward(model, batch).logits
+        b = _forward(model, Batch(*(t[perm] for t in batch))).logits
+    _close(a[perm], b, "outputs of a permuted batch")
+
+
+def check_eval_deterministic(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Two eval-mode passes over the same batch give identical outputs."""
+    model = _build(spec, schema).eval()
+    batch = _batch(schema, 32)
+    with torch.no_grad():
+        a, b = _forward(model, batch).logits, _forward(model, batch).logits
+    assert torch.equal(a, b), "eval outputs differ between two passes"
+
+
+def check_batch_independence(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """In eval mode a sample's output does not depend on the other samples in the batch."""
+    model = _build(spec, schema).eval()
+    batch = _batch(schema, 32)
+    with torch.no_grad():
+        full = _forward(model, batch).logits
+        first = _forward(model, Batch(*(t[:5] for t in batch))).logits
+        single = _forward(model, Batch(*(t[7:8] for t in batch))).logits
+    _close(full[:5], first, "outputs of a sub-batch")
+    _close(full[7:8], single, "output of a one-row batch")
+
+
+def check_same_seed_same_init(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Building twice with the same seed gives the same initial outputs."""
+    batch = _batch(schema, 16)
+    with torch.no_grad():
+        a = _forward(_build(spec, schema, seed=7).eval(), batch).logits
+        b = _forward(_build(spec, schema, seed=7).eval(), batch).logits
+    assert torch.equal(a, b), "same seed, different initial outputs"
+
+
+def check_state_dict_roundtrip(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Saving and loading the ``state_dict`` into a fresh model gives identical outputs."""
+    model = _build(spec, schema, seed=1)
+    # A few training steps so running statistics and weights move away from their init.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = _batch(schema, 64)
+    model.train()
+    for _ in range(3):
+        out = _forward(model, batch)
+        loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = _build(spec, schema, seed=2)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(_forward(model, batch).logits, _forward(fresh, batch).logits), (
+            "outputs differ after a state_dict round trip"
+        )
+
+
+def check_every_parameter_gets_gradient(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """One step on a batch covering every scenario gives every parameter a gradient."""
+    model = _build(spec, schema).train()
+    batch = _batch(schema, 256)
+    assert set(batch.scenario.tolist()) == set(range(schema.n_scenarios))
+    out = _forward(model, batch)
+    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {', '.join(missing[:10])}"
+    bad = [
+        n for n, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()
+    ]
+    assert not bad, f"non-finite gradients: {', '.join(bad[:10])}"
+
+
+def check_single_scenario_batch(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """A batch holding a single scenario works in train and eval mode."""
+    model = _build(spec, schema)
+    batch = _batch(schema, 64)
+    pure = Batch(batch.categorical, batch.numeric, torch.zeros_like(batch.scenario), batch.labels)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        out = _forward(model, pure)
+        assert torch.isfinite(out.logits).all(), (
+            f"{mode}: non-finite logits on a one-scenario batch"
+        )
+
+
+def check_learns(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """A few hundred Adam steps on one small batch drive the training loss well down."""
+    model = _build(spec, schema).train()
+    batch = _batch(schema, 128, seed=5)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):
+        out = _forward(model, batch)
+        loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels)
+        opt.zero_grad()
+        (loss + out.aux_loss).backward()
+        opt.step()
+        losses.append(loss.item())
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert end < 0.7 * start, f"training loss went from {start:.4f} to {end:.4f} (< 30% drop)"
+
+
+def check_moves_to_device(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """With CUDA present, the model moves to the GPU and its eval outputs match the CPU's."""
+    if not torch.cuda.is_available():
+        return
+    model = _build(spec, schema).eval()
+    batch = _batch(schema, 32)
+    with torch.no_grad():
+        cpu = _forward(model, batch).logits
+        gpu = _forward(copy.deepcopy(model).cuda(), batch.to("cuda")).logits.cpu()
+    _close(cpu, gpu, "CPU vs CUDA outputs", atol=1e-3)
+
+
+def check_parameter_count(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """The model has trainable parameters, all registered (counted by ``parameters()``)."""
+    model = _build(spec, schema)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n > 0, "no trainable parameters"
+
+
+ALL_CHECKS: tuple[Check, ...] = (
+    check_spec_well_formed,
+    check_unknown_param_rejected,
+    check_output_shape_and_dtype,
+    check_finite_outputs_and_loss,
+    check_batch_permutation,
+    check_eval_deterministic,
+    check_batch_independence,
+    check_same_seed_same_init,
+    check_state_dict_roundtrip,
+    check_every_parameter_gets_gradient,
+    check_single_scenario_batch,
+    check_learns,
+    check_moves_to_device,
+    check_parameter_count,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one check: ``passed``, ``failed``, ``xfail`` (expected) or ``xpass``."""
+
+    check: str
+    status: str
+    message: str = ""
+
+
+def default_schema() -> DatasetSchema:
+    """The schema checks run on: 3 scenarios, tasks ctr and ctcvr (ctcvr implies ctr)."""
+    return make_schema()
+
+
+def run_checks(
+    spec: ModelSpec, schema: DatasetSchema | None = None, checks: Iterable[Check] = ALL_CHECKS
+) -> list[CheckResult]:
+    """Run the checks and collect results without raising."""
+    schema = schema or default_schema()
+    results = []
+    for check in checks:
+        name = check.__name__
+        expected = spec.expected_failed_checks.get(name)
+        try:
+            check(spec, schema)
+        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
+            msg = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+            )
+            results.append(CheckResult(name, "xfail" if expected else "failed", expected or msg))
+            continue
+        results.append(CheckResult(name, "xpass" if expected else "passed", expected or ""))
+    return results
+
+
+def check_model(spec: ModelSpec, schema: DatasetSchema | None = None) -> list[CheckResult]:
+    """Run every conformance check; raise ``AssertionError`` listing the unexpected failures.
+
+    Args:
+        spec: The model spec to check.
+        schema: Schema to build on (default: a small 3-scenario, 2-task schema).
+
+    Returns:
+        The results of every check (when none failed unexpectedly).
+    """
+    results = run_checks(spec, schema)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        lines = "\n".join(f"  {r.check}: {r.message}" for r in failed)
+        raise AssertionError(f"model {spec.name!r} fails {len(failed)} check(s):\n{lines}")
+    return results
+
+
+def parametrize_with_checks(specs: Iterable[ModelSpec]):
+    """A ``pytest.mark.parametrize`` over ``(spec, check)`` with readable ids.
+
+    Checks listed in a spec's ``expected_failed_checks`` are marked ``xfail`` with the reason::
+
+        @parametrize_with_checks([MY_SPEC])
+        def test_conformance(spec, check):
+            check(spec, default_schema())
+    """
+    import pytest
+
+    params = []
+    for spec in specs:
+        for check in ALL_CHECKS:
+            reason = spec.expected_failed_checks.get(check.__name__)
+            marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+            params.append(
+                pytest.param(spec, check, id=f"{spec.name}-{check.__name__}", marks=marks)
+            )
+    return pytest.mark.parametrize("spec, check", params)

@@ -1,0 +1,160 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mssbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["-p", "embed_dim=8", "-p", "n_experts=3", "-p", "expert_hidden=16", "-p", "tower_hidden=8"]
+
+
+@pytest.fixture
+def cli():
+    return CliRunner()
+
+
+def invoke(cli, args):
+    return cli.invoke(main, args, catch_exceptions=False)
+
+
+def test_plugins_lists_models_and_datasets_with_their_plugin(cli):
+    res = invoke(cli, ["plugins"])
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert any(line.split()[:3] == ["model", "mmoe", "mmoe"] for line in lines)
+    assert any(line.split()[:3] == ["model", "shared_bottom", "shared_bottom"] for line in lines)
+    assert any(line.split()[:3] == ["dataset", "census-income", "census_income"] for line in lines)
+
+
+def test_plugins_shows_broken_plugin(cli, tmp_path):
+    bad = tmp_path / "dup.py"
+    bad.write_text(
+        "from mssbench import ModelSpec, hookimpl\n"
+        "@hookimpl\n"
+        "def mssbench_register_models():\n"
+        "    return [ModelSpec(name='mmoe', summary='x', build=lambda schema: None)]\n"
+    )
+    res = invoke(cli, ["plugins", "--plugin", str(bad)])
+    assert res.exit_code == 0
+    assert "Broken plugins" in res.output and "already registered" in res.output
+
+
+def test_run_prints_table_and_record(cli, tmp_path):
+    out = tmp_path / "runs"
+    res = invoke(
+        cli,
+        [
+            "run",
+            "--plugin",
+            "mssbench.testing.plugin",
+            "-m",
+            "mmoe",
+            "-d",
+            "tiny-synth",
+            *SMALL,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "256",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    for row in ("| s0", "| s1", "| s2", "| pooled", "| macro"):
+        assert row in res.output
+    assert "ctr AUC" in res.output and "ctcvr logloss" in res.output and "cvr AUC" in res.output
+    assert "samples/s" in res.output
+    [record] = list(out.glob("*.json"))
+    assert f"Run record: {record}" in res.output
+    assert json.loads(record.read_text())["config"]["epochs"] == 2
+
+
+def test_run_local_plugin_file(cli, tmp_path):
+    res = invoke(
+        cli,
+        [
+            "run",
+            "--plugin",
+            str(ROOT / "examples" / "my_model.py"),
+            "--plugin",
+            "mssbench.testing.plugin",
+            "-m",
+            "my_model",
+            "-d",
+            "tiny-synth",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Run record:" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "nope", "-d", "census-income"], "unknown model 'nope'. Known models: "),
+        (["-m", "mmoe", "-d", "census"], "unknown dataset 'census'. Known datasets: "),
+        (["-m", "mmoe", "-d", "census-income", "-p", "experts=3"], "takes no param 'experts'"),
+        (["-m", "mmoe", "-d", "census-income", "-p", "dropout=high"], "'dropout' expects float"),
+        (["-m", "mmoe", "-d", "census-income", "-p", "dropout"], "--param expects KEY=VALUE"),
+        (["-m", "mmoe", "-d", "census-income", "-D", "protocol=x"], "protocol"),
+        (["-m", "mmoe", "-d", "census-income", "--device", "cuda:7"], "--device cuda:7"),
+        (["-m", "mmoe", "-d", "census-income", "--batch-size", "1"], "--batch-size must be >= 2"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(cli, tmp_path, args, message):
+    res = cli.invoke(main, ["run", *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_plugin_with_syntax_error(cli, tmp_path):
+    bad = tmp_path / "my_model.py"
+    bad.write_text("def broken(:\n")
+    res = cli.invoke(main, ["run", "--plugin", str(bad), "-m", "my_model", "-d", "census-income"])
+    assert res.exit_code == 2
+    assert "Error: Error importing plugin" in res.output and "SyntaxError" in res.output
+    assert "line 1" in res.output and "Traceback" not in res.output
+
+
+def test_unwritable_out(cli, tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    res = cli.invoke(
+        main, ["run", "-m", "mmoe", "-d", "census-income", "--out", str(blocker / "x")]
+    )
+    assert res.exit_code == 2 and "is not writable" in res.output
+
+
+def test_bad_data_file_is_named(cli, tmp_path):
+    data = tmp_path / "census"
+    data.mkdir()
+    with gzip.open(data / "census-income.test.gz", "wt") as fh:
+        fh.write("1, 2, 3\n")
+    (data / "census-income.data").write_text("")
+    res = cli.invoke(
+        main,
+        [
+            "run",
+            "-m",
+            "mmoe",
+            "-d",
+            "census-income",
+            "-D",
+            "protocol=official",
+            "-D",
+            f"data_dir={data}",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "census-income" in res.output and "Traceback" not in res.output

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from mssbench.errors import DataError
+from mssbench.records import write_json_atomic, write_record
+from mssbench.results import RESULT_COLUMNS, load_records, load_results
+
+
+def test_atomic_write_never_overwrites(tmp_path):
+    p = write_json_atomic(tmp_path / "a.json", {"x": 1})
+    with pytest.raises(FileExistsError):
+        write_json_atomic(p, {"x": 2})
+    assert json.loads(p.read_text()) == {"x": 1}
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp left behind
+
+
+def test_write_record_picks_a_free_name(tmp_path):
+    a = write_record(tmp_path, "run", {"n": 1})
+    b = write_record(tmp_path, "run", {"n": 2})
+    assert a.name == "run.json" and b.name == "run-2.json"
+    assert json.loads(a.read_text()) == {"n": 1}
+
+
+def test_load_results_frame_and_rejections(registry, tmp_path):
+    from mssbench.api import run
+    from mssbench.config import RunConfig
+
+    out = tmp_path / "runs"
+    for seed in (0, 1):
+        run(
+            RunConfig(
+                model="constant",
+                dataset="tiny-synth",
+                epochs=1,
+                seed=seed,
+                out=str(out),
+                progress=False,
+            ),
+            registry=registry,
+            log=lambda m: None,
+        )
+    (out / "garbage.json").write_text("{not json")
+    (out / "other.json").write_text(json.dumps({"hello": 1}))
+    records, rejected = load_records(out)
+    assert len(records) == 2
+    reasons = {p.name: r for p, r in rejected}
+    assert "not valid JSON" in reasons["garbage.json"]
+    assert "missing key(s)" in reasons["other.json"]
+    df = load_results(out)
+    assert list(df.columns) == RESULT_COLUMNS
+    assert set(df.seed) == {0, 1}
+    pooled = df[(df.scenario == "pooled") & (df.metric == "auc") & (df.task == "ctr")]
+    assert len(pooled) == 2
+    # The constant model cannot rank: AUC exactly 0.5 on every pooled cell.
+    assert pooled.value.tolist() == [0.5, 0.5]
+    with pytest.raises(DataError, match="does not exist"):
+        load_results(tmp_path / "nope")

@@ -1,0 +1,193 @@
+import json
+import math
+
+import pytest
+import torch
+from conftest import SMALL_MMOE
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mssbench
+from mssbench.api import run
+from mssbench.config import RunConfig
+from mssbench.errors import ConfigError, TrainingError
+from mssbench.runners.trainer import batch_indices, resolve_device
+
+
+def config(runs_dir, **kw):
+    base = dict(
+        model="mmoe",
+        dataset="tiny-synth",
+        params=dict(SMALL_MMOE),
+        epochs=3,
+        batch_size=256,
+        patience=5,
+        out=str(runs_dir),
+        progress=False,
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def quiet(_msg):
+    pass
+
+
+@given(n=st.integers(1, 300), bs=st.integers(2, 64), seed=st.integers(0, 2**31 - 1))
+def test_mixed_batches_cover_every_row_once(n, bs, seed):
+    batches = batch_indices(n, bs, torch.Generator().manual_seed(seed))
+    rows = torch.cat(batches).sort().values
+    assert torch.equal(rows, torch.arange(n))
+    if n > 1:
+        assert all(len(b) >= 2 for b in batches)
+    assert all(len(b) <= bs + 1 for b in batches)
+
+
+@given(
+    scen=st.lists(st.integers(0, 3), min_size=1, max_size=300),
+    bs=st.integers(2, 64),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_scenario_pure_batches_hold_one_scenario(scen, bs, seed):
+    scenario = torch.tensor(scen)
+    batches = batch_indices(len(scen), bs, torch.Generator().manual_seed(seed), scenario, 4)
+    assert torch.equal(torch.cat(batches).sort().values, torch.arange(len(scen)))
+    for b in batches:
+        assert scenario[b].unique().numel() == 1
+
+
+def test_batches_are_deterministic_in_the_seed():
+    a = batch_indices(100, 16, torch.Generator().manual_seed(3))
+    b = batch_indices(100, 16, torch.Generator().manual_seed(3))
+    c = batch_indices(100, 16, torch.Generator().manual_seed(4))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_same_seed_gives_identical_metrics(registry, runs_dir):
+    a = run(config(runs_dir, seed=5), registry=registry, log=quiet)
+    b = run(config(runs_dir, seed=5), registry=registry, log=quiet)
+    c = run(config(runs_dir, seed=6), registry=registry, log=quiet)
+    assert a.path != b.path  # never overwritten
+    va, vb, vc = (r.test_metrics["value"].tolist() for r in (a, b, c))
+    assert va == vb or all(math.isnan(x) and math.isnan(y) or x == y for x, y in zip(va, vb))
+    assert va != vc
+
+
+def test_model_learns_planted_signal(registry, runs_dir):
+    res = run(config(runs_dir, epochs=8), registry=registry, log=quiet)
+    s = res.record["test"]["summary"]
+    assert s["auc/ctr"] > 0.7 and s["auc/ctcvr"] > 0.7
+
+
+def test_early_stopping_restores_best_epoch(registry, runs_dir):
+    # A huge learning rate makes validation degrade after the first epochs.
+    res = run(config(runs_dir, epochs=30, patience=2, lr=0.3), registry=registry, log=quiet)
+    tr = res.record["training"]
+    assert tr["stopped_early"] and tr["epochs_run"] < 30
+    assert tr["epochs_run"] == tr["best_epoch"] + 2
+    scores = [h["selection_score"] for h in tr["history"]]
+    assert tr["best_selection_score"] == max(scores)
+    assert scores.index(max(scores)) + 1 == tr["best_epoch"]
+
+
+class Interrupt:
+    def __init__(self, at):
+        self.at = at
+
+    @mssbench.hookimpl
+    def mssbench_epoch_end(self, run, epoch, metrics):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_and_matches_uninterrupted(registry, runs_dir, tmp_path):
+    full = run(config(tmp_path / "full", epochs=4), registry=registry, log=quiet)
+    registry.pm.register(Interrupt(2), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run(config(runs_dir, epochs=4), registry=registry, log=quiet)
+    assert not list(runs_dir.glob("*.json"))  # nothing half-written
+    assert list((runs_dir / ".partial").glob("*.pt"))
+    registry.pm.unregister(name="interrupt")
+    logs = []
+    resumed = run(config(runs_dir, epochs=4, resume=True), registry=registry, log=logs.append)
+    assert any("Resuming" in m and "after epoch 2" in m for m in logs)
+    assert [h["epoch"] for h in resumed.record["training"]["history"]] == [1, 2, 3, 4]
+    assert resumed.test_metrics["value"].tolist() == pytest.approx(
+        full.test_metrics["value"].tolist(), nan_ok=True
+    )
+    assert not list((runs_dir / ".partial").glob("*.pt"))  # cleaned up when finished
+
+
+def test_nan_loss_stops_with_clear_message(registry, runs_dir):
+    cfg = RunConfig(
+        model="constant",
+        dataset="tiny-synth",
+        params={"init": "nan"},
+        out=str(runs_dir),
+        progress=False,
+    )
+    with pytest.raises(TrainingError, match=r"training loss became nan at epoch 1, step 1.*--lr"):
+        run(cfg, registry=registry, log=quiet)
+    assert not list(runs_dir.glob("*.json"))
+
+
+def test_scenario_pure_batching_runs_and_is_recorded(registry, runs_dir):
+    res = run(config(runs_dir, epochs=1, batching="scenario_pure"), registry=registry, log=quiet)
+    assert res.record["config"]["batching"] == "scenario_pure"
+
+
+def test_record_contents(registry, runs_dir):
+    res = run(config(runs_dir, epochs=2, seed=3), registry=registry, log=quiet)
+    rec = json.loads(res.path.read_text())
+    assert rec["status"] == "finished"
+    assert rec["protocol"]["id"].startswith("synthetic/tiny-synth/")
+    assert rec["config"]["params"]["n_experts"] == 3  # resolved and typed
+    assert rec["config"]["params"]["dropout"] == 0.2  # defaults included
+    assert rec["config"]["seed"] == 3
+    assert rec["model"]["n_params"] > 0
+    assert rec["environment"]["versions"]["torch"]
+    assert rec["environment"]["hardware"]["device"] == "cpu"
+    assert rec["environment"]["hardware"]["cpu"]
+    assert rec["training"]["train_samples_per_s"] > 0
+    assert len(rec["training"]["history"]) == 2
+    assert {"auc/ctr", "auc/ctcvr", "macro_auc/cvr"} <= set(rec["training"]["history"][0]["valid"])
+    cells = {(m["scenario"], m["task"], m["metric"]) for m in rec["test"]["metrics"]}
+    assert ("s0", "cvr", "auc") in cells and ("macro", "ctr", "logloss") in cells
+    assert rec["wall_seconds"] > 0 and rec["command"]
+
+
+def test_unknown_param_and_wrong_type(registry, runs_dir):
+    with pytest.raises(ConfigError, match=r"takes no param 'n_expert'.*Did you mean 'n_experts'"):
+        run(config(runs_dir, params={"n_expert": "4"}), registry=registry, log=quiet)
+    with pytest.raises(ConfigError, match=r"'n_experts' expects int.*got 'four'"):
+        run(config(runs_dir, params={"n_experts": "four"}), registry=registry, log=quiet)
+    with pytest.raises(ConfigError, match=r"rejected its hyper-parameters: mode must be"):
+        run(config(runs_dir, params={"mode": "x"}), registry=registry, log=quiet)
+
+
+def test_unavailable_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="must be auto, cpu"):
+        resolve_device("tpu")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_unwritable_output_directory(registry, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="output directory .* is not writable"):
+        run(config(blocker / "runs"), registry=registry, log=quiet)
+
+
+def test_esmm_head_wraps_any_model(registry, runs_dir):
+    res = run(config(runs_dir, epochs=2, head="esmm"), registry=registry, log=quiet)
+    assert res.record["config"]["head"] == "esmm"
+    assert res.record["test"]["summary"]["auc/ctr"] > 0.5
+
+
+def test_esmm_head_needs_related_tasks(registry, runs_dir):
+    with pytest.raises(ConfigError, match="--head esmm needs tasks"):
+        run(config(runs_dir, dataset="census-income", head="esmm"), registry=registry, log=quiet)
