@@ -35,6 +35,9 @@ from mssbench.runners.trainer import (
 )
 from mssbench.spec import LoadedDataset
 
+#: Rows per block when block-shuffling memory-mapped training data.
+BLOCK_ROWS = 65536
+
 
 @dataclass
 class RunResult:
@@ -123,14 +126,16 @@ def run(
     batching = config.batching
     if batching == "auto":
         batching = str(model_spec.tags.get("batching", "mixed"))
-    head = config.head
-    if head == "auto":
-        head = str(model_spec.tags.get("head", "direct"))
 
     t_load = time.perf_counter()
     data = load_dataset(registry, config.dataset, config.data_options)
     load_seconds = time.perf_counter() - t_load
     schema = data.schema
+
+    head = config.head
+    if head == "auto":
+        # A model's preferred head applies where the tasks allow it (click -> purchase).
+        head = str(model_spec.tags.get("head", "direct")) if schema.relations else "direct"
 
     seed_everything(config.seed)
     model = build_model(registry, config.model, schema, config.params)
@@ -144,13 +149,14 @@ def run(
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     train, valid, test = data.train, data.valid, data.test
-    if device.type != "cpu":
+    if device.type != "cpu" and not data.memory_mapped:
         train, valid, test = (s.to(device) for s in (train, valid, test))
 
     stamp = datetime.now(timezone.utc)
     config_dict = {**config.to_dict(), "params": params, "data_options": data_options}
     config_dict["batching"] = batching
     config_dict["head"] = head
+    config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
     record: dict[str, Any] = {
         "record_version": RECORD_SCHEMA_VERSION,
         "status": "running",
@@ -204,6 +210,7 @@ def run(
         patience=config.patience,
         scenario_pure=batching == "scenario_pure",
         max_steps_per_epoch=config.max_steps_per_epoch,
+        block_rows=BLOCK_ROWS if data.memory_mapped else 0,
         checkpoint=checkpoint,
         resume=config.resume,
         progress=config.progress,

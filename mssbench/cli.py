@@ -11,7 +11,7 @@ import click
 from tabulate import tabulate
 
 from mssbench.config import DEFAULT_OUT, RunConfig, parse_assignments
-from mssbench.errors import MssbenchError
+from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 
 
@@ -103,6 +103,12 @@ def main() -> None:
     metavar="KEY=VALUE",
     help="Dataset option (repeatable), e.g. -D protocol=official -D data_dir=/data/census.",
 )
+@click.option(
+    "--scenarios",
+    default=None,
+    metavar="A,B,...",
+    help="Restrict the scenario set (datasets with a 'scenarios' option), e.g. NL,ES,FR,US.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=int, default=2048, show_default=True)
@@ -157,6 +163,7 @@ def run(
     disabled: tuple[str, ...],
     strict_plugins: bool,
     no_progress: bool,
+    scenarios: str | None,
     **options: Any,
 ) -> None:
     """Train MODEL on DATASET, stop early on validation, report test AUC and logloss."""
@@ -164,11 +171,16 @@ def run(
     from mssbench.metrics import metrics_table
 
     registry = _registry(plugins, disabled, strict_plugins)
+    options_given = parse_assignments(data_options, "--data-option")
+    if scenarios is not None:
+        if "scenarios" not in registry.dataset(dataset).options:
+            raise ConfigError(f"dataset {dataset!r} has no 'scenarios' option to restrict")
+        options_given["scenarios"] = scenarios
     config = RunConfig(
         model=model,
         dataset=dataset,
         params=parse_assignments(params, "--param"),
-        data_options=parse_assignments(data_options, "--data-option"),
+        data_options=options_given,
         progress=not no_progress,
         **options,
     )

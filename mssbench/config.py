@@ -35,7 +35,7 @@ class RunConfig:
             ``auto`` takes the model's ``batching`` tag, else ``mixed``.
         head: ``direct`` (each task's logit as the model gives it), ``esmm`` (wrap the model in
             :class:`mssbench.nn.ESMMHead`: CTCVR = CTR x CVR in log space), or ``auto`` (the
-            model's ``head`` tag, else ``direct``).
+            model's ``head`` tag where the dataset has related tasks, else ``direct``).
         max_steps_per_epoch: Cap on training steps per epoch (0 = a full pass); for smoke runs.
         out: Directory of run records.
         resume: Continue an interrupted run with the same configuration if one exists.

@@ -316,6 +316,8 @@ class LoadedDataset:
         test: Test split (reported once, after training).
         info: Free-form JSON-serialisable facts for the run record (source files, checksums,
             row counts, out-of-vocabulary counts).
+        memory_mapped: The split tensors are views of memory-mapped files (larger than memory):
+            the runner then block-shuffles rows instead of a full random permutation.
     """
 
     schema: DatasetSchema
@@ -324,6 +326,7 @@ class LoadedDataset:
     valid: Split
     test: Split
     info: Mapping[str, Any] = field(default_factory=dict)
+    memory_mapped: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train", "valid", "test"):

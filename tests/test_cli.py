@@ -70,7 +70,17 @@ def test_run_prints_table_and_record(cli, tmp_path):
     assert "samples/s" in res.output
     [record] = list(out.glob("*.json"))
     assert f"Run record: {record}" in res.output
-    assert json.loads(record.read_text())["config"]["epochs"] == 2
+    rec = json.loads(record.read_text())
+    assert rec["config"]["epochs"] == 2
+    # The synthetic data knows its true probabilities: the oracle is shown and recorded.
+    assert "Oracle" in res.output
+    assert rec["test"]["oracle_summary"]["auc/ctr"] > rec["test"]["summary"]["auc/ctr"] - 0.05
+
+
+def test_scenarios_flag_needs_a_dataset_that_has_subsets(cli, tmp_path):
+    res = cli.invoke(main, ["run", "-m", "mmoe", "-d", "census-income", "--scenarios", "NL"])
+    assert res.exit_code == 2
+    assert "has no 'scenarios' option" in res.output
 
 
 def test_run_local_plugin_file(cli, tmp_path):

@@ -191,3 +191,24 @@ def test_esmm_head_wraps_any_model(registry, runs_dir):
 def test_esmm_head_needs_related_tasks(registry, runs_dir):
     with pytest.raises(ConfigError, match="--head esmm needs tasks"):
         run(config(runs_dir, dataset="census-income", head="esmm"), registry=registry, log=quiet)
+
+
+@given(n=st.integers(1, 5000), block=st.integers(1, 700), window=st.integers(1, 5),
+       seed=st.integers(0, 2**31 - 1))
+def test_block_shuffle_covers_every_row_once(n, block, window, seed):
+    from mssbench.runners.trainer import block_shuffled_rows
+
+    rows = block_shuffled_rows(n, block, window, torch.Generator().manual_seed(seed))
+    assert torch.equal(rows.sort().values, torch.arange(n))
+    # Locality: the order is a sequence of windows, each the rows of at most `window` blocks.
+    ids = rows.div(block, rounding_mode="floor").tolist()
+    seen, current = set(), set()
+    for i, b in enumerate(ids):
+        if b not in current:
+            if len(current) == window or b in seen:
+                assert all(x in seen for x in current)  # the previous window is complete
+                current = set()
+            assert b not in seen or b in current
+            current.add(b)
+            seen.add(b)
+        assert len(current) <= window, f"window of more than {window} blocks at row {i}"

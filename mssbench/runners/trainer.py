@@ -59,19 +59,47 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def block_shuffled_rows(
+    n_rows: int, block_rows: int, window_blocks: int, generator: torch.Generator
+) -> torch.Tensor:
+    """A row order for data read from disk: shuffled blocks, rows shuffled within windows.
+
+    Contiguous blocks of ``block_rows`` rows are put in random order; each run of
+    ``window_blocks`` consecutive blocks of that order forms a window whose rows are shuffled
+    together. A batch then touches at most ``window_blocks`` contiguous regions of the file, so
+    reads stay sequential and the page cache works, while the order still mixes rows from
+    distant parts of the (time-ordered) data.
+    """
+    n_blocks = math.ceil(n_rows / block_rows)
+    blocks = torch.randperm(n_blocks, generator=generator)
+    parts = []
+    for start in range(0, n_blocks, window_blocks):
+        rows = torch.cat(
+            [
+                torch.arange(b * block_rows, min((b + 1) * block_rows, n_rows))
+                for b in blocks[start : start + window_blocks].tolist()
+            ]
+        )
+        parts.append(rows[torch.randperm(len(rows), generator=generator)])
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def batch_indices(
     n_rows: int,
     batch_size: int,
     generator: torch.Generator,
     scenario: torch.Tensor | None = None,
     n_scenarios: int = 0,
+    block_rows: int = 0,
+    window_blocks: int = 8,
 ) -> list[torch.Tensor]:
     """One epoch of shuffled training batches as index tensors.
 
     With ``scenario`` given, every batch holds rows of one scenario only ("scenario-pure"), and
-    the order of the batches is shuffled. Every row appears exactly once; a final batch of one row
-    is merged into the previous batch of the same kind, since batch normalisation cannot train on
-    one row.
+    the order of the batches is shuffled. With ``block_rows`` set (memory-mapped data), rows
+    follow :func:`block_shuffled_rows` instead of a full permutation. Every row appears exactly
+    once; a final batch of one row is merged into the previous batch of the same kind, since
+    batch normalisation cannot train on one row.
 
     Args:
         n_rows: Number of rows.
@@ -79,6 +107,8 @@ def batch_indices(
         generator: CPU generator that owns the shuffling state.
         scenario: ``[N]`` scenario ids for scenario-pure batching.
         n_scenarios: Number of scenarios (with ``scenario``).
+        block_rows: Block size for block shuffling (0 = full permutation).
+        window_blocks: Blocks shuffled together (with ``block_rows``).
 
     Returns:
         Index tensors (int64, CPU).
@@ -92,6 +122,8 @@ def batch_indices(
         return parts
 
     if scenario is None:
+        if block_rows:
+            return chunks(block_shuffled_rows(n_rows, block_rows, window_blocks, generator))
         return chunks(torch.randperm(n_rows, generator=generator))
     scenario = scenario.cpu()
     order = torch.argsort(scenario, stable=True)
@@ -187,6 +219,7 @@ def fit(
     patience: int,
     scenario_pure: bool = False,
     max_steps_per_epoch: int = 0,
+    block_rows: int = 0,
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -211,6 +244,7 @@ def fit(
         patience: Epochs without improvement before stopping.
         scenario_pure: Single-scenario batches.
         max_steps_per_epoch: Stop each epoch after this many steps (0 = full pass).
+        block_rows: Block-shuffle rows in blocks of this size (memory-mapped data; 0 = off).
         checkpoint: Where to keep the resumable state after every epoch.
         resume: Continue from ``checkpoint`` if it exists.
         progress: Show a progress bar.
@@ -243,7 +277,9 @@ def fit(
     while state.epoch < epochs and not state.stopped_early:
         epoch = state.epoch + 1
         model.train()
-        batches = batch_indices(len(train), batch_size, generator, scenario, schema.n_scenarios)
+        batches = batch_indices(
+            len(train), batch_size, generator, scenario, schema.n_scenarios, block_rows
+        )
         if max_steps_per_epoch:
             batches = batches[:max_steps_per_epoch]
         n_samples = sum(len(b) for b in batches)

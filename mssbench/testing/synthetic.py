@@ -3,7 +3,7 @@
 The labels follow a planted logistic model with effects shared by all scenarios,
 scenario-specific effects and a shared component between tasks, so a working model learns it.
 When the schema declares ``ctcvr`` implies ``ctr``, positives of the child are drawn among the
-parent's positives.
+parent's positives. Every split carries its true probabilities as ``oracle`` logits.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from mssbench.nn import esmm_logit
 from mssbench.spec import (
     CategoricalField,
     DatasetSchema,
@@ -77,13 +78,18 @@ def make_split(schema: DatasetSchema, n_rows: int, seed: int = 0, base_rate: flo
     scen_bias = torch.randn(S, generator=w) * 0.5
     specific = ((num - 0.5) * scen_w[scenario]).sum(1) + scen_bias[scenario]
     labels = torch.zeros(n_rows, T)
+    oracle = torch.zeros(n_rows, T)
     for t in range(T):
         task_w = torch.randn(schema.n_numeric, generator=w)
         logit = base_rate + shared + specific + 0.5 * ((num - 0.5) @ task_w) - 0.5 * t
         labels[:, t] = (torch.rand(n_rows, generator=g) < torch.sigmoid(logit)).float()
+        oracle[:, t] = logit
     for rel in schema.relations:
-        labels[:, schema.task_index(rel.child)] *= labels[:, schema.task_index(rel.parent)]
-    return Split(cat.to(torch.int32), num, scenario, labels)
+        child, parent = schema.task_index(rel.child), schema.task_index(rel.parent)
+        labels[:, child] *= labels[:, parent]
+        # Drawn independently, so P(child) = P(parent) * P(child draw).
+        oracle[:, child] = esmm_logit(oracle[:, parent], oracle[:, child])
+    return Split(cat.to(torch.int32), num, scenario, labels, oracle)
 
 
 def make_dataset(
