@@ -82,6 +82,73 @@ def main() -> None:
     """mssbench: train and evaluate multi-scenario / multi-task recommendation models."""
 
 
+def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``run`` and ``suite``: how a run is trained and where it goes."""
+    decorators = [
+        click.option(
+            "--data-option",
+            "-D",
+            "data_options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Dataset option (repeatable), e.g. -D protocol=official -D data_dir=/data/census.",
+        ),
+        click.option(
+            "--scenarios",
+            default=None,
+            metavar="A,B,...",
+            help="Restrict the scenario set (datasets with a scenarios option), e.g. NL,ES,FR,US.",
+        ),
+        click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs."),
+        click.option("--batch-size", type=int, default=2048, show_default=True),
+        click.option("--eval-batch-size", type=int, default=65536, show_default=True),
+        click.option(
+            "--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."
+        ),
+        click.option("--weight-decay", type=float, default=1e-6, show_default=True),
+        click.option(
+            "--patience",
+            type=int,
+            default=2,
+            show_default=True,
+            help="Stop after this many epochs without validation improvement.",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+        ),
+        click.option(
+            "--batching",
+            type=click.Choice(["auto", "mixed", "scenario_pure"]),
+            default="auto",
+            show_default=True,
+            help="auto takes the model's declared default (mixed for most).",
+        ),
+        click.option(
+            "--head",
+            type=click.Choice(["auto", "direct", "esmm"]),
+            default="auto",
+            show_default=True,
+            help="esmm: CTCVR = CTR x CVR in log space, any model; auto: the model default.",
+        ),
+        click.option(
+            "--max-steps-per-epoch",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Cap training steps per epoch (0 = full pass); for smoke runs.",
+        ),
+        click.option(
+            "--out",
+            default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
+            show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
+            help="Directory of run records.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 @main.command()
 @click.option(
     "--model", "-m", required=True, help="Registered model name (see `mssbench plugins`)."
@@ -95,61 +162,8 @@ def main() -> None:
     metavar="KEY=VALUE",
     help="Model hyper-parameter (repeatable), e.g. -p n_experts=4 -p expert_hidden=256,128.",
 )
-@click.option(
-    "--data-option",
-    "-D",
-    "data_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Dataset option (repeatable), e.g. -D protocol=official -D data_dir=/data/census.",
-)
-@click.option(
-    "--scenarios",
-    default=None,
-    metavar="A,B,...",
-    help="Restrict the scenario set (datasets with a 'scenarios' option), e.g. NL,ES,FR,US.",
-)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs.")
-@click.option("--batch-size", type=int, default=2048, show_default=True)
-@click.option("--eval-batch-size", type=int, default=65536, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--weight-decay", type=float, default=1e-6, show_default=True)
-@click.option(
-    "--patience",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Stop after this many epochs without validation improvement.",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--batching",
-    type=click.Choice(["auto", "mixed", "scenario_pure"]),
-    default="auto",
-    show_default=True,
-    help="auto takes the model's declared default (mixed for most).",
-)
-@click.option(
-    "--head",
-    type=click.Choice(["auto", "direct", "esmm"]),
-    default="auto",
-    show_default=True,
-    help="esmm: CTCVR = CTR x CVR (log space) on any model; auto takes the model's default.",
-)
-@click.option(
-    "--max-steps-per-epoch",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Cap training steps per epoch (0 = full pass); for smoke runs.",
-)
-@click.option(
-    "--out",
-    default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
-    show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
-    help="Directory of run records.",
-)
+@training_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same config.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @plugin_options
@@ -204,6 +218,123 @@ def run(
         f"{rec['wall_seconds']:.1f} s wall time on {rec['environment']['hardware']['device']}"
     )
     click.echo(f"Run record: {result.path}")
+
+
+@main.command()
+@click.option("--models", default="all", show_default=True, help="all, or a comma list.")
+@click.option("--datasets", required=True, help="A comma list of dataset names.")
+@click.option(
+    "--seeds", default="5", show_default=True, help="A count (5 = seeds 0-4) or a list (0,3,7)."
+)
+@click.option(
+    "--jobs",
+    default="auto",
+    show_default=True,
+    help="Runs at a time: auto = one per GPU, else one per 4 CPU cores.",
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="[MODEL.]KEY=VALUE",
+    help="Hyper-parameter for every model that takes KEY, or MODEL.KEY for one model.",
+)
+@click.option(
+    "--no-progress", is_flag=True, help="Hide progress bars (always hidden with --jobs > 1)."
+)
+@training_options
+@plugin_options
+@handle_errors
+def suite(
+    models: str,
+    datasets: str,
+    seeds: str,
+    jobs: str,
+    params: tuple[str, ...],
+    data_options: tuple[str, ...],
+    scenarios: str | None,
+    plugins: tuple[str, ...],
+    disabled: tuple[str, ...],
+    strict_plugins: bool,
+    no_progress: bool,
+    **options: Any,
+) -> None:
+    """Run every model x dataset x seed; finished runs (same config and seed) are skipped."""
+    from mssbench.suite import default_jobs, parse_seeds, plan, run_suite, summary_frame
+
+    registry = _registry(plugins, disabled, strict_plugins)
+    data_given = parse_assignments(data_options, "--data-option")
+    if scenarios is not None:
+        data_given["scenarios"] = scenarios
+    try:
+        n_jobs = default_jobs() if jobs == "auto" else int(jobs)
+    except ValueError:
+        raise ConfigError(f"--jobs expects a number or auto, got {jobs!r}") from None
+    if n_jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {n_jobs}")
+    base = RunConfig(
+        model="",
+        dataset="",
+        data_options=data_given,
+        progress=not no_progress,
+        resume=True,  # an interrupted run continues from its last epoch
+        **options,
+    )
+    base.validate()
+    planned, notes = plan(
+        registry,
+        models,
+        datasets,
+        parse_seeds(seeds),
+        base,
+        parse_assignments(params, "--param"),
+    )
+    for note in notes:
+        click.echo(f"Note: {note}", err=True)
+    skipped = sum(j.status == "skipped" for j in planned)
+    click.echo(
+        f"Suite: {len(planned)} runs, {skipped} already finished in {base.out}, "
+        f"{len(planned) - skipped} to run, {n_jobs} at a time.",
+        err=True,
+    )
+    run_suite(planned, n_jobs, plugins, disabled, log=lambda m: click.echo(m, err=True))
+    frame = summary_frame(planned, base.out)
+    click.echo("")
+    click.echo(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
+    failed = [j for j in planned if j.status == "error"]
+    for job in failed:
+        d, m, sd = job.key
+        click.echo(f"error: {d} {m} seed {sd}: {job.error}")
+    click.echo(f"Records: {base.out}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@plugin_options
+@handle_errors
+def check(
+    models: tuple[str, ...],
+    plugins: tuple[str, ...],
+    disabled: tuple[str, ...],
+    strict_plugins: bool,
+) -> None:
+    """Run the plugin conformance suite on MODELS (registered names)."""
+    from mssbench.testing import run_checks
+
+    registry = _registry(plugins, disabled, strict_plugins)
+    failed = False
+    for name in models:
+        spec = registry.model(name)
+        results = run_checks(spec)
+        rows = [[r.check, r.status, r.message] for r in results]
+        click.echo(f"\n{name} ({registry.plugin_of('model', name)})")
+        click.echo(tabulate(rows, headers=["check", "status", "message"], tablefmt="simple"))
+        failed |= any(r.status == "failed" for r in results)
+    if failed:
+        sys.exit(1)
 
 
 @main.command("plugins")
@@ -274,6 +405,68 @@ def data_prepare(
     if rows:
         click.echo(tabulate(rows, headers="keys", tablefmt="github", intfmt=","))
     click.echo(f"Prepared data: {target}")
+
+
+@main.group()
+def leaderboard() -> None:
+    """Build the published leaderboard pages from run records."""
+
+
+@leaderboard.command("build")
+@click.argument("results_dir", metavar="RESULTS_DIR")
+@click.option(
+    "--out",
+    default="leaderboards",
+    show_default=True,
+    help="Output directory: one page per dataset and protocol id, and README.md as the index.",
+)
+@click.option(
+    "--reported",
+    default=None,
+    metavar="DIR",
+    help="Published numbers of other libraries, DIR/<dataset>.csv [default: OUT/reported].",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--strict", is_flag=True, help="Fail if any record in RESULTS_DIR is rejected.")
+@plugin_options
+@handle_errors
+def leaderboard_build(
+    results_dir: str,
+    out: str,
+    reported: str | None,
+    no_plots: bool,
+    strict: bool,
+    plugins: tuple[str, ...],
+    disabled: tuple[str, ...],
+    strict_plugins: bool,
+) -> None:
+    """Write a Markdown page, a CSV and plots per dataset and protocol id from RESULTS_DIR.
+
+    Every valid run record below RESULTS_DIR is included (a contributed record too); a file
+    that is not a valid finished record is listed with the reason and left out. The installed
+    plugins (and --plugin) give the models' defaults for variant labels and commands.
+    """
+    from mssbench.leaderboard import Defaults, build
+
+    registry = _registry(plugins, disabled, strict_plugins)
+    result = build(
+        results_dir,
+        out,
+        defaults=Defaults.from_registry(registry),
+        reported_dir=reported,
+        plots=not no_plots,
+        strict=strict,
+    )
+    for path, reason in result.rejected:
+        click.echo(f"Rejected {path}: {reason}", err=True)
+    for page in result.pages:
+        click.echo(
+            f"{page.directory}: {len(page.records)} runs, {len(page.variants)} models "
+            f"({page.protocol_id})"
+        )
+    if result.removed:
+        click.echo(f"Removed {len(result.removed)} stale file(s) of an earlier build.")
+    click.echo(f"Index: {out}/README.md")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,15 @@
-"""Reading run records back: ``load_records`` and the tidy ``load_results`` DataFrame."""
+"""Reading run records back: records, tidy frames and their aggregation over seeds.
+
+``load_records`` and ``load_results`` read a results directory; ``leaderboard_frame`` adds model
+variants and provenance, and ``aggregate`` gives mean, std and seed counts per result cell.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -46,6 +51,12 @@ RESULT_COLUMNS = [
 ]
 
 
+#: Optional top-level key of a run record naming who produced it (a contributed result):
+#: a string (``"Jane Doe (ACME Labs)"``) or an object ``{"name": ..., "url": ..., "affiliation":
+#: ...}`` of strings. ``mssbench run`` does not write it; a contributor adds it by hand.
+CONTRIBUTOR_KEY = "contributor"
+
+
 def validate_record(record: Any, source: str = "<record>") -> dict[str, Any]:
     """Check that ``record`` is a finished run record; :class:`DataError` naming what is wrong."""
     if not isinstance(record, dict):
@@ -69,7 +80,46 @@ def validate_record(record: Any, source: str = "<record>") -> dict[str, Any]:
                 raise DataError(f"{source}: test.metrics[{i}] lacks {key!r}")
     if not isinstance(record["protocol"], dict) or "id" not in record["protocol"]:
         raise DataError(f"{source}: protocol.id is missing")
+    _validate_structure(record, source)
     return record
+
+
+def _validate_structure(record: dict[str, Any], source: str) -> None:
+    """The shape checks a record from elsewhere (a contributed result) needs before it is read."""
+    for key in ("model", "dataset"):
+        part = record[key]
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str) or not part["name"]:
+            raise DataError(f"{source}: {key}.name must be a non-empty string")
+    if not isinstance(record["protocol"]["id"], str) or not record["protocol"]["id"]:
+        raise DataError(f"{source}: protocol.id must be a non-empty string")
+    for key in ("config", "environment", "training"):
+        if not isinstance(record[key], dict):
+            raise DataError(f"{source}: {key} must be a JSON object")
+    seed = record["config"].get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DataError(f"{source}: config.seed must be an integer, got {seed!r}")
+    for i, row in enumerate(record["test"]["metrics"]):
+        for key in ("scenario", "task", "metric"):
+            if not isinstance(row[key], str) or not row[key]:
+                raise DataError(f"{source}: test.metrics[{i}].{key} must be a non-empty string")
+        value = row["value"]
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise DataError(
+                f"{source}: test.metrics[{i}].value must be a number or null, got {value!r}"
+            )
+    if CONTRIBUTOR_KEY in record:
+        contributor = record[CONTRIBUTOR_KEY]
+        ok = (isinstance(contributor, str) and contributor.strip()) or (
+            isinstance(contributor, dict)
+            and isinstance(contributor.get("name"), str)
+            and contributor["name"].strip()
+            and all(isinstance(v, str) for v in contributor.values())
+        )
+        if not ok:
+            raise DataError(
+                f"{source}: {CONTRIBUTOR_KEY} must be a non-empty string or an object with a "
+                f'"name" (and optional "url", "affiliation") of strings'
+            )
 
 
 def load_records(
@@ -152,3 +202,352 @@ def load_results(directory: str | Path) -> pd.DataFrame:
     """
     records, _ = load_records(directory)
     return records_to_frame(records)
+
+
+# --- Leaderboard frames ------------------------------------------------------------------------
+
+#: Columns of :func:`leaderboard_frame` and of every leaderboard page's ``results.csv``: one row
+#: per (run, scenario, task, metric), with the model variant and where the run came from.
+LEADERBOARD_COLUMNS = [
+    "dataset",
+    "protocol_id",
+    "dataset_version",
+    "model",
+    "variant",
+    "plugin",
+    "head",
+    "batching",
+    "seed",
+    "scenario",
+    "task",
+    "metric",
+    "value",
+    "n",
+    "n_pos",
+    "reason",
+    "n_params",
+    "train_samples_per_s",
+    "hardware",
+    "versions",
+    "contributor",
+    "run_hash",
+    "record",
+]
+
+#: Columns of :func:`aggregate`.
+AGGREGATE_COLUMNS = [
+    "dataset",
+    "protocol_id",
+    "dataset_version",
+    "model",
+    "variant",
+    "scenario",
+    "task",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "n_undefined",
+]
+
+#: What identifies one leaderboard page: records differing in any of these are never ranked
+#: together.
+PAGE_KEYS = ("dataset", "protocol_id", "dataset_version")
+
+#: Config keys that make two runs of one model different variants (seed, device, paths and
+#: evaluation batch size do not change what is trained).
+VARIANT_CONFIG_KEYS = (
+    "params",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "max_steps_per_epoch",
+    "shuffle",
+)
+
+_HEAD_WORDS = {"direct": "direct heads", "esmm": "ESMM head"}
+_BATCHING_WORDS = {"mixed": "mixed batches", "scenario_pure": "scenario-pure batches"}
+
+
+def dataset_version(record: dict[str, Any]) -> str:
+    """The dataset plugin and the version of the package that provided it, e.g. ``mmoe 0.1.0``.
+
+    Uses ``dataset.version`` when the record states one, else the plugin's own entry in
+    ``environment.versions`` (a third-party distribution ``mssbench-<plugin>``), else the
+    ``mssbench`` version (first-party plugins ship with mssbench). Records with different
+    values are never ranked together.
+    """
+    ds = record["dataset"]
+    plugin = str(ds.get("plugin") or "?")
+    versions = record["environment"].get("versions") or {}
+    if not isinstance(versions, dict):
+        versions = {}
+    if ds.get("version") is not None:
+        return f"{plugin} {ds['version']}"
+    for name in (plugin, f"mssbench-{plugin}", f"mssbench_{plugin}"):
+        if versions.get(name) is not None:
+            return f"{plugin} {versions[name]}"
+    return f"{plugin} (mssbench {versions.get('mssbench', '?')})"
+
+
+def page_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    """``(dataset, protocol id, dataset version)``: the leaderboard page a record belongs to."""
+    return (record["dataset"]["name"], record["protocol"]["id"], dataset_version(record))
+
+
+def contributor_name(record: dict[str, Any]) -> str:
+    """Who contributed the record (``""`` when it carries no ``contributor``)."""
+    value = record.get(CONTRIBUTOR_KEY)
+    if isinstance(value, dict):
+        extra = [value[k] for k in ("affiliation", "url") if value.get(k)]
+        return f"{value['name']} ({', '.join(extra)})" if extra else str(value["name"])
+    return str(value or "")
+
+
+def hardware_label(record: dict[str, Any]) -> str:
+    """One line for the hardware a record ran on, e.g. ``cuda:0, NVIDIA H100 (CUDA 12.4)``."""
+    hw = record["environment"].get("hardware") or {}
+    if not isinstance(hw, dict):
+        return str(hw)
+    parts = [str(hw.get("device", "?"))]
+    if hw.get("gpu"):
+        parts.append(f"{hw['gpu']}" + (f" (CUDA {hw['cuda']})" if hw.get("cuda") else ""))
+    if hw.get("cpu"):
+        cores = f", {hw['cpu_count']} cores" if hw.get("cpu_count") else ""
+        parts.append(f"{hw['cpu']}{cores}")
+    return ", ".join(parts)
+
+
+def versions_label(record: dict[str, Any]) -> str:
+    """Package versions of a record as ``name version`` pairs in a stable order."""
+    versions = record["environment"].get("versions") or {}
+    if not isinstance(versions, dict):
+        return str(versions)
+    return ", ".join(f"{k} {versions[k]}" for k in sorted(versions))
+
+
+def _default_head_batching(
+    record: dict[str, Any], model_tags: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[str, str]:
+    tags = (model_tags or {}).get(record["model"]["name"]) or {}
+    schema = record["dataset"].get("schema")
+    relations = schema.get("relations") if isinstance(schema, dict) else None
+    head = str(tags.get("head", "direct"))
+    if relations is not None and not relations:
+        head = "direct"  # the model's preferred head applies only where tasks are related
+    return head, str(tags.get("batching", "mixed"))
+
+
+def _flat_config(record: dict[str, Any]) -> dict[str, str]:
+    config = record["config"]
+    out = {}
+    for key in VARIANT_CONFIG_KEYS:
+        if key == "params":
+            params = config.get("params") or {}
+            if isinstance(params, dict):
+                for name in sorted(params):
+                    out[str(name)] = json.dumps(params[name], sort_keys=True, default=str)
+            continue
+        if key in config:
+            out[key] = json.dumps(config[key], sort_keys=True, default=str)
+    return out
+
+
+def _variant_identity(record: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    config = record["config"]
+    return (
+        record["model"]["name"],
+        str(record["model"].get("plugin") or ""),
+        str(config.get("head") or ""),
+        str(config.get("batching") or ""),
+        json.dumps(_flat_config(record), sort_keys=True),
+    )
+
+
+def variant_labels(
+    records: Sequence[dict[str, Any]],
+    model_tags: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """A label per record naming its model variant, unique within each leaderboard page.
+
+    The label is the model name, followed in parentheses by the head and batching where they are
+    not the model's default (``"aesm (direct heads)"``, ``"star (mixed batches)"``) and by the
+    hyper-parameters or training settings that tell apart several configurations of one model on
+    the same page (``"mmoe (embed_dim=16)"``), and by ``[plugin]`` where two plugins register
+    the same model name. Runs differing only in seed, device or output path share a label.
+
+    Args:
+        records: Valid run records.
+        model_tags: ``{model name: spec tags}`` of the installed models, for their default head
+            (``head`` tag) and batching (``batching`` tag); without it, a model's default is
+            the harness default (direct heads, mixed batches).
+
+    Returns:
+        One label per record, in the order given.
+    """
+    labels: list[str] = [""] * len(records)
+    pages: dict[tuple[str, str, str], list[int]] = {}
+    for i, rec in enumerate(records):
+        pages.setdefault(page_key(rec), []).append(i)
+    for indices in pages.values():
+        identities = {i: _variant_identity(records[i]) for i in indices}
+        plugins_of: dict[str, set[str]] = {}
+        configs_of: dict[tuple[str, str, str, str], dict[str, dict[str, str]]] = {}
+        for i in indices:
+            model, plugin, head, batching, cfg = identities[i]
+            plugins_of.setdefault(model, set()).add(plugin)
+            configs_of.setdefault((model, plugin, head, batching), {})[cfg] = _flat_config(
+                records[i]
+            )
+        by_label: dict[str, set[tuple[str, ...]]] = {}
+        for i in indices:
+            rec = records[i]
+            model, plugin, head, batching, cfg = identities[i]
+            default_head, default_batching = _default_head_batching(rec, model_tags)
+            parts = []
+            if head and head != default_head:
+                parts.append(_HEAD_WORDS.get(head, f"head={head}"))
+            if batching and batching != default_batching:
+                parts.append(_BATCHING_WORDS.get(batching, f"batching={batching}"))
+            siblings = configs_of[(model, plugin, head, batching)]
+            if len(siblings) > 1:
+                mine = siblings[cfg]
+                keys = sorted(
+                    {k for c in siblings.values() for k in c}
+                    - {
+                        k
+                        for k in {k for c in siblings.values() for k in c}
+                        if len({c.get(k) for c in siblings.values()}) == 1
+                    }
+                )
+                parts += [f"{k}={mine.get(k, 'unset')}" for k in keys]
+            label = model + (f" ({', '.join(parts)})" if parts else "")
+            if len(plugins_of[model]) > 1:
+                label += f" [{plugin or '?'}]"
+            labels[i] = label
+            by_label.setdefault(label, set()).add(identities[i])
+        for i in indices:
+            if len(by_label[labels[i]]) > 1:  # still ambiguous: say which configuration
+                digest = hashlib.sha256(repr(identities[i]).encode()).hexdigest()[:6]
+                labels[i] = f"{labels[i]} #{digest}"
+    return labels
+
+
+def leaderboard_frame(
+    records: Sequence[dict[str, Any]],
+    model_tags: Mapping[str, Mapping[str, Any]] | None = None,
+    root: str | Path | None = None,
+) -> pd.DataFrame:
+    """Tidy DataFrame of test metrics with model variants and provenance.
+
+    One row per (run, scenario, task, metric); columns :data:`LEADERBOARD_COLUMNS`. ``variant``
+    comes from :func:`variant_labels`; ``record`` is the record's path (relative to ``root``
+    when given).
+
+    Args:
+        records: Valid run records (as from :func:`load_records`).
+        model_tags: See :func:`variant_labels`.
+        root: The results directory, to shorten record paths.
+    """
+    labels = variant_labels(records, model_tags)
+    rows = []
+    for rec, label in zip(records, labels):
+        path = rec.get("_path", "")
+        if root is not None and path:
+            try:
+                path = Path(path).relative_to(Path(root)).as_posix()
+            except ValueError:
+                pass
+        dataset, protocol_id, version = page_key(rec)
+        base = {
+            "dataset": dataset,
+            "protocol_id": protocol_id,
+            "dataset_version": version,
+            "model": rec["model"]["name"],
+            "variant": label,
+            "plugin": str(rec["model"].get("plugin") or ""),
+            "head": str(rec["config"].get("head") or ""),
+            "batching": str(rec["config"].get("batching") or ""),
+            "seed": rec["config"]["seed"],
+            "n_params": rec["model"].get("n_params"),
+            "train_samples_per_s": rec["training"].get("train_samples_per_s"),
+            "hardware": hardware_label(rec),
+            "versions": versions_label(rec),
+            "contributor": contributor_name(rec),
+            "run_hash": str(rec.get("run_hash", "")),
+            "record": str(path),
+        }
+        for m in rec["test"]["metrics"]:
+            rows.append(
+                {
+                    **base,
+                    **{k: m.get(k) for k in ("scenario", "task", "metric", "value", "n", "n_pos")},
+                    "reason": m.get("reason") or "",
+                }
+            )
+    frame = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    for col in ("value", "train_samples_per_s"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    for col in ("n", "n_pos", "n_params"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")
+    return frame
+
+
+def _group_keys(frame: pd.DataFrame) -> list[str]:
+    keys = [k for k in AGGREGATE_COLUMNS[:8] if k in frame.columns]
+    if "variant" not in frame.columns:
+        keys = [k for k in keys if k != "variant"]
+    return keys
+
+
+def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """One value per (page, variant, scenario, task, metric, seed).
+
+    Several runs of one variant with the same seed (a re-run on other hardware, say) are
+    averaged first, so that a seed counts once in the mean, the standard deviation and the
+    paired test. NaN values (undefined cells) stay NaN.
+    """
+    keys = _group_keys(frame) + ["seed"]
+    ordered = frame.sort_values(keys + ["value"], kind="mergesort", na_position="last")
+    out = ordered.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
+    return out
+
+
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and number of seeds of each result cell.
+
+    Args:
+        frame: A tidy frame from :func:`leaderboard_frame` (grouped by model variant) or from
+            :func:`load_results` (grouped by model name: variants of one model are then mixed,
+            so prefer :func:`load_aggregated`).
+
+    Returns:
+        One row per (dataset, protocol_id, dataset_version, model, variant, scenario, task,
+        metric) with ``mean``, ``std`` (``ddof=1``; NaN with one seed), ``n_seeds`` (seeds
+        with a defined value) and ``n_undefined`` (seeds where the cell is undefined, e.g. a
+        scenario without positives). Runs sharing a seed are averaged first (:func:`per_seed`).
+        The result does not depend on the order of the rows or of the seeds.
+
+    Example:
+        >>> agg = aggregate(leaderboard_frame(load_records("runs")[0]))  # doctest: +SKIP
+        >>> agg[(agg.metric == "auc") & (agg.scenario == "pooled")]  # doctest: +SKIP
+    """
+    keys = _group_keys(frame)
+    seeds = per_seed(frame)
+    grouped = seeds.groupby(keys, sort=True, dropna=False)["value"]
+    out = grouped.agg(["mean", "std", "count", "size"]).reset_index()
+    out["std"] = out["std"].where(out["count"] > 1)
+    out["n_seeds"] = out["count"].astype(int)
+    out["n_undefined"] = (out["size"] - out["count"]).astype(int)
+    columns = [c for c in AGGREGATE_COLUMNS if c in out.columns]
+    return out[columns].reset_index(drop=True)
+
+
+def load_aggregated(
+    directory: str | Path, model_tags: Mapping[str, Mapping[str, Any]] | None = None
+) -> pd.DataFrame:
+    """:func:`aggregate` over the valid records of a results directory, by model variant."""
+    records, _ = load_records(directory)
+    return aggregate(leaderboard_frame(records, model_tags, root=directory))

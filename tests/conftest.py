@@ -1,7 +1,12 @@
 import pytest
+import torch
 
 import mssbench.testing.plugin as testing_plugin
 from mssbench.plugins import load_registry
+
+# Tests use tiny tensors: one thread avoids oversubscribing small CI machines, where a second
+# thread per process costs far more in contention than it gains.
+torch.set_num_threads(1)
 
 # Small hyper-parameters so that harness tests train in a second.
 SMALL_MMOE = {"embed_dim": "8", "n_experts": "3", "expert_hidden": "16", "tower_hidden": "8"}

@@ -1,4 +1,5 @@
 import gzip
+import re
 import json
 from pathlib import Path
 
@@ -168,3 +169,31 @@ def test_bad_data_file_is_named(cli, tmp_path):
     )
     assert res.exit_code == 2, res.output
     assert "census-income" in res.output and "Traceback" not in res.output
+
+
+def test_check_command_runs_the_conformance_suite(cli):
+    res = invoke(cli, ["check", "--plugin", "mssbench.testing.plugin", "constant"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"check_batch_permutation\s+passed", res.output)
+    assert re.search(r"check_learns\s+xfail\s+cannot rank", res.output)
+
+
+def test_check_command_fails_on_a_broken_model(cli, tmp_path):
+    bad = tmp_path / "sorting.py"
+    bad.write_text(
+        "import torch\n"
+        "from mssbench import ModelOutput, ModelSpec, hookimpl\n"
+        "class Sorting(torch.nn.Module):\n"
+        "    def __init__(self, schema, width):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(schema.n_numeric, schema.n_tasks)\n"
+        "    def forward(self, batch):\n"
+        "        z = self.lin(batch.numeric)\n"
+        "        return ModelOutput(z[z[:, 0].argsort()], z.new_zeros(()))\n"
+        "@hookimpl\n"
+        "def mssbench_register_models():\n"
+        "    return [ModelSpec(name='sorting', summary='x', build=Sorting, defaults={'width': 1})]\n"
+    )
+    res = cli.invoke(main, ["check", "--plugin", str(bad), "sorting"])
+    assert res.exit_code == 1
+    assert re.search(r"check_batch_permutation\s+failed", res.output)

@@ -1,0 +1,93 @@
+"""Learning-regression check: every built-in model, small, one epoch on Census-Income.
+
+A change that silently breaks a model's learning moves its test AUC; CI compares the AUCs with
+a stored baseline (``tests/baselines/regression.json``) within a tolerance. After an intended
+change, refresh the baseline with ``python -m mssbench.regression --update`` and commit it with
+the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mssbench.config import RunConfig
+from mssbench.plugins import Registry, load_registry
+
+DATASET = "census-income"
+SETTINGS = {"epochs": 1, "batch_size": 256, "seed": 0, "lr": 2e-3}
+#: Absolute tolerance on each pooled test AUC.
+TOLERANCE = 0.01
+BASELINE = Path(__file__).resolve().parents[1] / "tests" / "baselines" / "regression.json"
+
+
+def builtin_models(registry: Registry) -> list[str]:
+    """Models registered by the project's own entry points (not local or test plugins)."""
+    return sorted(
+        name
+        for name, reg in registry.models.items()
+        if reg.spec.build.__module__.startswith("mssbench_")
+    )
+
+
+def run_regression(models: list[str] | None = None, out: str | None = None) -> dict[str, Any]:
+    """Train each model (its ``check_params`` size) and return ``{model: {auc/<task>: value}}``."""
+    from mssbench import api
+
+    registry = load_registry()
+    models = models or builtin_models(registry)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            spec = registry.model(name)
+            config = RunConfig(
+                model=name,
+                dataset=DATASET,
+                params={k: v for k, v in spec.check_params.items()},
+                out=out or tmp,
+                progress=False,
+                **SETTINGS,
+            )
+            res = api.run(config, registry=registry, log=lambda _m: None)
+            summary = res.record["test"]["summary"]
+            results[name] = {k: round(v, 6) for k, v in summary.items() if k.startswith("auc/")}
+    return results
+
+
+def compare(current: dict[str, Any], baseline: dict[str, Any], tol: float = TOLERANCE) -> list[str]:
+    """Differences beyond ``tol`` (and models missing on either side), as messages."""
+    problems = []
+    for model, aucs in current.items():
+        if model not in baseline:
+            problems.append(f"{model}: no baseline (run python -m mssbench.regression --update)")
+            continue
+        for key, value in aucs.items():
+            ref = baseline[model].get(key)
+            if ref is None or abs(value - ref) > tol:
+                problems.append(f"{model} {key}: {value:.4f}, baseline {ref} (tolerance {tol})")
+    return problems
+
+
+def main() -> None:
+    """``python -m mssbench.regression [--update]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--update", action="store_true", help="rewrite the stored baseline")
+    args = parser.parse_args()
+    current = run_regression()
+    if args.update:
+        payload = {"dataset": DATASET, "settings": SETTINGS, "aucs": current}
+        BASELINE.parent.mkdir(parents=True, exist_ok=True)
+        BASELINE.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+        print(f"baseline written: {BASELINE}")
+        return
+    baseline = json.loads(BASELINE.read_text())["aucs"]
+    problems = compare(current, baseline)
+    print("\n".join(problems) or "no regression")
+    raise SystemExit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

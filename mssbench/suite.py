@@ -1,0 +1,241 @@
+"""Suites: models x datasets x seeds, run in parallel, resumable, one record per run."""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from mssbench.config import RunConfig
+from mssbench.errors import ConfigError, MssbenchError
+from mssbench.plugins import Registry, load_registry
+from mssbench.results import load_records
+
+
+@dataclass
+class SuiteJob:
+    """One run of a suite."""
+
+    config: RunConfig
+    status: str = "pending"  # pending | skipped | finished | error
+    path: str | None = None
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """``(dataset, model, seed)``."""
+        return (self.config.dataset, self.config.model, self.config.seed)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"5"`` means seeds 0-4; ``"0,3,7"`` means exactly those."""
+    text = text.strip()
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ConfigError(f"--seeds expects a count (5) or a list (0,1,2), got {text!r}") from None
+    if not seeds:
+        raise ConfigError("--seeds gives no seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds has duplicates: {text!r}")
+    return seeds
+
+
+def _names(kind: str, text: str, known: Iterable[str]) -> list[str]:
+    known = sorted(known)
+    if text.strip() == "all":
+        return known
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--{kind}s gives no {kind}")
+    return names
+
+
+def split_params(
+    registry: Registry, models: Sequence[str], params: dict[str, str]
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Distribute ``-p`` values over models.
+
+    ``model.key=value`` applies to that model only; ``key=value`` applies to every model that
+    declares ``key`` (a suite-wide override such as ``embed_dim=16``). A global key no model
+    declares is an error; models that lack a global key are reported in the returned notes.
+    """
+    per_model: dict[str, dict[str, str]] = {m: {} for m in models}
+    notes = []
+    for key, value in params.items():
+        if "." in key:
+            model, _, name = key.partition(".")
+            if model not in per_model:
+                raise ConfigError(f"-p {key}: model {model!r} is not in this suite")
+            per_model[model][name] = value
+            continue
+        takers = [m for m in models if key in registry.model(m).defaults]
+        if not takers:
+            raise ConfigError(f"-p {key}: no model of this suite takes {key!r}")
+        for m in takers:
+            per_model[m][key] = value
+        skipped = sorted(set(models) - set(takers))
+        if skipped:
+            notes.append(f"-p {key}={value} does not apply to {', '.join(skipped)}")
+    return per_model, notes
+
+
+def plan(
+    registry: Registry,
+    models: str,
+    datasets: str,
+    seeds: Sequence[int],
+    base: RunConfig,
+    params: dict[str, str],
+) -> tuple[list[SuiteJob], list[str]]:
+    """Every (dataset, model, seed) job of a suite, with finished runs marked ``skipped``.
+
+    A run counts as finished when the output directory holds a finished record with the same
+    configuration hash (everything that determines the numbers, seed included).
+    """
+    model_names = _names("model", models, registry.models)
+    dataset_names = _names("dataset", datasets, registry.datasets)
+    for m in model_names:
+        registry.model(m)  # unknown names: one clear error before anything runs
+    for d in dataset_names:
+        registry.dataset(d)
+    per_model, notes = split_params(registry, model_names, params)
+    done: dict[str, str] = {}
+    if Path(base.out).is_dir():
+        records, _ = load_records(base.out)
+        done = {r["run_hash"]: r["_path"] for r in records}
+    jobs = []
+    for d in dataset_names:
+        for m in model_names:
+            for seed in seeds:
+                cfg = replace(base, model=m, dataset=d, seed=seed, params=dict(per_model[m]))
+                job = SuiteJob(cfg)
+                if cfg.result_hash() in done:
+                    job.status, job.path = "skipped", done[cfg.result_hash()]
+                jobs.append(job)
+    return jobs, notes
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_one(config: RunConfig, plugins: tuple[str, ...], disabled: tuple[str, ...]) -> dict:
+    """Run one job in a worker; never raises (errors become a result)."""
+    from mssbench import api
+
+    try:
+        registry = load_registry(plugins=plugins, disable=disabled)
+        result = api.run(config, registry=registry, log=lambda _m: None)
+        return {
+            "status": "finished",
+            "path": str(result.path),
+            "summary": result.record["test"]["summary"],
+        }
+    except MssbenchError as exc:
+        return {"status": "error", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a crashing model becomes an error row
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}{where}"}
+
+
+def default_jobs() -> int:
+    """GPUs present: one run per GPU; CPU only: one run per 4 cores (at least 1)."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
+def run_suite(
+    jobs: list[SuiteJob],
+    n_jobs: int,
+    plugins: tuple[str, ...] = (),
+    disabled: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> list[SuiteJob]:
+    """Run the pending jobs, ``n_jobs`` at a time, and fill in their status.
+
+    With ``n_jobs == 1`` runs happen in this process. Otherwise each runs in a fresh worker
+    process with ``cpu_count // n_jobs`` torch threads; with several GPUs and ``device=auto``
+    the runs are spread over the GPUs.
+    """
+    pending = [j for j in jobs if j.status == "pending"]
+    total = len(pending)
+    if not pending:
+        return jobs
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i, job in enumerate(pending):
+        if n_gpus > 1 and job.config.device == "auto":
+            job.config = replace(job.config, device=f"cuda:{i % n_gpus}")
+        if n_jobs > 1:
+            job.config = replace(job.config, progress=False)
+
+    def finish(job: SuiteJob, result: dict, done: int) -> None:
+        job.status = result["status"]
+        job.path = result.get("path")
+        job.error = result.get("error")
+        job.summary = result.get("summary") or {}
+        d, m, s = job.key
+        what = job.path if job.status == "finished" else f"ERROR {job.error}"
+        log(f"[{done}/{total}] {d} {m} seed {s}: {what}")
+
+    if n_jobs <= 1:
+        for i, job in enumerate(pending, 1):
+            finish(job, _run_one(job.config, plugins, disabled), i)
+        return jobs
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(
+        n_jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(_run_one, j.config, plugins, disabled): j for j in pending}
+        for i, future in enumerate(as_completed(futures), 1):
+            finish(futures[future], future.result(), i)
+    return jobs
+
+
+def summary_frame(jobs: Sequence[SuiteJob], out: str) -> pd.DataFrame:
+    """Per (dataset, model): runs finished/skipped/failed and pooled test AUC mean ± std."""
+    records, _ = load_records(out) if Path(out).is_dir() else ([], [])
+    by_path = {r["_path"]: r for r in records}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in jobs:
+        d, m, _ = job.key
+        row = rows.setdefault(
+            (d, m), {"dataset": d, "model": m, "finished": 0, "errors": 0, "aucs": {}}
+        )
+        if job.status in ("finished", "skipped"):
+            row["finished"] += 1
+            rec = by_path.get(job.path or "")
+            summary = job.summary or (rec["test"]["summary"] if rec else {})
+            for key, value in summary.items():
+                if key.startswith("auc/") and value is not None:
+                    row["aucs"].setdefault(key[4:], []).append(value)
+        elif job.status == "error":
+            row["errors"] += 1
+    out_rows = []
+    for row in rows.values():
+        flat = {k: row[k] for k in ("dataset", "model", "finished", "errors")}
+        for task, values in row["aucs"].items():
+            mean = sum(values) / len(values)
+            std = (
+                math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                if len(values) > 1
+                else float("nan")
+            )
+            flat[f"{task} AUC"] = f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
+        out_rows.append(flat)
+    return pd.DataFrame(out_rows)

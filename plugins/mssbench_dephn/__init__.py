@@ -1,0 +1,50 @@
+"""DEPHN-style model plugin (our reconstruction; see README.md)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_dephn.model import DEPHN
+
+DEFAULTS = {
+    "embed_dim": 16,
+    "expert_dim": 128,
+    "expert_types": ["dnn", "fm", "cross", "attention"],
+    "n_expert_copies": 1,
+    "dnn_hidden": [256, 128],
+    "n_cross_layers": 2,
+    "n_attention_layers": 2,
+    "n_heads": 2,
+    "tower_hidden": [64],
+    "dropout": 0.2,
+    "vg_beta": 1.0,
+    "rho_ema": 0.99,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``dephn``."""
+    return [
+        ModelSpec(
+            name="dephn",
+            summary="DEPHN-style (our reconstruction): heterogeneous DNN/FM/cross/attention "
+            "experts, per-(scenario, task) gates with a virtual gradient coefficient",
+            build=DEPHN,
+            defaults=DEFAULTS,
+            paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "
+            "Network using virtual gradient optimization for Multi-task Learning, IJCNN 2023, "
+            "https://arxiv.org/abs/2307.12519",
+            check_params={
+                "embed_dim": 4,
+                "expert_dim": 8,
+                "dnn_hidden": [16],
+                "tower_hidden": [8],
+            },
+            tags={
+                "scenario_handling": "scenario id as an input field; gates per (scenario, task); "
+                "towers per task",
+                "reads_labels": "training only, for the running task-correlation estimate of the "
+                "virtual gradient coefficient; never changes the forward output",
+                "reconstruction": "DEPHN-style: only the abstract is known; every component is "
+                "our adaptation",
+            },
+        )
+    ]

@@ -1,0 +1,103 @@
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mssbench.cli import main
+from mssbench.config import RunConfig
+from mssbench.errors import ConfigError
+from mssbench.suite import parse_seeds, plan, run_suite, split_params
+
+SMALL = [
+    "-p",
+    "embed_dim=8",
+    "-p",
+    "mmoe.n_experts=2",
+    "-p",
+    "mmoe.expert_hidden=16",
+    "-p",
+    "mmoe.tower_hidden=8",
+]
+
+
+@given(st.integers(1, 50))
+def test_seed_count(n):
+    assert parse_seeds(str(n)) == list(range(n))
+
+
+def test_seed_list_and_errors():
+    assert parse_seeds("0,3,7") == [0, 3, 7]
+    for bad in ("x", "1,1", ","):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_params_are_distributed(registry):
+    per_model, notes = split_params(
+        registry, ["mmoe", "constant"], {"embed_dim": "8", "constant.init": "0.5"}
+    )
+    assert per_model == {"mmoe": {"embed_dim": "8"}, "constant": {"init": "0.5"}}
+    assert notes == ["-p embed_dim=8 does not apply to constant"]
+    with pytest.raises(ConfigError, match="no model of this suite takes 'nope'"):
+        split_params(registry, ["mmoe"], {"nope": "1"})
+    with pytest.raises(ConfigError, match="not in this suite"):
+        split_params(registry, ["mmoe"], {"star.x": "1"})
+
+
+def test_plan_skips_finished_runs_and_errors_become_rows(registry, tmp_path):
+    base = RunConfig(model="", dataset="", epochs=1, out=str(tmp_path), progress=False)
+    jobs, _ = plan(registry, "constant", "tiny-synth", [0, 1], base, {})
+    assert [j.status for j in jobs] == ["pending", "pending"]
+    run_suite(jobs, 1, plugins=("mssbench.testing.plugin",), log=lambda m: None)
+    assert [j.status for j in jobs] == ["finished", "finished"]
+    again, _ = plan(registry, "constant", "tiny-synth", [0, 1, 2], base, {})
+    assert [j.status for j in again] == ["skipped", "skipped", "pending"]
+    # A model that fails mid-suite becomes an error row; the others still run.
+    failing, _ = plan(registry, "constant", "tiny-synth", [5], base, {"init": "nan"})
+    mixed = failing + again
+    run_suite(mixed, 1, plugins=("mssbench.testing.plugin",), log=lambda m: None)
+    assert mixed[0].status == "error" and "training loss became nan" in mixed[0].error
+    assert mixed[-1].status == "finished"
+
+
+def test_suite_cli_runs_in_parallel_and_resumes(tmp_path, monkeypatch):
+    cli = CliRunner()
+    args = [
+        "suite",
+        "--plugin",
+        "mssbench.testing.plugin",
+        "--models",
+        "mmoe,constant",
+        "--datasets",
+        "tiny-synth",
+        "--seeds",
+        "2",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    # As on a real command line (spawned workers inherit the parent's argv).
+    monkeypatch.setattr(sys, "argv", ["mssbench", *args, "--jobs", "2"])
+    res = cli.invoke(main, [*args, "--jobs", "2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "| tiny-synth | mmoe" in res.output and "| tiny-synth | constant" in res.output
+    records = sorted(tmp_path.glob("*.json"))
+    assert len(records) == 4
+    rec = json.loads(records[0].read_text())
+    assert rec["command"][:2] == ["mssbench", "suite"]  # which command produced it
+    res = cli.invoke(main, [*args, "--jobs", "1"], catch_exceptions=False)
+    assert "4 already finished" in res.output and "0 to run" in res.output
+    assert len(list(tmp_path.glob("*.json"))) == 4
+
+
+def test_suite_unknown_model_fails_before_running(tmp_path):
+    res = CliRunner().invoke(
+        main,
+        ["suite", "--models", "mmoe,nope", "--datasets", "census-income", "--out", str(tmp_path)],
+    )
+    assert res.exit_code == 2 and "unknown model 'nope'" in res.output
