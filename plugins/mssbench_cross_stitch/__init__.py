@@ -1,0 +1,39 @@
+"""Cross-stitch model plugin."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_cross_stitch.model import CrossStitch
+
+DEFAULTS = {
+    "embed_dim": 16,
+    "input_width": 256,
+    "column_hidden": [256, 128],
+    "tower_hidden": [64],
+    "dropout": 0.2,
+    "alpha_self": 0.9,
+    "alpha_per_unit": False,
+    "alpha_lr_scale": 100.0,
+    "columns": "tasks",
+    "scenario_as_feature": True,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``cross_stitch``."""
+    return [
+        ModelSpec(
+            name="cross_stitch",
+            summary="Cross-stitch networks: one MLP column per task; scenario id as a feature",
+            build=CrossStitch,
+            defaults=DEFAULTS,
+            paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "
+            "https://arxiv.org/abs/1604.03539",
+            check_params={
+                "embed_dim": 8,
+                "input_width": 16,
+                "column_hidden": [16, 8],
+                "tower_hidden": [8],
+            },
+            tags={"scenario_handling": "scenario as input feature"},
+        )
+    ]

@@ -1,0 +1,38 @@
+"""PLE model plugin."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_ple.model import PLE
+
+DEFAULTS = {
+    "embed_dim": 128,
+    "level_widths": [512, 256],
+    "n_specific_experts": 4,
+    "n_shared_experts": 4,
+    "tower_hidden": [128, 64],
+    "dropout": 0.2,
+    "scenario_towers": False,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``ple``."""
+    return [
+        ModelSpec(
+            name="ple",
+            summary="PLE (CGC levels, torch-rechub routing); scenario id as a feature",
+            build=PLE,
+            defaults=DEFAULTS,
+            paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "
+            "Learning (MTL) Model for Personalized Recommendations, RecSys 2020, "
+            "https://doi.org/10.1145/3383313.3412236",
+            check_params={
+                "embed_dim": 8,
+                "level_widths": [16, 8],
+                "n_specific_experts": 2,
+                "n_shared_experts": 2,
+                "tower_hidden": [8],
+            },
+            tags={"scenario_handling": "scenario as input feature"},
+        )
+    ]

@@ -1,0 +1,33 @@
+"""Single-task baseline model plugin."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_single_task.model import SingleTask
+
+DEFAULTS = {
+    "embed_dim": 128,
+    "bottom_hidden": [512, 256],
+    "tower_hidden": [128, 64],
+    "dropout": 0.2,
+    "per_scenario": False,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``single_task``."""
+    return [
+        ModelSpec(
+            name="single_task",
+            summary="Single-task baseline: a fully separate network per task; scenario id "
+            "as a feature",
+            build=SingleTask,
+            defaults=DEFAULTS,
+            paper="Baseline, no paper; follows MTReclib's SingleTask model "
+            "(https://github.com/easezyc/Multitask-Recommendation-Library)",
+            check_params={"embed_dim": 8, "bottom_hidden": [32, 16], "tower_hidden": [8]},
+            tags={
+                "scenario_handling": "scenario as input feature (per_scenario: one network "
+                "per (scenario, task))"
+            },
+        )
+    ]

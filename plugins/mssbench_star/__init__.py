@@ -1,0 +1,37 @@
+"""STAR model plugin."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_star.model import STAR
+
+DEFAULTS = {
+    "embed_dim": 16,
+    "hidden": [256, 128, 64],
+    "dropout": 0.0,
+    "auxiliary": True,
+    "aux_hidden": [64],
+    "pn_momentum": 0.1,
+    "pn_eps": 1e-5,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``star``."""
+    return [
+        ModelSpec(
+            name="star",
+            summary="STAR: partitioned norm, one star-topology FCN per task, auxiliary network; "
+            "scenario-pure batches (--batching mixed: 'STAR (mixed batches)')",
+            build=STAR,
+            defaults=DEFAULTS,
+            paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
+            "Multi-Domain CTR Prediction, CIKM 2021, https://arxiv.org/abs/2101.11427",
+            check_params={"embed_dim": 4, "hidden": [16, 8], "aux_hidden": [8]},
+            tags={
+                "batching": "scenario_pure",
+                "scenario_handling": "partitioned normalisation with per-scenario statistics, "
+                "star FCN (shared weights * per-scenario weights), auxiliary network on the "
+                "scenario embedding",
+            },
+        )
+    ]
