@@ -1,0 +1,64 @@
+"""AESM² model plugin (``aesm``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_aesm.model import AESM2
+
+#: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
+#: indicator and tower sizes are our choices (§2.6 "not published").
+DEFAULTS = {
+    "embed_dim": 16,
+    "scenario_embed_dim": 8,
+    "task_embed_dim": 8,
+    "scenario_tree": [],
+    "scenario_layers": 2,
+    "scenario_experts": 10,
+    "scenario_topk_specific": 2,
+    "scenario_topk_shared": 2,
+    "scenario_expert_hidden": [64],
+    "scenario_noise_scale": 0.1,
+    "task_layers": 2,
+    "task_experts": 3,
+    "task_topk_specific": 1,
+    "task_topk_shared": 1,
+    "task_expert_hidden": [32],
+    "task_noise_scale": 0.1,
+    "share_task_layer_params": True,
+    "expert_activation": "relu",
+    "dropout": 0.1,
+    "gate_norm": "bn",
+    "bn_momentum": 0.001,
+    "tower_hidden": [32],
+    "lambda_sp": 1e-3,
+    "lambda_sh": 1e-4,
+    "task_weights": [0.1, 1.0],
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``aesm``."""
+    return [
+        ModelSpec(
+            name="aesm",
+            summary="AESM²: automatic selection of scenario-specific and shared experts over "
+            "scenario then task layers (ESMM head where ctcvr implies ctr, else direct heads)",
+            build=AESM2,
+            defaults=DEFAULTS,
+            paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "
+            "Search, SIGIR 2022, https://arxiv.org/abs/2205.14321",
+            tags={
+                "head": "esmm",
+                "scenario_handling": "per-scenario gates select scenario-specific and shared "
+                "experts per sample; scenario indicator embedding in the gate input",
+            },
+            check_params={
+                "embed_dim": 8,
+                "scenario_embed_dim": 4,
+                "task_embed_dim": 4,
+                "scenario_experts": 5,
+                "scenario_expert_hidden": [16],
+                "task_expert_hidden": [8],
+                "tower_hidden": [8],
+            },
+        )
+    ]

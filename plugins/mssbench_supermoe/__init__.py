@@ -1,0 +1,48 @@
+"""SUPERMOE-style model plugin (our reconstruction; see README.md)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_supermoe.model import SUPERMoE
+
+DEFAULTS = {
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "n_experts": 8,
+    "top_k": 2,
+    "expert_hidden": 256,
+    "router_noise": 1.0,
+    "balance_coef": 0.01,
+    "tower_hidden": [64],
+    "per_scenario_towers": False,
+    "dropout": 0.1,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``supermoe``."""
+    return [
+        ModelSpec(
+            name="supermoe",
+            summary="SUPERMOE-style (our reconstruction): field-token transformer with noisy "
+            "top-k MoE FFNs, scenario token and task-indicator tokens",
+            build=SUPERMoE,
+            defaults=DEFAULTS,
+            paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
+            "Representation with Sparse Mixture of Experts, ICML 2022 Pre-training Workshop, "
+            "https://arxiv.org/abs/2207.04648",
+            check_params={
+                "d_model": 16,
+                "n_heads": 2,
+                "n_experts": 4,
+                "expert_hidden": 32,
+                "tower_hidden": [8],
+            },
+            tags={
+                "scenario_handling": "learned scenario token attended to by every field and "
+                "task token; towers per task (per_scenario_towers: per (scenario, task))",
+                "reconstruction": "SUPERMOE-style: only the abstract is known; every component "
+                "is our adaptation",
+            },
+        )
+    ]
