@@ -1,0 +1,1596 @@
+"""Streaming ingestion of the AliExpress files a user downloaded into mssbench's columnar cache.
+
+``prepare(source, dest, log)`` is the dataset's prepare step (``mssbench data prepare aliexpress
+--source DIR``). It accepts three input layouts, detected from the file names under ``source``
+(see the plugin's README.md):
+
+* ``tianchi-zip``: the country archives as downloaded, ``aliexpress_{CC}_datasets.zip``, each
+  holding ``{cc}_{user,item}_{train,test}.zip`` (possibly under a folder), each holding one
+  headerless CSV. Both levels are streamed: the outer archive is read with :mod:`zipfile`, the
+  inner one by :class:`ZipMemberStream`, a sequential local-header parser, so nothing is
+  extracted to disk and nothing is decompressed twice.
+* ``tianchi-files``: the same files extracted, ``{cc}_{user,item}_{train,test}.csv`` (or the
+  inner ``.zip`` files themselves), anywhere up to three folders deep.
+* ``processed``: ``AliExpress_{CC}/train.csv`` and ``test.csv`` (82 columns with a header), as
+  written by MTReclib's preprocessing and used by torch-rechub and FuxiCTR.
+
+Memory: CSVs are parsed in blocks by pyarrow's streaming reader with explicit column types; each
+block becomes a handful of NumPy arrays and is appended to the output files, so no Python object
+is made per row. The only state that grows with the input is the user (search page) table of
+the country and split being read: its ids, 9 categorical codes and 23 numerics, about 130 bytes
+per page, held so that every item can be joined to its page by a binary search. That is at most
+the size of the user CSV (whose rows are longer than that as text) and a small fraction of the
+item file. Everything else is bounded by the block size.
+
+Output (``dest``, replaced atomically at the end): one folder per split (``train``, ``valid``,
+``test``) holding ``categorical.npy`` (int16 ``[N, 16]``, raw code + 1), ``numeric.npy``
+(float32 ``[N, 63]``), ``labels.npy`` (uint8 ``[N, 2]``: click, conversion) and
+``search_id.npy`` (int64 ``[N]``), the countries one after another in canonical order, plus
+``manifest.json``, written last. The work happens in a hidden folder next to ``dest`` that is
+renamed into place only once complete, so a prepare that fails or is interrupted leaves nothing
+that :func:`mssbench_aliexpress.loader.load` accepts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from queue import Empty, Full, Queue
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+import mssbench
+from mssbench.data.splits import holdout_mask
+from mssbench.errors import DataError
+from mssbench_aliexpress.schema import (
+    CATEGORICAL,
+    COUNTRIES,
+    NUMERIC,
+    PROTOCOL_VERSION,
+    SPLIT_SALT,
+    VALID_FRACTION,
+)
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "ITEM_CATEGORICAL",
+    "ITEM_COLUMNS",
+    "MANIFEST",
+    "PROCESSED_COLUMNS",
+    "SPLITS",
+    "USER_COLUMNS",
+    "Layout",
+    "ZipMemberStream",
+    "detect_layout",
+    "prepare",
+    "read_manifest",
+]
+
+DATASET = "aliexpress"
+TIANCHI_URL = "https://tianchi.aliyun.com/dataset/74690"
+CACHE_FORMAT = "mssbench-aliexpress-cache"
+#: Version of the cache layout; bump when files, dtypes or the encoding change.
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "valid", "test")
+
+N_USER = 33
+N_ITEM = 49
+USER_COLUMNS = tuple(f"user_{i}" for i in range(1, N_USER + 1))
+ITEM_COLUMNS = tuple(f"item_{i}" for i in range(1, N_ITEM + 1))
+#: 1-based user columns feeding categorical_1..9 and numerical_1..23 (specs/data.md 1.2).
+USER_CATEGORICAL = (2, 3, 4, 5, 6, 7, 8, 32, 33)
+USER_NUMERIC = tuple(range(9, 32))
+#: 1-based item columns feeding categorical_10..16; the other 40 of 2..48 are numerical_24..63.
+ITEM_CATEGORICAL = (19, 34, 35, 36, 40, 41, 42)
+ITEM_NUMERIC = tuple(i for i in range(2, 49) if i not in ITEM_CATEGORICAL)
+ITEM_LABEL = 49
+PROCESSED_COLUMNS = ("search_id", *CATEGORICAL, *NUMERIC, "click", "conversion")
+
+#: Stored categorical value = raw code + 1 (0 is reserved for out-of-vocabulary), in int16.
+MAX_CODE = int(np.iinfo(np.int16).max) - 1
+#: Bytes of CSV text per parse call; pyarrow splits it into blocks parsed in parallel.
+CHUNK_SIZE = 8 << 20
+#: Bytes per pyarrow block (1 MiB measured fastest: the block stays in cache).
+BLOCK_SIZE = 1 << 20
+#: Parsed chunks that may wait for the consumer.
+_QUEUE_DEPTH = 2
+#: Longest line accepted (a real line is about 400 bytes).
+MAX_LINE = 64 << 20
+_READ_SIZE = 1 << 20
+_PROGRESS_SECONDS = 2.0
+_NPY_HEADER = 128
+
+# The arrays of each split: name -> (dtype, row shape).
+ARRAYS: Mapping[str, tuple[str, tuple[int, ...]]] = {
+    "categorical": ("int16", (len(CATEGORICAL),)),
+    "numeric": ("float32", (len(NUMERIC),)),
+    "labels": ("uint8", (2,)),
+    "search_id": ("int64", ()),
+}
+BYTES_PER_ROW = sum(np.dtype(d).itemsize * int(np.prod(s)) for d, s in ARRAYS.values())
+
+assert len(USER_CATEGORICAL) + len(ITEM_CATEGORICAL) == len(CATEGORICAL)
+assert len(USER_NUMERIC) + len(ITEM_NUMERIC) == len(NUMERIC)
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Table formats
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One CSV format: column names, parse types and how to name a column in messages."""
+
+    kind: str
+    names: tuple[str, ...]
+    types: Mapping[str, pa.DataType]
+    header: bool
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def column(self, j: int) -> str:
+        """``column 19 (item_19 = categorical_10)`` for 0-based column ``j``."""
+        name = self.names[j]
+        alias = self.aliases.get(name)
+        return f"column {j + 1} ({name}{' = ' + alias if alias else ''})"
+
+
+def _types(names: Sequence[str], ints: Sequence[str], codes: Sequence[str]) -> dict:
+    # Codes and labels parse as floats so that "1.0" is accepted; they are checked to be whole.
+    return {
+        n: pa.int64() if n in ints else pa.float64() if n in codes else pa.float32() for n in names
+    }
+
+
+def _user_table() -> _Table:
+    cats = [USER_COLUMNS[i - 1] for i in USER_CATEGORICAL]
+    aliases = {"user_1": "search id"}
+    aliases |= {c: CATEGORICAL[k] for k, c in enumerate(cats)}
+    aliases |= {USER_COLUMNS[i - 1]: NUMERIC[k] for k, i in enumerate(USER_NUMERIC)}
+    return _Table("user", USER_COLUMNS, _types(USER_COLUMNS, ["user_1"], cats), False, aliases)
+
+
+def _item_table() -> _Table:
+    cats = [ITEM_COLUMNS[i - 1] for i in ITEM_CATEGORICAL]
+    label = ITEM_COLUMNS[ITEM_LABEL - 1]
+    aliases = {"item_1": "search id", label: "label"}
+    aliases |= {c: CATEGORICAL[len(USER_CATEGORICAL) + k] for k, c in enumerate(cats)}
+    aliases |= {
+        ITEM_COLUMNS[i - 1]: NUMERIC[len(USER_NUMERIC) + k] for k, i in enumerate(ITEM_NUMERIC)
+    }
+    types = _types(ITEM_COLUMNS, ["item_1"], [*cats, label])
+    return _Table("item", ITEM_COLUMNS, types, False, aliases)
+
+
+def _processed_table() -> _Table:
+    types = _types(PROCESSED_COLUMNS, ["search_id"], [*CATEGORICAL, "click", "conversion"])
+    return _Table("processed", PROCESSED_COLUMNS, types, True)
+
+
+USER_TABLE = _user_table()
+ITEM_TABLE = _item_table()
+PROCESSED_TABLE = _processed_table()
+
+
+# --------------------------------------------------------------------------------------------
+# Input files and streams
+# --------------------------------------------------------------------------------------------
+
+
+class ZipMemberStream:
+    """The first file of a zip archive, decompressed while the archive is read front to back.
+
+    :mod:`zipfile` needs a seekable archive (it reads the central directory at the end); an
+    archive that is itself a member of another archive can only be read forwards without
+    decompressing it twice. This reader parses the local file headers, inflates the first file's
+    data as it arrives (folder entries and ``__MACOSX/`` files before it are skipped) and checks
+    its CRC-32 at the end. Stored and deflated members are supported, with or without a trailing
+    data descriptor and with zip64 sizes.
+
+    Args:
+        raw: The archive's bytes, read sequentially.
+        label: Name of the archive in error messages.
+
+    Attributes:
+        member: Name of the file being read.
+    """
+
+    def __init__(self, raw: BinaryIO, label: str) -> None:
+        self._raw = raw
+        self._label = label
+        self._pending = b""  # bytes read past the end of a compressed stream
+        self._buf = bytearray()
+        self._eof = False
+        self._crc = 0
+        self.member = ""
+        self.member = self._next_header()
+
+    def _fail(self, what: str) -> DataError:
+        return DataError(f"{self._label}: {what}")
+
+    def _read(self, n: int) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending[:n], self._pending[n:]
+            return data
+        return self._raw.read(n)
+
+    def _exact(self, n: int, what: str) -> bytes:
+        data = b""
+        while len(data) < n:
+            more = self._read(n - len(data))
+            if not more:
+                raise self._fail(f"truncated zip archive (it ends inside the {what})")
+            data += more
+        return data
+
+    def _next_header(self) -> str:
+        while True:
+            head = self._read(4)
+            if head != b"PK\x03\x04":
+                if not head:
+                    raise self._fail("empty file where a zip archive was expected")
+                if self.member or head == b"PK\x01\x02":
+                    raise self._fail("no file inside the zip archive")
+                raise self._fail("not a zip archive (no local file header at the start)")
+            fixed = self._exact(26, "local file header")
+            (_, flags, method, _, _, crc, csize, usize, n_name, n_extra) = struct.unpack(
+                "<HHHHHIIIHH", fixed
+            )
+            raw_name = self._exact(n_name, "local file header")
+            extra = self._exact(n_extra, "local file header")
+            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+            if flags & 0x1:
+                raise self._fail(f"member {name!r} is encrypted; mssbench cannot read it")
+            if method not in (0, 8):
+                raise self._fail(
+                    f"member {name!r} uses zip compression method {method}; only stored (0) and "
+                    "deflate (8) are supported: re-create the archive with a standard zip tool"
+                )
+            csize, _, self._zip64 = _zip64_sizes(extra, csize, usize)
+            if method == 0 and flags & 0x8 and csize == 0:
+                raise self._fail(f"member {name!r} is stored with unknown size; cannot stream it")
+            self._flags, self._header_crc, self._remaining = flags, crc, csize
+            self._inflate = zlib.decompressobj(-15) if method == 8 else None
+            if name.endswith("/") or name.startswith("__MACOSX/"):
+                self.member = name
+                while not self._eof:
+                    self._fill(1 << 30, keep=False)
+                self._eof = False
+                self._crc = 0
+                continue
+            return name
+
+    def _descriptor(self) -> int:
+        """The CRC-32 the archive records for the member just read."""
+        if not self._flags & 0x8:
+            return self._header_crc
+        head = self._exact(4, "data descriptor")
+        if head == b"PK\x07\x08":
+            head = self._exact(4, "data descriptor")
+        crc = struct.unpack("<I", head)[0]
+        self._exact(16 if self._zip64 else 8, "data descriptor")  # the sizes, not needed
+        return crc
+
+    def _fill(self, want: int, keep: bool = True) -> None:
+        while len(self._buf) < want and not self._eof:
+            if self._inflate is None:
+                if self._remaining == 0:
+                    self._finish()
+                    break
+                out = self._read(min(_READ_SIZE, self._remaining))
+                if not out:
+                    raise self._fail(f"truncated zip archive (member {self.member!r} is cut off)")
+                self._remaining -= len(out)
+            else:
+                chunk = self._read(_READ_SIZE)
+                if not chunk:
+                    raise self._fail(f"truncated zip archive (member {self.member!r} is cut off)")
+                try:
+                    out = self._inflate.decompress(chunk)
+                except zlib.error as exc:
+                    raise self._fail(f"member {self.member!r} is corrupt ({exc})") from None
+            self._crc = zlib.crc32(out, self._crc)
+            if keep:
+                self._buf += out
+            if self._inflate is not None and self._inflate.eof:
+                self._pending = self._inflate.unused_data + self._pending
+                self._finish()
+
+    def _finish(self) -> None:
+        self._eof = True
+        crc = self._descriptor()
+        if crc != self._crc:
+            raise self._fail(
+                f"member {self.member!r} is corrupt (its CRC-32 is {self._crc:08x}, the archive "
+                f"records {crc:08x}); download the file again"
+            )
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (fewer only at the end); ``-1`` reads everything."""
+        if n is None or n < 0:
+            while not self._eof:
+                self._fill(len(self._buf) + _READ_SIZE * 8)
+            n = len(self._buf)
+        self._fill(n)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+def _zip64_sizes(extra: bytes, csize: int, usize: int) -> tuple[int, int, bool]:
+    """Sizes from the zip64 extra field (where the header holds 0xFFFFFFFF), and zip64-ness.
+
+    A zip64 member's data descriptor holds 8-byte sizes.
+    """
+    zip64 = False
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack("<HH", extra[pos : pos + 4])
+        body = extra[pos + 4 : pos + 4 + size]
+        if tag == 0x0001:
+            zip64 = True
+            values = list(struct.unpack(f"<{len(body) // 8}Q", body[: len(body) // 8 * 8]))
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+        pos += 4 + size
+    return csize, usize, zip64
+
+
+class _Counted:
+    """A read-only stream wrapper: exact-size reads, byte counting, errors kept for the caller.
+
+    pyarrow calls ``read`` from its own thread; an exception raised there reaches the caller as
+    itself, but it is also kept in :attr:`error` so that it wins over any pyarrow error it
+    causes.
+    """
+
+    closed = False
+
+    def __init__(self, raw: Any, label: str) -> None:
+        self._raw = raw
+        self._label = label
+        self.bytes = 0
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            if n is None or n < 0:
+                data = self._raw.read()
+            else:
+                parts = []
+                got = 0
+                while got < n:
+                    part = self._raw.read(n - got)
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                data = b"".join(parts)
+        except DataError as exc:
+            self.error = exc
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            self.error = DataError(f"{self._label}: cannot read ({exc}); download it again")
+            raise self.error from None
+        self.bytes += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input CSV: a plain file, a file inside a zip, or a file inside a zip inside a zip.
+
+    Attributes:
+        path: The file on disk (its size and sha256 go into the manifest).
+        member: Member of ``path`` when it is a zip archive (the CSV, or the inner archive).
+        inner: Name of the CSV inside the inner archive ``member``, if any.
+        role: ``user_train``, ``item_test``, ``train`` (processed), ...
+    """
+
+    path: Path
+    member: str = ""
+    inner: str = ""
+    role: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name the file: ``outer.zip > inner.zip > file.csv``."""
+        return " > ".join(p for p in (str(self.path), self.member, self.inner) if p)
+
+    def open(self, stack: ExitStack) -> _Counted:
+        """A sequential binary stream of the CSV text, closed with ``stack``."""
+        try:
+            f = stack.enter_context(open(self.path, "rb"))
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot open ({exc.strerror or exc})") from None
+        if not self.member:
+            return _Counted(f, self.label)
+        archive = _open_zip(f, self.path, stack)
+        stream = stack.enter_context(archive.open(self.member))
+        if not self.inner:
+            return _Counted(stream, self.label)
+        outer_label = f"{self.path} > {self.member}"
+        return _Counted(ZipMemberStream(_Counted(stream, outer_label), outer_label), self.label)
+
+
+def _open_zip(f: BinaryIO, path: Path, stack: ExitStack) -> zipfile.ZipFile:
+    size = path.stat().st_size
+    advice = f"download it again from {TIANCHI_URL}"
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(f))
+    except zipfile.BadZipFile as exc:
+        raise DataError(
+            f"{path}: not a zip archive, or a truncated one ({exc}; {size:,} bytes on disk); "
+            f"{advice}"
+        ) from None
+    # zipfile accepts an end record found anywhere in the last 64 KiB, treating what follows
+    # as a comment: a cut archive of stored zips can then pass for one of its inner zips.
+    f.seek(max(size - 22 - len(archive.comment), 0))
+    if f.read(4) != b"PK\x05\x06":
+        raise DataError(
+            f"{path}: not a zip archive, or a truncated one (its end record is not at the end "
+            f"of the file; {size:,} bytes on disk); {advice}"
+        )
+    return archive
+
+
+def _members(archive: zipfile.ZipFile) -> list[str]:
+    return [
+        m.filename
+        for m in archive.infolist()
+        if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+    ]
+
+
+def _csv_member(archive: zipfile.ZipFile, path: Path) -> str:
+    names = [m for m in _members(archive) if m.lower().endswith(".csv")]
+    if len(names) == 1:
+        return names[0]
+    stem = [m for m in names if Path(m).stem.lower() == path.stem.lower()]
+    if len(stem) == 1:
+        return stem[0]
+    found = ", ".join(_members(archive)) or "nothing"
+    raise DataError(f"{path}: expected one CSV file inside, found {found}")
+
+
+# --------------------------------------------------------------------------------------------
+# Layout detection
+# --------------------------------------------------------------------------------------------
+
+_OUTER = re.compile(r"^aliexpress_([a-z]+)_datasets\.zip$")
+_RAW = re.compile(r"^([a-z]+)_(user|item)_(train|test)\.(csv|zip)$")
+_PROCESSED_DIR = re.compile(r"^aliexpress_([a-z]+)$")
+_ROLES = ("user_train", "item_train", "user_test", "item_test")
+_LAYOUT_NAMES = {
+    "tianchi-zip": "Tianchi archives (aliexpress_{CC}_datasets.zip)",
+    "tianchi-files": "extracted Tianchi files ({cc}_user_train.csv, ...)",
+    "processed": "processed CSVs (AliExpress_{CC}/train.csv, test.csv)",
+}
+
+
+@dataclass
+class Layout:
+    """What :func:`detect_layout` found.
+
+    Attributes:
+        kind: ``tianchi-zip``, ``tianchi-files`` or ``processed``.
+        countries: Country code -> role -> :class:`Source` (roles ``user_train``,
+            ``item_train``, ``user_test``, ``item_test`` for the Tianchi layouts, ``train`` and
+            ``test`` for the processed one), in canonical country order.
+    """
+
+    kind: str
+    countries: dict[str, dict[str, Source]]
+
+    @property
+    def files(self) -> list[Path]:
+        """Distinct files on disk, in order of use."""
+        seen: dict[Path, None] = {}
+        for roles in self.countries.values():
+            for src in roles.values():
+                seen.setdefault(src.path)
+        return list(seen)
+
+
+def _country(code: str, path: Path) -> str:
+    cc = code.upper()
+    if cc not in COUNTRIES:
+        raise DataError(
+            f"{path}: country code {cc!r} is not one of the AliExpress countries "
+            f"{', '.join(COUNTRIES)}"
+        )
+    return cc
+
+
+def _walk(source: Path, depth: int = 3) -> Iterator[Path]:
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and d != "__MACOSX" and len(rel.parts) < depth
+        )
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def detect_layout(source: Path) -> Layout:
+    """Find the AliExpress files under ``source`` (up to three folders deep).
+
+    Args:
+        source: The directory holding what the user downloaded.
+
+    Returns:
+        The single layout found, with every country's files.
+
+    Raises:
+        DataError: Nothing recognisable, more than one layout, a country code that is not one
+            of the five, the same file twice, a country with files missing, or (for the Tianchi
+            archives) an archive that is not a readable zip or lacks an inner archive.
+    """
+    found: dict[str, dict[str, dict[str, Source]]] = {k: {} for k in _LAYOUT_NAMES}
+    examples: dict[str, Path] = {}
+
+    def add(kind: str, cc: str, role: str, src: Source) -> None:
+        roles = found[kind].setdefault(cc, {})
+        if role in roles:
+            raise DataError(
+                f"{source}: two files for {cc} {role}: {roles[role].path} and {src.path}; keep one"
+            )
+        roles[role] = src
+        examples.setdefault(kind, src.path)
+
+    for path in _walk(source):
+        name = path.name.lower()
+        if m := _OUTER.match(name):
+            add("tianchi-zip", _country(m[1], path), "archive", Source(path))
+        elif m := _RAW.match(name):
+            src = _zip_on_disk(path) if m[4] == "zip" else Source(path)
+            add("tianchi-files", _country(m[1], path), f"{m[2]}_{m[3]}", src)
+        elif name in ("train.csv", "test.csv") and (
+            m := _PROCESSED_DIR.match(path.parent.name.lower())
+        ):
+            add("processed", _country(m[1], path.parent), name[:-4], Source(path))
+    kinds = [k for k in _LAYOUT_NAMES if found[k]]
+    if not kinds:
+        raise DataError(
+            f"{source}: no AliExpress files found. Expected one of: the Tianchi archives "
+            "aliexpress_{NL,ES,FR,US,RU}_datasets.zip as downloaded from "
+            f"{TIANCHI_URL}; the files inside them ({{cc}}_user_train.zip or .csv, "
+            "{cc}_user_test, {cc}_item_train, {cc}_item_test); or the processed "
+            "AliExpress_{CC}/train.csv and test.csv"
+        )
+    if len(kinds) > 1:
+        what = "; ".join(f"{_LAYOUT_NAMES[k]}, e.g. {examples[k]}" for k in kinds)
+        raise DataError(
+            f"{source}: mixed layouts in one directory: {what}. Keep one layout per --source "
+            "directory (prepare keeps countries already in the cache, so prepare them in turn)"
+        )
+    kind = kinds[0]
+    countries: dict[str, dict[str, Source]] = {}
+    for cc in COUNTRIES:
+        if cc not in found[kind]:
+            continue
+        roles = found[kind][cc]
+        if kind == "tianchi-zip":
+            roles = _inner_archives(cc, roles["archive"].path)
+        need = ("train", "test") if kind == "processed" else _ROLES
+        missing = [r for r in need if r not in roles]
+        if missing:
+            where = roles[next(iter(roles))].path.parent
+            names = (
+                [f"AliExpress_{cc}/{r}.csv" for r in missing]
+                if kind == "processed"
+                else [f"{cc.lower()}_{r}.csv (or .zip)" for r in missing]
+            )
+            raise DataError(f"{where}: {cc} is incomplete, missing {', '.join(names)}")
+        countries[cc] = {r: dataclasses.replace(s, role=r) for r, s in roles.items()}
+    return Layout(kind, countries)
+
+
+def _inner_archives(cc: str, path: Path) -> dict[str, Source]:
+    roles: dict[str, Source] = {}
+    with ExitStack() as stack:
+        f = stack.enter_context(open(path, "rb"))
+        archive = _open_zip(f, path, stack)
+        members = _members(archive)
+        for member in members:
+            m = _RAW.match(Path(member).name.lower())
+            if not m or m[1].upper() != cc or f"{m[2]}_{m[3]}" in roles:
+                continue
+            inner = ""
+            if m[4] == "zip":  # peek at the inner archive's first header for its CSV's name
+                with archive.open(member) as raw:
+                    label = f"{path} > {member}"
+                    inner = ZipMemberStream(_Counted(raw, label), label).member
+            roles[f"{m[2]}_{m[3]}"] = Source(path, member, inner)
+    missing = [r for r in _ROLES if r not in roles]
+    if missing:
+        want = ", ".join(f"{cc.lower()}_{r}.zip" for r in missing)
+        have = ", ".join(members[:12]) or "nothing"
+        raise DataError(f"{path}: inner archive(s) {want} missing (the archive holds {have})")
+    return roles
+
+
+def _zip_on_disk(path: Path) -> Source:
+    """An inner archive the user extracted: the CSV inside it."""
+    with ExitStack() as stack:
+        archive = _open_zip(stack.enter_context(open(path, "rb")), path, stack)
+        return Source(path, _csv_member(archive, path))
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _file_error(src_label: str, table: _Table, line: int, j: int | None, what: str) -> DataError:
+    col = f", {table.column(j)}" if j is not None else ""
+    return DataError(f"{src_label}: line {line:,}{col}: {what}")
+
+
+def _show(value: Any) -> str:
+    """A parsed value as the file most likely wrote it (``3``, ``1.5``, ``nan``)."""
+    x = float(value)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+def _first_bad(
+    label: str, table: _Table, first_line: int, bad: np.ndarray, j: int, what: Callable
+) -> None:
+    """Raise for the first true entry of ``bad`` (rows of a block starting at ``first_line``)."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        more = f" ({rows.size - 1:,} more such rows in this block)" if rows.size > 1 else ""
+        raise _file_error(label, table, first_line + int(rows[0]), j, what(int(rows[0])) + more)
+
+
+def _lines_after(stream: _Counted, skip: int) -> Iterator[bytes]:
+    """Lines of ``stream`` after the first ``skip`` (counted without splitting them)."""
+    rest = b""
+    while skip > 0:
+        chunk = stream.read(4 << 20)
+        if not chunk:
+            return
+        n = chunk.count(b"\n")
+        if n < skip:
+            skip -= n
+            continue
+        pos = -1
+        for _ in range(skip):
+            pos = chunk.index(b"\n", pos + 1)
+        rest = chunk[pos + 1 :]
+        skip = 0
+    while True:
+        chunk = stream.read(1 << 20)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+        if not chunk:
+            if rest:
+                yield rest
+            return
+
+
+def _diagnose(src: Source, table: _Table, skip: int, cause: Exception) -> DataError:
+    """The first bad line after line ``skip`` (the block pyarrow rejected), as a DataError."""
+    n = len(table.names)
+    with ExitStack() as stack:
+        stream = src.open(stack)
+        for k, line in enumerate(_lines_after(stream, skip)):
+            if k > 2_000_000:
+                break
+            lineno = skip + k + 1
+            text = line.rstrip(b"\r")
+            fields = text.split(b",")
+            if not text.strip():
+                return _file_error(src.label, table, lineno, None, "empty line")
+            if len(fields) != n:
+                return _file_error(
+                    src.label,
+                    table,
+                    lineno,
+                    None,
+                    f"expected {n} comma-separated columns, got {len(fields)}",
+                )
+            for j, value in enumerate(fields):
+                typ = table.types[table.names[j]]
+                try:
+                    int(value) if typ == pa.int64() else float(value)
+                except ValueError:
+                    want = "an integer" if typ == pa.int64() else "a number"
+                    shown = value.decode("utf-8", "replace")
+                    return _file_error(
+                        src.label, table, lineno, j, f"expected {want}, got {shown!r}"
+                    )
+    return DataError(f"{src.label}: cannot parse after line {skip:,} ({cause})")
+
+
+def _read_header(src: Source, table: _Table) -> None:
+    with ExitStack() as stack:
+        first = next(_lines_after(src.open(stack), 0), b"")
+    got = [c.strip().decode("utf-8", "replace") for c in first.rstrip(b"\r").split(b",")]
+    if got and got[0].startswith("\ufeff"):
+        got[0] = got[0][1:]
+    if not first.strip():
+        raise DataError(f"{src.label}: empty file")
+    if tuple(got) != table.names:
+        if len(got) != len(table.names):
+            what = f"{len(got)} columns, expected {len(table.names)}"
+        else:
+            j = next(j for j, (a, b) in enumerate(zip(got, table.names)) if a != b)
+            what = f"column {j + 1} is {got[j]!r}, expected {table.names[j]!r}"
+        raise DataError(
+            f"{src.label}: line 1: not the processed AliExpress header ({what}); expected "
+            f"{','.join(table.names[:3])},...,{','.join(table.names[-2:])}"
+        )
+
+
+class _Progress:
+    """Rows/s and MB/s lines through ``log`` every couple of seconds."""
+
+    def __init__(self, log: Log, label: str, stream: _Counted) -> None:
+        self.log = log
+        self.label = label
+        self.stream = stream
+        self.start = self.last = time.perf_counter()
+        self.rows = 0
+
+    def line(self, done: bool = False) -> str:
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        mb = self.stream.bytes / 1e6
+        state = "done" if done else "..."
+        return (
+            f"  {self.label}: {self.rows:,} rows {state} ({self.rows / dt:,.0f} rows/s, "
+            f"{mb / dt:,.0f} MB/s of CSV, {dt:,.1f} s)"
+        )
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        if now - self.last >= _PROGRESS_SECONDS:
+            self.last = now
+            self.log(self.line())
+
+
+def _text_chunks(stream: _Counted, skip_header: bool) -> Iterator[memoryview]:
+    """Newline-aligned pieces of about :data:`CHUNK_SIZE` bytes of the CSV text."""
+    tail = b""
+    while True:
+        data = stream.read(CHUNK_SIZE)
+        if not data:
+            if tail:
+                yield memoryview(tail)
+            return
+        buf = tail + data if tail else data
+        if skip_header:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                tail = buf
+                continue
+            buf, skip_header = buf[nl + 1 :], False
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0 and len(buf) > MAX_LINE:
+            raise DataError(f"a line longer than {MAX_LINE >> 20} MiB: this is not a CSV file")
+        tail = buf[cut:]
+        if cut:
+            yield memoryview(buf)[:cut]
+
+
+def _parse(chunk: memoryview, table: _Table) -> pa.RecordBatch:
+    """One chunk of CSV lines as one record batch (pyarrow parses its blocks in parallel)."""
+    # An arrow-owned copy, not pa.py_buffer(chunk): pyarrow's worker threads may release the
+    # last reference to the input after read_csv returns, and releasing a Python-owned buffer
+    # needs the GIL; at interpreter exit that aborts the process (apache/arrow#34314).
+    data = pa.allocate_buffer(len(chunk))
+    memoryview(data).cast("B")[:] = chunk
+    parsed = pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(
+            column_names=list(table.names), block_size=BLOCK_SIZE, use_threads=True
+        ),
+        parse_options=pacsv.ParseOptions(
+            quote_char=False, double_quote=False, escape_char=False, ignore_empty_lines=False
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict(table.types),
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return parsed.combine_chunks().to_batches()[0]
+
+
+def _batches(
+    src: Source, table: _Table, log: Log, label: str
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``(first line number, batch)`` for every chunk of ``src`` parsed as ``table``.
+
+    A reader thread reads (and decompresses) the text and parses it chunk by chunk while the
+    caller processes the previous chunks, so parsing and processing use both cores; at most
+    :data:`_QUEUE_DEPTH` parsed chunks wait, which bounds the memory.
+    """
+    if table.header:
+        _read_header(src, table)
+    header = 1 if table.header else 0
+    rows = 0
+    queue: Queue = Queue(maxsize=_QUEUE_DEPTH)
+    stop = threading.Event()
+
+    def put(item: tuple) -> None:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return
+            except Full:
+                continue
+
+    def produce(stream: _Counted) -> None:
+        done = 0
+        try:
+            for chunk in _text_chunks(stream, bool(header)):
+                if stop.is_set():
+                    return
+                try:
+                    batch = _parse(chunk, table)
+                except pa.ArrowInvalid as exc:
+                    put(("invalid", done, exc))
+                    return
+                put(("batch", batch))
+                done += batch.num_rows
+            put(("end",))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("raise", exc))
+
+    with ExitStack() as stack:
+        stream = src.open(stack)
+        progress = _Progress(log, label, stream)
+        reader = threading.Thread(target=produce, args=(stream,), name="csv-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = queue.get()
+                if item[0] == "batch":
+                    yield rows + header + 1, item[1]
+                    rows += item[1].num_rows
+                    progress.update(item[1].num_rows)
+                elif item[0] == "end":
+                    break
+                elif item[0] == "invalid":
+                    reader.join()
+                    if stream.error is not None:
+                        raise stream.error from None
+                    raise _diagnose(src, table, item[1] + header, item[2]) from None
+                else:
+                    exc = item[1]
+                    if isinstance(exc, DataError) and not str(exc).startswith(str(src.path)):
+                        raise DataError(f"{src.label}: {exc}") from None
+                    raise exc
+        finally:
+            stop.set()
+            while reader.is_alive():
+                try:
+                    queue.get(timeout=0.05)
+                except Empty:
+                    pass
+            reader.join()
+    if rows == 0:
+        raise DataError(f"{src.label}: empty file (no data lines)")
+    log(progress.line(done=True))
+
+
+def _codes(
+    label: str, table: _Table, first: int, batch: pa.RecordBatch, cols: Sequence[int]
+) -> np.ndarray:
+    """``[n, len(cols)]`` int16 of stored ids (raw code + 1), validating whole codes in range."""
+    out = np.empty((batch.num_rows, len(cols)), dtype=np.int16)
+    for k, j in enumerate(cols):
+        v = batch.column(j).to_numpy()
+        ok = (v >= 0) & (v <= MAX_CODE) & (v == np.floor(v))
+        if not ok.all():
+            _first_bad(
+                label,
+                table,
+                first,
+                ~ok,
+                j,
+                lambda i, v=v: (
+                    f"expected a whole categorical code in [0, {MAX_CODE}], got {_show(v[i])}"
+                ),
+            )
+        out[:, k] = v
+    out += 1
+    return out
+
+
+def _floats(
+    label: str,
+    table: _Table,
+    first: int,
+    batch: pa.RecordBatch,
+    cols: Sequence[int],
+    out: np.ndarray,
+    offset: int,
+) -> None:
+    """Fill ``out[:, offset:offset+len(cols)]`` with the float32 columns, rejecting NaN/inf."""
+    for k, j in enumerate(cols):
+        v = batch.column(j).to_numpy()
+        out[:, offset + k] = v
+    block = out[:, offset : offset + len(cols)]
+    if not np.isfinite(block).all():
+        bad = ~np.isfinite(block)
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        k = int(np.flatnonzero(bad[row])[0])
+        j = cols[k]
+        _first_bad(
+            label,
+            table,
+            first,
+            bad[:, k],
+            j,
+            lambda i: f"expected a finite number, got {_show(block[i, k])}",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _write_all(f: BinaryIO, data: memoryview | bytes) -> None:
+    """Write every byte of ``data`` (the one place output is written; tests patch it)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = f.write(view)
+        if n is None:  # pragma: no cover - non-blocking files only
+            continue
+        view = view[n:]
+
+
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """A ``.npy`` (format 1.0) header of exactly 128 bytes, so it can be written last."""
+    d = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": tuple(shape)}
+    text = repr(d).encode("latin1")
+    body = _NPY_HEADER - 10
+    if len(text) + 1 > body:  # pragma: no cover - shapes are two integers at most
+        raise ValueError(f"npy header too long for {shape}")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body) + text.ljust(body - 1) + b"\n"
+
+
+class _ArrayWriter:
+    """An ``.npy`` file written by appending row blocks; the header is written on close."""
+
+    def __init__(self, path: Path, dtype: str, row_shape: tuple[int, ...]) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.row_shape = row_shape
+        self.rows = 0
+        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        _write_all(self._f, b"\0" * _NPY_HEADER)
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.row_shape:  # pragma: no cover - internal invariant
+            raise ValueError(f"{self.path}: rows of shape {block.shape[1:]}, not {self.row_shape}")
+        if len(block):
+            _write_all(self._f, block.data)
+            self.rows += len(block)
+
+    def close(self) -> dict[str, Any]:
+        if not self._f.closed:
+            self._f.seek(0)
+            _write_all(self._f, npy_header(self.dtype.str, (self.rows, *self.row_shape)))
+            os.fsync(self._f.fileno())
+            self._f.close()
+        return {
+            "dtype": self.dtype.name,
+            "shape": [self.rows, *self.row_shape],
+            "bytes": _NPY_HEADER + self.rows * self.dtype.itemsize * int(np.prod(self.row_shape)),
+        }
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+@dataclass
+class _Counts:
+    """Counts of one (country, split) as rows are written."""
+
+    rows: int = 0
+    clicks: int = 0
+    purchases: int = 0
+    items_without_page: int = 0
+    codes: list[np.ndarray] = field(
+        default_factory=lambda: [np.zeros(0, np.int64) for _ in CATEGORICAL]
+    )
+    page_heads: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, cat: np.ndarray, labels: np.ndarray, sid: np.ndarray) -> None:
+        self.rows += len(labels)
+        self.clicks += int(labels[:, 0].sum(dtype=np.int64))
+        self.purchases += int(labels[:, 1].sum(dtype=np.int64))
+        for f in range(cat.shape[1]):
+            counts = np.bincount(cat[:, f] - 1)
+            acc = self.codes[f]
+            if len(counts) > len(acc):
+                acc = np.concatenate([acc, np.zeros(len(counts) - len(acc), np.int64)])
+            acc[: len(counts)] += counts
+            self.codes[f] = acc
+        if len(sid):
+            # Items of a page are (nearly always) adjacent: keep run heads, dedupe at the end.
+            heads = sid[np.concatenate([[True], sid[1:] != sid[:-1]])]
+            self.page_heads.append(heads)
+            if sum(len(h) for h in self.page_heads) > 4_000_000:
+                self.page_heads = [np.unique(np.concatenate(self.page_heads))]
+
+    def summary(self, offset: int) -> dict[str, Any]:
+        pages = len(np.unique(np.concatenate(self.page_heads))) if self.page_heads else 0
+        return {
+            "offset": offset,
+            "rows": self.rows,
+            "clicks": self.clicks,
+            "purchases": self.purchases,
+            "pages": pages,
+            "items_without_page": self.items_without_page,
+        }
+
+    def code_counts(self) -> dict[str, dict[str, int]]:
+        return {
+            name: {str(c): int(k) for c, k in enumerate(acc) if k}
+            for name, acc in zip(CATEGORICAL, self.codes)
+        }
+
+
+class _Output:
+    """The open array files of the three splits and per-country counts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.writers: dict[str, dict[str, _ArrayWriter]] = {}
+        for split in SPLITS:
+            (root / split).mkdir(parents=True)
+            self.writers[split] = {
+                name: _ArrayWriter(root / split / f"{name}.npy", dtype, shape)
+                for name, (dtype, shape) in ARRAYS.items()
+            }
+        self.countries: dict[str, dict[str, Any]] = {}
+        self.code_counts: dict[str, dict[str, Any]] = {}
+
+    def start(self, cc: str) -> dict[str, _Counts]:
+        return {s: _Counts() for s in SPLITS}
+
+    def write(
+        self,
+        counts: _Counts,
+        split: str,
+        cat: np.ndarray,
+        num: np.ndarray,
+        lab: np.ndarray,
+        sid: np.ndarray,
+    ) -> None:
+        w = self.writers[split]
+        w["categorical"].append(cat)
+        w["numeric"].append(num)
+        w["labels"].append(lab)
+        w["search_id"].append(sid)
+        counts.add(cat, lab, sid)
+
+    def finish(self, cc: str, counts: dict[str, _Counts]) -> None:
+        self.countries[cc] = {
+            s: counts[s].summary(self.writers[s]["labels"].rows - counts[s].rows) for s in SPLITS
+        }
+        self.code_counts[cc] = {s: counts[s].code_counts() for s in SPLITS}
+
+    def close(self) -> dict[str, Any]:
+        return {
+            split: {name: {"file": f"{split}/{name}.npy", **w.close()} for name, w in ws.items()}
+            for split, ws in self.writers.items()
+        }
+
+    def abort(self) -> None:
+        for ws in self.writers.values():
+            for w in ws.values():
+                w.abort()
+
+
+# --------------------------------------------------------------------------------------------
+# Country ingestion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pages:
+    """The user table of one file, sorted by search id for the join."""
+
+    ids: np.ndarray  # [P] int64, sorted
+    cat: np.ndarray  # [P, 9] int16
+    num: np.ndarray  # [P, 23] float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _read_pages(src: Source, log: Log, label: str) -> _Pages:
+    """The user file as sorted arrays; duplicate search ids are an error."""
+    ids, cats, nums, firsts = [], [], [], []
+    cat_cols = [i - 1 for i in USER_CATEGORICAL]
+    num_cols = [i - 1 for i in USER_NUMERIC]
+    for first, batch in _batches(src, USER_TABLE, log, label):
+        ids.append(batch.column(0).to_numpy())
+        cats.append(_codes(src.label, USER_TABLE, first, batch, cat_cols))
+        num = np.empty((batch.num_rows, len(num_cols)), np.float32)
+        _floats(src.label, USER_TABLE, first, batch, num_cols, num, 0)
+        nums.append(num)
+        firsts.append(first)
+    sid = np.concatenate(ids)
+    order = np.argsort(sid, kind="stable")
+    sorted_ids = sid[order]
+    dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if dup.size:
+        a, b = int(order[dup[0]]), int(order[dup[0] + 1])
+        raise DataError(
+            f"{src.label}: line {b + 1:,}: duplicate search id {int(sorted_ids[dup[0]])} "
+            f"(first on line {a + 1:,}); a user file has one row per search page "
+            f"({dup.size:,} duplicate ids in all)"
+        )
+    del sid, ids
+    cat = _take_concat(cats, order)
+    num = _take_concat(nums, order)
+    return _Pages(sorted_ids, cat, num)
+
+
+def _take_concat(blocks: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """``np.concatenate(blocks)[order]``, freeing blocks as it goes (one extra copy at most)."""
+    full = np.concatenate(blocks)
+    blocks.clear()
+    return full[order]
+
+
+def _split_mask(sid: np.ndarray, split: str) -> dict[str, np.ndarray | None]:
+    """Rows of an official file per output split (None = all rows)."""
+    if split == "test":
+        return {"test": None}
+    valid = holdout_mask(sid, VALID_FRACTION, SPLIT_SALT)
+    return {"train": ~valid, "valid": valid}
+
+
+def _emit(
+    out: _Output,
+    counts: dict[str, _Counts],
+    split: str,
+    cat: np.ndarray,
+    num: np.ndarray,
+    lab: np.ndarray,
+    sid: np.ndarray,
+) -> None:
+    for name, mask in _split_mask(sid, split).items():
+        if mask is None:
+            out.write(counts[name], name, cat, num, lab, sid)
+        elif mask.any():
+            out.write(counts[name], name, cat[mask], num[mask], lab[mask], sid[mask])
+
+
+def _ingest_tianchi(cc: str, roles: Mapping[str, Source], out: _Output, log: Log) -> None:
+    counts = out.start(cc)
+    item_cat = [i - 1 for i in ITEM_CATEGORICAL]
+    item_num = [i - 1 for i in ITEM_NUMERIC]
+    n_ucat, n_unum = len(USER_CATEGORICAL), len(USER_NUMERIC)
+    for split in ("train", "test"):
+        pages = _read_pages(roles[f"user_{split}"], log, f"{cc} user_{split}")
+        log(f"  {cc} user_{split}: {len(pages):,} search pages in memory")
+        src = roles[f"item_{split}"]
+        items = 0
+        for first, batch in _batches(src, ITEM_TABLE, log, f"{cc} item_{split}"):
+            n = batch.num_rows
+            items += n
+            sid = batch.column(0).to_numpy()
+            raw = batch.column(ITEM_LABEL - 1).to_numpy()
+            ok = (raw == 0) | (raw == 1) | (raw == 2)
+            if not ok.all():
+                _first_bad(
+                    src.label,
+                    ITEM_TABLE,
+                    first,
+                    ~ok,
+                    ITEM_LABEL - 1,
+                    lambda i, raw=raw: f"label must be 0, 1 or 2, got {_show(raw[i])}",
+                )
+            cat = np.empty((n, len(CATEGORICAL)), np.int16)
+            cat[:, n_ucat:] = _codes(src.label, ITEM_TABLE, first, batch, item_cat)
+            num = np.empty((n, len(NUMERIC)), np.float32)
+            _floats(src.label, ITEM_TABLE, first, batch, item_num, num, n_unum)
+            pos = np.searchsorted(pages.ids, sid)
+            np.minimum(pos, max(len(pages) - 1, 0), out=pos)
+            found = pages.ids[pos] == sid
+            cat[:, :n_ucat] = pages.cat[pos]
+            num[:, :n_unum] = pages.num[pos]
+            lab = np.empty((n, 2), np.uint8)
+            lab[:, 0] = raw >= 1
+            lab[:, 1] = raw == 2
+            if not found.all():
+                lost = sid[~found]
+                for name, mask in _split_mask(lost, split).items():
+                    counts[name].items_without_page += int(
+                        len(lost) if mask is None else mask.sum()
+                    )
+                cat, num, lab, sid = cat[found], num[found], lab[found], sid[found]
+            _emit(out, counts, split, cat, num, lab, sid)
+        joined = sum(counts[s].rows for s in (("test",) if split == "test" else ("train", "valid")))
+        lost = items - joined
+        if joined == 0:
+            raise DataError(
+                f"{src.label}: none of its {items:,} items has a search page in "
+                f"{roles[f'user_{split}'].label}; are the user and item files from the same "
+                "country and split?"
+            )
+        if lost:
+            log(
+                f"  {cc} item_{split}: {lost:,} of {items:,} items have no search page in the "
+                "user file and were left out (counted in the manifest as items_without_page)"
+            )
+        del pages
+    out.finish(cc, counts)
+
+
+def _ingest_processed(cc: str, roles: Mapping[str, Source], out: _Output, log: Log) -> None:
+    counts = out.start(cc)
+    cat_cols = list(range(1, 1 + len(CATEGORICAL)))
+    num_cols = list(range(1 + len(CATEGORICAL), 1 + len(CATEGORICAL) + len(NUMERIC)))
+    j_click, j_conv = len(PROCESSED_COLUMNS) - 2, len(PROCESSED_COLUMNS) - 1
+    for split in ("train", "test"):
+        src = roles[split]
+        for first, batch in _batches(src, PROCESSED_TABLE, log, f"{cc} {split}.csv"):
+            n = batch.num_rows
+            sid = batch.column(0).to_numpy()
+            cat = _codes(src.label, PROCESSED_TABLE, first, batch, cat_cols)
+            num = np.empty((n, len(NUMERIC)), np.float32)
+            _floats(src.label, PROCESSED_TABLE, first, batch, num_cols, num, 0)
+            lab = np.empty((n, 2), np.uint8)
+            for k, j in enumerate((j_click, j_conv)):
+                v = batch.column(j).to_numpy()
+                ok = (v == 0) | (v == 1)
+                if not ok.all():
+                    _first_bad(
+                        src.label,
+                        PROCESSED_TABLE,
+                        first,
+                        ~ok,
+                        j,
+                        lambda i, v=v: f"expected 0 or 1, got {_show(v[i])}",
+                    )
+                lab[:, k] = v
+            bad = lab[:, 1] > lab[:, 0]
+            if bad.any():
+                _first_bad(
+                    src.label,
+                    PROCESSED_TABLE,
+                    first,
+                    bad,
+                    j_conv,
+                    lambda i: "conversion = 1 on a row without a click",
+                )
+            _emit(out, counts, split, cat, num, lab, sid)
+    out.finish(cc, counts)
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums, manifest, prepare
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """Hex sha256 of ``path`` (hashlib releases the GIL, so this runs beside the parsing)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            if stop is not None and stop.is_set():
+                return ""
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(dest: Path) -> dict[str, Any] | None:
+    """The manifest of a complete cache at ``dest``, or None when there is none."""
+    path = Path(dest) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        return None
+    return manifest
+
+
+def vocabularies(code_counts: Mapping[str, Any], countries: Sequence[str]) -> dict[str, list[int]]:
+    """Per field, the sorted raw codes seen in the train split of ``countries``."""
+    vocab: dict[str, set[int]] = {name: set() for name in CATEGORICAL}
+    for cc in countries:
+        for name, counts in code_counts[cc]["train"].items():
+            vocab[name].update(int(c) for c, k in counts.items() if k)
+    return {name: sorted(v) for name, v in vocab.items()}
+
+
+def oov_counts(
+    code_counts: Mapping[str, Any], countries: Sequence[str], vocab: Mapping[str, Sequence[int]]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per country and split, the number of cells per field whose code is not in ``vocab``."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for cc in countries:
+        out[cc] = {}
+        for split in SPLITS:
+            fields = {}
+            for name, counts in code_counts[cc][split].items():
+                known = set(vocab[name])
+                k = sum(int(v) for c, v in counts.items() if int(c) not in known)
+                if k:
+                    fields[name] = k
+            out[cc][split] = {"cells": sum(fields.values()), "fields": fields}
+    return out
+
+
+def _stale_siblings(dest: Path, log: Log) -> None:
+    """Remove work folders of earlier prepares that were killed (their process is gone)."""
+    for p in dest.parent.glob(f".{dest.name}.*-*"):
+        m = re.match(rf"^\.{re.escape(dest.name)}\.(partial|old)-(\d+)$", p.name)
+        if not m or not p.is_dir():
+            continue
+        pid = int(m[2])
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive or pid == os.getpid():
+            log(f"removing {p} (left by an interrupted prepare)")
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _check_dest(dest: Path) -> dict[str, Any] | None:
+    """The manifest of the cache at ``dest`` (None if absent); refuse to replace anything else."""
+    if not dest.exists():
+        return None
+    if not dest.is_dir():
+        raise DataError(f"{dest} exists and is not a directory; choose another --dest")
+    manifest = read_manifest(dest)
+    if manifest is None and any(dest.iterdir()):
+        raise DataError(
+            f"{dest} exists, is not empty and holds no AliExpress cache (no {MANIFEST}); "
+            "refusing to replace it: empty it or choose another --dest"
+        )
+    return manifest
+
+
+def _copy_country(old_dir: Path, old: Mapping[str, Any], cc: str, out: _Output) -> None:
+    """Append country ``cc`` of an existing cache to ``out`` (chunked, memory-bounded)."""
+    counts = out.start(cc)
+    for split in SPLITS:
+        entry = old["countries"][cc][split]
+        lo, hi = entry["offset"], entry["offset"] + entry["rows"]
+        arrays = {
+            name: np.load(old_dir / old["arrays"][split][name]["file"], mmap_mode="r")
+            for name in ARRAYS
+        }
+        for start in range(lo, hi, 1 << 18):
+            stop = min(hi, start + (1 << 18))
+            out.write(
+                counts[split],
+                split,
+                *(np.asarray(arrays[n][start:stop]) for n in ARRAYS),
+            )
+        counts[split].items_without_page = entry.get("items_without_page", 0)
+    out.finish(cc, counts)
+    for split in SPLITS:  # page counts are not recomputed from run heads across a copy
+        out.countries[cc][split]["pages"] = old["countries"][cc][split]["pages"]
+
+
+def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
+    """Convert the AliExpress files under ``source`` into the cache at ``dest``.
+
+    Countries found under ``source`` are (re)built; countries already in a cache at ``dest``
+    and absent from ``source`` are kept. Work happens in ``.{dest.name}.partial-{pid}`` next
+    to ``dest``; the manifest is written last and the folder renamed over ``dest`` only when
+    complete, so a failed or interrupted prepare leaves ``dest`` as it was.
+
+    Args:
+        source: Directory with the downloaded files (see :func:`detect_layout`).
+        dest: Cache directory (``mssbench.data.dataset_dir("aliexpress")`` by default).
+        log: Receives progress lines.
+
+    Returns:
+        One row per country and split (and a total per split): rows, clicks, purchases, search
+        pages and items left out for want of a search page.
+
+    Raises:
+        DataError: Bad or missing input (naming the file, line and column), or a write error
+            such as a full disk (nothing is kept then).
+    """
+    source, dest = Path(source), Path(dest)
+    layout = detect_layout(source)
+    old = _check_dest(dest)
+    if old is not None and old.get("cache_version") != CACHE_VERSION:
+        log(f"{dest}: cache format v{old.get('cache_version')} is replaced by v{CACHE_VERSION}")
+        old = None
+    keep = [c for c in (old or {}).get("countries", {}) if c not in layout.countries]
+    log(
+        f"AliExpress: {_LAYOUT_NAMES[layout.kind]} for {', '.join(layout.countries)} in {source}"
+        + (f"; keeping {', '.join(keep)} from the existing cache" if keep else "")
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _stale_siblings(dest, log)
+    work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+
+    stop = threading.Event()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    hashes = {p: pool.submit(sha256_file, p, stop) for p in layout.files}
+    out: _Output | None = None
+    start = time.perf_counter()
+    try:
+        work.mkdir(parents=True)
+        out = _Output(work)
+        for cc in COUNTRIES:
+            if cc in layout.countries:
+                log(f"{cc}:")
+                if layout.kind == "processed":
+                    _ingest_processed(cc, layout.countries[cc], out, log)
+                else:
+                    _ingest_tianchi(cc, layout.countries[cc], out, log)
+            elif cc in keep:
+                assert old is not None
+                log(f"{cc}: kept from the existing cache")
+                _copy_country(dest, old, cc, out)
+        arrays = out.close()
+        inputs = _inputs(layout, hashes)
+        if old is not None:
+            inputs.update({cc: old["inputs"][cc] for cc in keep})
+        code_counts = dict(out.code_counts)
+        countries = [c for c in COUNTRIES if c in out.countries]
+        vocab = vocabularies(code_counts, countries)
+        manifest = {
+            "format": CACHE_FORMAT,
+            "cache_version": CACHE_VERSION,
+            "protocol_version": PROTOCOL_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(),
+            "mssbench_version": mssbench.__version__,
+            "source": str(source.resolve()),
+            "layouts": {
+                cc: layout.kind if cc in layout.countries else old["layouts"][cc]  # type: ignore[index]
+                for cc in countries
+            },
+            "countries": {cc: out.countries[cc] for cc in countries},
+            "arrays": arrays,
+            "inputs": inputs,
+            "encoding": (
+                "categorical.npy holds raw code + 1; load maps codes unseen in the train split "
+                "of the selected countries to 0 (out of vocabulary)"
+            ),
+            "vocabularies": vocab,
+            "oov": oov_counts(code_counts, countries, vocab),
+            "code_counts": code_counts,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        _write_manifest(work / MANIFEST, manifest)
+        _swap(work, dest)
+    except OSError as exc:
+        if out is not None:
+            out.abort()
+        shutil.rmtree(work, ignore_errors=True)
+        if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+            raise DataError(
+                f"aliexpress prepare: the disk is full ({exc.strerror or exc}) while writing "
+                f"the cache next to {dest}; nothing was kept and {dest} is unchanged. The cache "
+                f"takes about {BYTES_PER_ROW} bytes per item row (NL alone about 5 GB): free "
+                "space or pass --dest on a larger disk, and run prepare again"
+            ) from None
+        raise DataError(
+            f"aliexpress prepare: cannot write the cache next to {dest} "
+            f"({exc.strerror or exc}); nothing was kept and {dest} is unchanged"
+        ) from None
+    except BaseException:
+        if out is not None:
+            out.abort()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.perf_counter() - start
+    total = sum(v["rows"] for c in manifest["countries"].values() for v in c.values())
+    log(f"prepared {total:,} rows in {seconds:,.1f} s ({total / max(seconds, 1e-9):,.0f} rows/s)")
+    return summary_rows(manifest)
+
+
+def _inputs(layout: Layout, hashes: Mapping[Path, concurrent.futures.Future]) -> dict[str, Any]:
+    facts = {}
+    for p, fut in hashes.items():
+        facts[p] = {
+            "file": p.name,
+            "path": str(p.resolve()),
+            "bytes": p.stat().st_size,
+            "sha256": fut.result(),
+        }
+    inputs: dict[str, Any] = {}
+    for cc, roles in layout.countries.items():
+        inputs[cc] = [
+            {"role": role, **facts[src.path], **({"member": src.member} if src.member else {})}
+            for role, src in roles.items()
+        ]
+    return inputs
+
+
+def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    with open(path, "wb", buffering=0) as f:
+        _write_all(f, json.dumps(manifest, indent=1, sort_keys=False).encode())
+        os.fsync(f.fileno())
+
+
+def _swap(work: Path, dest: Path) -> None:
+    """Put the finished ``work`` folder at ``dest``, replacing a previous cache."""
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        os.rename(dest, old)
+        os.rename(work, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(work, dest)
+
+
+def summary_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The table ``prepare`` returns: one row per country and split, then totals."""
+    rows = []
+    totals = {
+        s: {"rows": 0, "clicks": 0, "purchases": 0, "pages": 0, "items_without_page": 0}
+        for s in SPLITS
+    }
+    for cc, splits in manifest["countries"].items():
+        for split in SPLITS:
+            c = splits[split]
+            row = {"country": cc, "split": split}
+            for k in totals[split]:
+                row[k] = c[k]
+                totals[split][k] += c[k]
+            rows.append(row)
+    if len(manifest["countries"]) > 1:
+        rows.extend({"country": "all", "split": s, **totals[s]} for s in SPLITS)
+    return rows
