@@ -1,6 +1,6 @@
 import gzip
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -192,7 +192,8 @@ def test_check_command_fails_on_a_broken_model(cli, tmp_path):
         "        return ModelOutput(z[z[:, 0].argsort()], z.new_zeros(()))\n"
         "@hookimpl\n"
         "def mssbench_register_models():\n"
-        "    return [ModelSpec(name='sorting', summary='x', build=Sorting, defaults={'width': 1})]\n"
+        "    return [ModelSpec(name='sorting', summary='x', build=Sorting,\n"
+        "                      defaults={'width': 1})]\n"
     )
     res = cli.invoke(main, ["check", "--plugin", str(bad), "sorting"])
     assert res.exit_code == 1

@@ -65,11 +65,21 @@ def make_schema(
     )
 
 
-def make_protocol(dataset: str, countries: Sequence[str], synthetic: bool = False) -> Protocol:
-    """The standard protocol for ``countries`` (its id names the scenario set)."""
+def make_protocol(
+    dataset: str, countries: Sequence[str], synthetic: bool = False, variant: str = ""
+) -> Protocol:
+    """The standard protocol for ``countries`` (its id names the scenario set).
+
+    Args:
+        dataset: Dataset name.
+        countries: Scenario set.
+        synthetic: Generated data (the id then starts with ``synthetic/``).
+        variant: What else defines the data, e.g. a generator's parameters; it becomes part of
+            the protocol name, so that different generated data never share an id.
+    """
     return Protocol(
         dataset=dataset,
-        name="standard",
+        name=f"standard-{variant}" if variant else "standard",
         version=PROTOCOL_VERSION,
         scenarios=check_countries(countries),
         split_rule=SPLIT_RULE,
