@@ -128,7 +128,7 @@ def run(
         batching = str(model_spec.tags.get("batching", "mixed"))
 
     t_load = time.perf_counter()
-    data = load_dataset(registry, config.dataset, config.data_options)
+    data = load_dataset(registry, config.dataset, data_options)
     load_seconds = time.perf_counter() - t_load
     schema = data.schema
 
@@ -138,7 +138,7 @@ def run(
         head = str(model_spec.tags.get("head", "direct")) if schema.relations else "direct"
 
     seed_everything(config.seed)
-    model = build_model(registry, config.model, schema, config.params)
+    model = build_model(registry, config.model, schema, params)
     if head == "esmm":
         if not schema.relations:
             raise ConfigError(

@@ -46,7 +46,7 @@ def run_regression(models: list[str] | None = None, out: str | None = None) -> d
             config = RunConfig(
                 model=name,
                 dataset=DATASET,
-                params={k: v for k, v in spec.check_params.items()},
+                params=dict(spec.check_params),
                 out=out or tmp,
                 progress=False,
                 **SETTINGS,
