@@ -26,6 +26,7 @@ from mssbench.records import (
     package_versions,
     write_record,
 )
+from mssbench.runners import distributed
 from mssbench.runners.trainer import (
     SELECTION_METRIC,
     fit,
@@ -45,13 +46,14 @@ class RunResult:
 
     Attributes:
         record: The run record as written.
-        path: Where it was written.
+        path: Where it was written (``None`` on the ranks other than 0 of a data-parallel
+            run, which write nothing).
         test_metrics: Tidy test metrics (one row per scenario, task and metric).
         oracle_metrics: The same for the true probabilities, for generated data that knows them.
     """
 
     record: dict[str, Any]
-    path: Path
+    path: Path | None
     test_metrics: pd.DataFrame
     oracle_metrics: pd.DataFrame | None = None
 
@@ -64,6 +66,17 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+class _NoHooks:
+    """Stands in for ``pm.hook`` on ranks other than 0: run hooks fire once per run."""
+
+    def __getattr__(self, _name: str) -> Callable[..., list]:
+        return lambda **_kwargs: []
 
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> LoadedDataset:
@@ -104,6 +117,9 @@ def run(
 ) -> RunResult:
     """Train one model on one dataset, evaluate on test and write the run record.
 
+    Under ``torchrun`` (more than one process) the run is data-parallel; see
+    :mod:`mssbench.runners.distributed`.
+
     Args:
         config: The run configuration.
         registry: Loaded plugins (default: :func:`mssbench.plugins.load_registry`).
@@ -112,9 +128,24 @@ def run(
     Returns:
         The finished run.
     """
-    started = time.perf_counter()
     config.validate()
-    registry = registry or load_registry()
+    world, device = distributed.setup(resolve_device(config.device))
+    try:
+        return _run(config, registry or load_registry(), log, world, device)
+    finally:
+        distributed.teardown(world)
+
+
+def _run(
+    config: RunConfig,
+    registry: Registry,
+    log: Callable[[str], None],
+    world: distributed.World,
+    device: torch.device,
+) -> RunResult:
+    started = time.perf_counter()
+    if not world.is_main:
+        log = _silent
     model_spec = registry.model(config.model)
     dataset_spec = registry.dataset(config.dataset)
     params = resolve("param", f"model {config.model!r}", model_spec.defaults, config.params)
@@ -122,7 +153,6 @@ def run(
         "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
     )
     out_dir = ensure_writable(config.out)
-    device = resolve_device(config.device)
     batching = config.batching
     if batching == "auto":
         batching = str(model_spec.tags.get("batching", "mixed"))
@@ -146,6 +176,9 @@ def run(
                 f"dataset {config.dataset!r} has none"
             )
         model = ESMMHead(model, schema)
+    if world.enabled and not world.is_main:
+        # Same initial weights on every rank, different dropout streams.
+        torch.manual_seed(config.seed + 7919 * world.rank)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     train, valid, test = data.train, data.valid, data.test
@@ -157,6 +190,8 @@ def run(
     config_dict["batching"] = batching
     config_dict["head"] = head
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
+    config_dict["optimizer"] = "Adam (fused)" if device.type == "cuda" else "Adam"
+    config_dict["distributed"] = world.describe()
     record: dict[str, Any] = {
         "record_version": RECORD_SCHEMA_VERSION,
         "status": "running",
@@ -187,10 +222,12 @@ def run(
         },
     }
     pm = registry.pm
-    pm.hook.mssbench_run_start(run=record)
+    hook = pm.hook if world.is_main else _NoHooks()
+    hook.mssbench_run_start(run=record)
     log(
         f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
         f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, device {device}"
+        + (f", {world.size} processes ({world.backend})" if world.enabled else "")
     )
 
     checkpoint = out_dir / ".partial" / f"{config.dataset}_{config.model}_{record['run_hash']}.pt"
@@ -213,12 +250,15 @@ def run(
         block_rows=BLOCK_ROWS if data.memory_mapped else 0,
         checkpoint=checkpoint,
         resume=config.resume,
-        progress=config.progress,
-        on_epoch_end=lambda e, m: pm.hook.mssbench_epoch_end(run=record, epoch=e, metrics=m),
+        progress=config.progress and world.is_main,
+        on_epoch_end=lambda e, m: hook.mssbench_epoch_end(run=record, epoch=e, metrics=m),
         log=log,
+        world=world,
+        precision=config.precision,
+        compile_model=config.compile,
     )
 
-    test_logits = predict(model, test, device, config.eval_batch_size)
+    test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
     test_df = evaluate(test_logits, test.labels, test.scenario, schema)
     oracle_df = None
     if test.oracle is not None:
@@ -251,12 +291,11 @@ def run(
         }
     )
     record = _nan_to_none(record)
+    if not world.is_main:
+        return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
     stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"
     path = write_record(out_dir, stem, record)
     if checkpoint.exists():
         checkpoint.unlink()
-    pm.hook.mssbench_run_end(run=record, path=str(path))
+    hook.mssbench_run_end(run=record, path=str(path))
     return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)
-
-
-

@@ -138,6 +138,19 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Cap training steps per epoch (0 = full pass); for smoke runs.",
         ),
         click.option(
+            "--precision",
+            type=click.Choice(["fp32", "bf16"]),
+            default="fp32",
+            show_default=True,
+            help="bf16: bfloat16 autocast of forward passes (GPUs with bf16 support).",
+        ),
+        click.option(
+            "--compile",
+            "compile",
+            is_flag=True,
+            help="Train through torch.compile (pays a compile time once; fastest on GPU).",
+        ),
+        click.option(
             "--out",
             default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
             show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
@@ -199,6 +212,8 @@ def run(
         **options,
     )
     result = api.run(config, registry=registry, log=lambda m: click.echo(m, err=True))
+    if result.path is None:
+        return  # a data-parallel rank other than 0: rank 0 reports
     rec = result.record
     click.echo("")
     click.echo(
@@ -220,6 +235,17 @@ def run(
     click.echo(f"Run record: {result.path}")
 
 
+def _check_executor_options(executor: str) -> None:
+    """Ray's options are an error with the local executor (they would be silently ignored)."""
+    if executor == "ray":
+        return
+    ctx = click.get_current_context()
+    for name in ("ray_address", "cpus_per_run", "gpus_per_run"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is for --executor ray (this suite uses --executor local)")
+
+
 @main.command()
 @click.option("--models", default="all", show_default=True, help="all, or a comma list.")
 @click.option("--datasets", required=True, help="A comma list of dataset names.")
@@ -230,7 +256,38 @@ def run(
     "--jobs",
     default="auto",
     show_default=True,
-    help="Runs at a time: auto = one per GPU, else one per 4 CPU cores.",
+    help="Runs at a time: auto = one per GPU, else one per 4 CPU cores. With --executor ray: "
+    "the most runs in flight; auto = no limit (Ray runs as many as the cluster has resources for).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine (worker processes); ray: one Ray task per run, records written "
+    "here (pip install 'mssbench[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDRESS",
+    help="Ray cluster: auto (the running one), ray://HOST:10001 or HOST:6379. "
+    "Default: $RAY_ADDRESS, else a new local Ray instance.",
+)
+@click.option(
+    "--cpus-per-run",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --executor ray: CPUs Ray reserves per run (also its torch threads).",
+)
+@click.option(
+    "--gpus-per-run",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="With --executor ray: GPUs Ray reserves per run (0.5: two runs share a GPU); "
+    "0: runs see no GPU.",
 )
 @click.option(
     "--param",
@@ -241,7 +298,9 @@ def run(
     help="Hyper-parameter for every model that takes KEY, or MODEL.KEY for one model.",
 )
 @click.option(
-    "--no-progress", is_flag=True, help="Hide progress bars (always hidden with --jobs > 1)."
+    "--no-progress",
+    is_flag=True,
+    help="Hide progress bars (always hidden with --jobs > 1 and with --executor ray).",
 )
 @training_options
 @plugin_options
@@ -251,6 +310,10 @@ def suite(
     datasets: str,
     seeds: str,
     jobs: str,
+    executor: str,
+    ray_address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
     params: tuple[str, ...],
     data_options: tuple[str, ...],
     scenarios: str | None,
@@ -263,15 +326,21 @@ def suite(
     """Run every model x dataset x seed; finished runs (same config and seed) are skipped."""
     from mssbench.suite import default_jobs, parse_seeds, plan, run_suite, summary_frame
 
+    _check_executor_options(executor)
+    if executor == "ray":
+        from mssbench.suite_ray import check_resources, require_ray
+
+        require_ray()
+        check_resources(cpus_per_run, gpus_per_run, [options["device"]])
     registry = _registry(plugins, disabled, strict_plugins)
     data_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         data_given["scenarios"] = scenarios
     try:
-        n_jobs = default_jobs() if jobs == "auto" else int(jobs)
+        n_jobs = (0 if executor == "ray" else default_jobs()) if jobs == "auto" else int(jobs)
     except ValueError:
         raise ConfigError(f"--jobs expects a number or auto, got {jobs!r}") from None
-    if n_jobs < 1:
+    if n_jobs < 1 and jobs != "auto":
         raise ConfigError(f"--jobs must be >= 1, got {n_jobs}")
     base = RunConfig(
         model="",
@@ -293,12 +362,32 @@ def suite(
     for note in notes:
         click.echo(f"Note: {note}", err=True)
     skipped = sum(j.status == "skipped" for j in planned)
+    if executor == "ray":
+        from mssbench.suite_ray import describe_resources, run_suite_ray
+
+        how = f"on Ray, {describe_resources(cpus_per_run, gpus_per_run)} each"
+        how += f", at most {n_jobs} at a time" if n_jobs else ""
+    else:
+        how = f"{n_jobs} at a time"
     click.echo(
         f"Suite: {len(planned)} runs, {skipped} already finished in {base.out}, "
-        f"{len(planned) - skipped} to run, {n_jobs} at a time.",
+        f"{len(planned) - skipped} to run, {how}.",
         err=True,
     )
-    run_suite(planned, n_jobs, plugins, disabled, log=lambda m: click.echo(m, err=True))
+    log = functools.partial(click.echo, err=True)
+    if executor == "ray":
+        run_suite_ray(
+            planned,
+            plugins,
+            disabled,
+            address=ray_address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            max_in_flight=n_jobs or None,
+            log=log,
+        )
+    else:
+        run_suite(planned, n_jobs, plugins, disabled, log=log)
     frame = summary_frame(planned, base.out)
     click.echo("")
     click.echo(tabulate(frame, headers="keys", tablefmt="github", showindex=False))

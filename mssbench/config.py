@@ -37,6 +37,8 @@ class RunConfig:
             :class:`mssbench.nn.ESMMHead`: CTCVR = CTR x CVR in log space), or ``auto`` (the
             model's ``head`` tag where the dataset has related tasks, else ``direct``).
         max_steps_per_epoch: Cap on training steps per epoch (0 = a full pass); for smoke runs.
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward passes.
+        compile: Train through ``torch.compile``.
         out: Directory of run records.
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
@@ -57,12 +59,17 @@ class RunConfig:
     batching: str = "auto"
     head: str = "auto"
     max_steps_per_epoch: int = 0
+    precision: str = "fp32"
+    compile: bool = False
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
 
     #: Fields that do not change a run's numbers and are left out of its hash.
     NON_RESULT_FIELDS = ("out", "resume", "progress")
+    #: Fields added after the first record version, with the value every earlier record had:
+    #: they enter the hash only when set otherwise, so earlier records keep their hashes.
+    LATER_FIELDS = {"precision": "fp32", "compile": False}
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an out-of-range value."""
@@ -80,6 +87,8 @@ class RunConfig:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.patience < 1:
             raise ConfigError(f"--patience must be >= 1, got {self.patience}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.head not in ("auto", "direct", "esmm"):
             raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
         if self.batching not in ("auto", "mixed", "scenario_pure"):
@@ -93,7 +102,12 @@ class RunConfig:
 
     def result_hash(self) -> str:
         """Hash of everything that determines the numbers (used to find finished/partial runs)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in self.NON_RESULT_FIELDS
+            and not (k in self.LATER_FIELDS and v == self.LATER_FIELDS[k])
+        }
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -108,6 +108,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def is_plugin_file(target: str) -> bool:
+    """Whether a ``--plugin`` value names a ``.py`` file (else it is a module name)."""
+    return target.endswith(".py") or os.sep in target or "/" in target
+
+
 def import_plugin(target: str) -> tuple[str, ModuleType]:
     """Import a plugin given as a module name or a path to a ``.py`` file.
 
@@ -120,8 +125,7 @@ def import_plugin(target: str) -> tuple[str, ModuleType]:
     Raises:
         PluginError: The module cannot be found or fails to import.
     """
-    looks_like_path = target.endswith(".py") or os.sep in target or "/" in target
-    if looks_like_path:
+    if is_plugin_file(target):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise PluginError(f'Error importing plugin "{target}": no such file {path}')

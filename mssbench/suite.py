@@ -132,24 +132,51 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(config: RunConfig, plugins: tuple[str, ...], disabled: tuple[str, ...]) -> dict:
-    """Run one job in a worker; never raises (errors become a result)."""
-    from mssbench import api
+def _quiet(_message: str) -> None:
+    """The log of runs inside a suite: each run is reported by one progress line instead."""
 
+
+def _guarded(attempt: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Call ``attempt``; an exception becomes an error result (a crashing model is one row)."""
     try:
-        registry = load_registry(plugins=plugins, disable=disabled)
-        result = api.run(config, registry=registry, log=lambda _m: None)
-        return {
-            "status": "finished",
-            "path": str(result.path),
-            "summary": result.record["test"]["summary"],
-        }
+        return attempt()
     except MssbenchError as exc:
         return {"status": "error", "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a crashing model becomes an error row
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
         return {"status": "error", "error": f"{type(exc).__name__}: {exc}{where}"}
+
+
+def _finished(result: Any) -> dict[str, Any]:
+    """The result of a finished :class:`mssbench.api.RunResult`: record path and test summary."""
+    return {
+        "status": "finished",
+        "path": str(result.path),
+        "summary": result.record["test"]["summary"],
+    }
+
+
+def _run_one(config: RunConfig, plugins: tuple[str, ...], disabled: tuple[str, ...]) -> dict:
+    """Run one job in a worker; never raises (errors become a result)."""
+    from mssbench import api
+
+    def attempt() -> dict[str, Any]:
+        registry = load_registry(plugins=plugins, disable=disabled)
+        return _finished(api.run(config, registry=registry, log=_quiet))
+
+    return _guarded(attempt)
+
+
+def _finish(job: SuiteJob, result: dict, done: int, total: int, log: Callable[[str], None]) -> None:
+    """Fill in ``job`` from a worker's result and print its progress line."""
+    job.status = result["status"]
+    job.path = result.get("path")
+    job.error = result.get("error")
+    job.summary = result.get("summary") or {}
+    d, m, s = job.key
+    what = job.path if job.status == "finished" else f"ERROR {job.error}"
+    log(f"[{done}/{total}] {d} {m} seed {s}: {what}")
 
 
 def default_jobs() -> int:
@@ -183,18 +210,9 @@ def run_suite(
         if n_jobs > 1:
             job.config = replace(job.config, progress=False)
 
-    def finish(job: SuiteJob, result: dict, done: int) -> None:
-        job.status = result["status"]
-        job.path = result.get("path")
-        job.error = result.get("error")
-        job.summary = result.get("summary") or {}
-        d, m, s = job.key
-        what = job.path if job.status == "finished" else f"ERROR {job.error}"
-        log(f"[{done}/{total}] {d} {m} seed {s}: {what}")
-
     if n_jobs <= 1:
         for i, job in enumerate(pending, 1):
-            finish(job, _run_one(job.config, plugins, disabled), i)
+            _finish(job, _run_one(job.config, plugins, disabled), i, total, log)
         return jobs
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     ctx = get_context("spawn")
@@ -203,7 +221,7 @@ def run_suite(
     ) as pool:
         futures = {pool.submit(_run_one, j.config, plugins, disabled): j for j in pending}
         for i, future in enumerate(as_completed(futures), 1):
-            finish(futures[future], future.result(), i)
+            _finish(futures[future], future.result(), i, total, log)
     return jobs
 
 

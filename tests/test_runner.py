@@ -193,8 +193,12 @@ def test_esmm_head_needs_related_tasks(registry, runs_dir):
         run(config(runs_dir, dataset="census-income", head="esmm"), registry=registry, log=quiet)
 
 
-@given(n=st.integers(1, 5000), block=st.integers(1, 700), window=st.integers(1, 5),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    n=st.integers(1, 5000),
+    block=st.integers(1, 700),
+    window=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_block_shuffle_covers_every_row_once(n, block, window, seed):
     from mssbench.runners.trainer import block_shuffled_rows
 
@@ -212,3 +216,40 @@ def test_block_shuffle_covers_every_row_once(n, block, window, seed):
             current.add(b)
             seen.add(b)
         assert len(current) <= window, f"window of more than {window} blocks at row {i}"
+
+
+def test_result_hash_of_earlier_configs_is_unchanged():
+    """Fields added later enter the hash only when set: finished runs keep being found."""
+    assert RunConfig(model="mmoe", dataset="census-income").result_hash() == "9dca618ac45d"
+    cfg = RunConfig(model="aesm", dataset="aliexpress-synth", seed=3, params={"embed_dim": 16})
+    assert cfg.result_hash() == "528a4ac3348a"
+    assert (
+        RunConfig(
+            model="aesm",
+            dataset="aliexpress-synth",
+            seed=3,
+            params={"embed_dim": 16},
+            precision="bf16",
+        ).result_hash()
+        != cfg.result_hash()
+    )
+    assert RunConfig(model="mmoe", dataset="census-income", compile=True).result_hash() != (
+        "9dca618ac45d"
+    )
+
+
+def test_bf16_autocast_trains_and_is_recorded(registry, runs_dir):
+    res = run(config(runs_dir, epochs=8, precision="bf16"), registry=registry, log=quiet)
+    assert res.record["config"]["precision"] == "bf16"
+    assert res.record["test"]["summary"]["auc/ctr"] > 0.7  # still learns the planted signal
+    with pytest.raises(ConfigError, match="precision"):
+        run(config(runs_dir, precision="fp16"), registry=registry, log=quiet)
+
+
+def test_compiled_training_matches_eager(registry, runs_dir):
+    kw = dict(model="constant", params={}, epochs=1, batch_size=512)
+    eager = run(config(runs_dir, **kw), registry=registry, log=quiet)
+    compiled = run(config(runs_dir, compile=True, **kw), registry=registry, log=quiet)
+    assert compiled.record["config"]["compile"] is True
+    for key, value in eager.record["test"]["summary"].items():
+        assert compiled.record["test"]["summary"][key] == pytest.approx(value, abs=1e-5), key

@@ -1,7 +1,12 @@
-"""Single-process training: batches cut from resident tensors, early stopping on validation."""
+"""Training: batches cut from resident tensors, early stopping on validation.
+
+One process by default; data-parallel across the processes of a ``torchrun`` launch
+(:mod:`mssbench.runners.distributed`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -17,7 +22,20 @@ from tqdm.auto import tqdm
 
 from mssbench.errors import ConfigError, TrainingError
 from mssbench.metrics import evaluate, summary
+from mssbench.runners.distributed import (
+    SINGLE,
+    World,
+    all_objects,
+    all_true,
+    barrier,
+    gather_rows,
+    shard,
+    shard_range,
+)
 from mssbench.spec import DatasetSchema, Split
+
+#: ``--precision`` values: the dtype of autocast regions (``fp32`` = no autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 SELECTION_METRIC = "mean over tasks of pooled validation AUC"
 
@@ -92,14 +110,15 @@ def batch_indices(
     n_scenarios: int = 0,
     block_rows: int = 0,
     window_blocks: int = 8,
+    min_rows: int = 2,
 ) -> list[torch.Tensor]:
     """One epoch of shuffled training batches as index tensors.
 
     With ``scenario`` given, every batch holds rows of one scenario only ("scenario-pure"), and
     the order of the batches is shuffled. With ``block_rows`` set (memory-mapped data), rows
     follow :func:`block_shuffled_rows` instead of a full permutation. Every row appears exactly
-    once; a final batch of one row is merged into the previous batch of the same kind, since
-    batch normalisation cannot train on one row.
+    once; a final batch of fewer than ``min_rows`` rows is merged into the previous batch of the
+    same kind, since batch normalisation cannot train on one row.
 
     Args:
         n_rows: Number of rows.
@@ -109,6 +128,8 @@ def batch_indices(
         n_scenarios: Number of scenarios (with ``scenario``).
         block_rows: Block size for block shuffling (0 = full permutation).
         window_blocks: Blocks shuffled together (with ``block_rows``).
+        min_rows: Smallest final batch kept on its own (data-parallel runs need two rows per
+            process).
 
     Returns:
         Index tensors (int64, CPU).
@@ -116,7 +137,7 @@ def batch_indices(
 
     def chunks(idx: torch.Tensor) -> list[torch.Tensor]:
         parts = list(torch.split(idx, batch_size))
-        if len(parts) > 1 and len(parts[-1]) < 2:
+        if len(parts) > 1 and len(parts[-1]) < min_rows:
             last = parts.pop()
             parts[-1] = torch.cat([parts[-1], last])
         return parts
@@ -136,15 +157,40 @@ def batch_indices(
     return [batches[i] for i in shuffle]
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast region of ``--precision`` (a no-op for ``fp32``)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int):
-    """Eval-mode logits ``[N, T]`` (on ``device``) for a whole split."""
+def predict(
+    model: torch.nn.Module,
+    split: Split,
+    device: torch.device,
+    batch_size: int,
+    world: World = SINGLE,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Eval-mode logits ``[N, T]`` (float32, on ``device``) for a whole split.
+
+    In a data-parallel run every rank predicts its contiguous part of the rows and the parts
+    are gathered in row order, so every rank returns the logits of all ``N`` rows.
+    """
     model.eval()
+    start, stop = shard_range(len(split), world)
     outs = []
-    for start in range(0, len(split), batch_size):
-        batch = split.batch(slice(start, start + batch_size)).to(device, non_blocking=True)
-        outs.append(model(batch).logits.float())
-    return torch.cat(outs)
+    with autocast(device, precision):
+        for first in range(start, stop, batch_size):
+            rows = slice(first, min(first + batch_size, stop))
+            batch = split.batch(rows).to(device, non_blocking=True)
+            outs.append(model(batch).logits.float())
+    local = torch.cat(outs) if outs else torch.zeros((0, split.labels.shape[1]), device=device)
+    return gather_rows(local, world)
 
 
 @dataclass
@@ -195,6 +241,16 @@ def _task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) ->
     return w
 
 
+def make_optimizer(
+    model: torch.nn.Module, device: torch.device, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """Adam; the fused kernel on CUDA (one launch for all parameters), the default elsewhere."""
+    fused = device.type == "cuda"
+    return torch.optim.Adam(
+        model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None
+    )
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -225,6 +281,9 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     log: Callable[[str], None] = print,
+    world: World = SINGLE,
+    precision: str = "fp32",
+    compile_model: bool = False,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -250,11 +309,16 @@ def fit(
         progress: Show a progress bar.
         on_epoch_end: Called with ``(epoch, metrics)`` after the checkpoint is saved.
         log: Where status lines go.
+        world: This process's place in a data-parallel run (rank 0 alone checkpoints; the
+            caller silences ``log`` and ``progress`` on the other ranks).
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of forward passes (the loss
+            and the optimizer stay float32).
+        compile_model: Train through ``torch.compile`` (evaluation uses the eager model).
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = make_optimizer(model, device, lr, weight_decay)
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
     best = copy.deepcopy(model.state_dict())
@@ -265,21 +329,41 @@ def fit(
         best = ck["best"]
         state = TrainState(**ck["state"])
         generator.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        if device.type == "cuda" and ck.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
+        rng = ck["rng"][world.rank] if "rng" in ck else ck
+        torch.set_rng_state(rng["torch_rng"])
+        if device.type == "cuda" and rng.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(rng["cuda_rng"], device)
         log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
 
     weights = _task_weights(model, schema.n_tasks, device)
     check_every = 1 if device.type == "cpu" else 50
     scenario = train.scenario if scenario_pure else None
+    net = model
+    if world.enabled:
+        # Top-k expert routing and per-scenario gates leave parameters unused in some steps.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    if compile_model:
+        net = torch.compile(net)
 
     while state.epoch < epochs and not state.stopped_early:
         epoch = state.epoch + 1
-        model.train()
+        net.train()
         batches = batch_indices(
-            len(train), batch_size, generator, scenario, schema.n_scenarios, block_rows
+            len(train),
+            batch_size,
+            generator,
+            scenario,
+            schema.n_scenarios,
+            block_rows,
+            min_rows=2 * world.size,
         )
+        if world.enabled:
+            # A lone scenario-pure batch too small to give every process two rows is skipped.
+            batches = [b for b in batches if len(b) >= 2 * world.size]
         if max_steps_per_epoch:
             batches = batches[:max_steps_per_epoch]
         n_samples = sum(len(b) for b in batches)
@@ -296,14 +380,22 @@ def fit(
         finite = torch.ones((), dtype=torch.bool, device=device)
         t0 = time.perf_counter()
         for step, idx in enumerate(batches, 1):
-            batch = train.batch(idx.to(train.scenario.device)).to(device, non_blocking=True)
-            out = model(batch)
+            rows = shard(idx, world)
+            batch = train.batch(rows.to(train.scenario.device)).to(device, non_blocking=True)
+            with autocast(device, precision):
+                out = net(batch)
             if step == 1:
                 _validate_output(out, len(batch), schema.n_tasks, model_name)
             logits, aux = out
-            per_task = F.binary_cross_entropy_with_logits(
+            per_row = F.binary_cross_entropy_with_logits(
                 logits.float(), batch.labels, reduction="none"
-            ).mean(0)  # [T]
+            )
+            if world.enabled:
+                # DDP averages gradients over ranks: scaling each shard's sum by
+                # world / global rows makes that average the gradient of the global mean.
+                per_task = per_row.sum(0) * (world.size / len(idx))  # [T]
+            else:
+                per_task = per_row.mean(0)  # [T]
             loss = (per_task * weights).sum() + aux.float()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,7 +404,7 @@ def fit(
             loss_sum += detached
             finite &= torch.isfinite(detached)
             if step % check_every == 0 or step == len(batches):
-                if not bool(finite):
+                if not all_true(finite, world):
                     bar.close()
                     raise TrainingError(
                         f"training loss became {detached.item()} at epoch {epoch}, step "
@@ -329,7 +421,7 @@ def fit(
         state.train_seconds += seconds
         state.train_samples += n_samples
 
-        logits = predict(model, valid, device, eval_batch_size)
+        logits = predict(model, valid, device, eval_batch_size, world, precision)
         metrics_df = evaluate(logits, valid.labels.to(device), valid.scenario.to(device), schema)
         flat = summary(metrics_df)
         aucs = [flat.get(f"auc/{t}", math.nan) for t in schema.task_names]
@@ -362,18 +454,24 @@ def fit(
             f"{entry['train_samples_per_s']:,.0f} samples/s"
         )
         if checkpoint is not None:
-            _save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "best": best,
-                    "state": state.__dict__,
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
-            )
+            rng = {
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            }
+            rngs = all_objects(rng, world)  # dropout streams differ between ranks
+            if world.is_main:
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "best": best,
+                        "state": state.__dict__,
+                        "generator": generator.get_state(),
+                        "rng": rngs,
+                    },
+                )
+            barrier(world)
         if on_epoch_end is not None:
             on_epoch_end(epoch, {"train_loss": train_loss, "selection_score": score, **flat})
     if state.stopped_early:

@@ -1,0 +1,102 @@
+"""The helpers of the benchmarks in benchmarks/ measure like for like."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mssbench.metrics import conditional_logit
+from mssbench.testing import make_dataset
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_efficiency():
+    return _load("train_efficiency")
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    return _load("evaluation")
+
+
+@pytest.mark.parametrize("layout", ["fields", "arrays"])
+def test_per_row_loader_gives_the_runners_batch(train_efficiency, layout):
+    from torch.utils.data import DataLoader
+
+    data = make_dataset(n_train=64, n_valid=16, n_test=16)
+    rows = train_efficiency.RowDataset(data.train, data.schema, layout)
+    loader = DataLoader(rows, batch_size=16, shuffle=False)
+    got = train_efficiency.to_batch(rows, next(iter(loader)))
+    want = data.train.batch(slice(0, 16))
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert torch.equal(g, w)
+
+
+def test_matmul_flops_of_a_linear_layer(train_efficiency):
+    class Linear(torch.nn.Module):
+        def __init__(self, n_in: int, n_out: int):
+            super().__init__()
+            self.fc = torch.nn.Linear(n_in, n_out, bias=False)
+
+        def forward(self, batch):
+            logits = self.fc(batch.numeric)
+            return logits, logits.new_zeros(())
+
+    data = make_dataset(n_train=64, n_valid=16, n_test=16)
+    n_num = data.schema.n_numeric
+    model = Linear(n_num, data.schema.n_tasks)
+    batch = data.train.batch(slice(0, 8))
+    total, _ = train_efficiency.count_matmul_flops(model, batch, data.schema, bf16=False)
+    # Forward x @ W (2 B F T) and the weight gradient (2 B F T); no input gradient is needed.
+    assert total == 2 * (2 * 8 * n_num * data.schema.n_tasks)
+
+
+def test_numpy_conditional_logit_matches_the_core(evaluation):
+    rng = np.random.default_rng(0)
+    parent = rng.normal(-3, 3, 1000)
+    child = parent - np.abs(rng.normal(0, 3, 1000))
+    child[:10] = parent[:10] + 1.0  # broken relation: capped like the core does
+    want = conditional_logit(torch.from_numpy(child), torch.from_numpy(parent)).numpy()
+    np.testing.assert_allclose(evaluation.conditional_logit_np(child, parent), want, rtol=1e-12)
+
+
+def test_sklearn_baseline_agrees_with_evaluate(evaluation, tmp_path):
+    pytest.importorskip("sklearn")
+    facts = evaluation.generate(tmp_path, 5000, decimals=2)
+    names = tuple(facts["scenarios"])
+    labels = torch.from_numpy(np.load(tmp_path / "labels.npy"))
+    scenario = torch.from_numpy(np.load(tmp_path / "scenario.npy"))
+    for variant in ("continuous", "ties"):
+        logits = torch.from_numpy(np.load(tmp_path / f"logits_{variant}.npy"))
+        ours = evaluation.ours_full(logits, labels, scenario, names)
+        base = evaluation.sklearn_table(logits, labels, scenario, names, full=True)
+        diff, where, _ = evaluation.max_difference(ours, base)
+        assert diff < evaluation.TOLERANCE, where
+        bare = evaluation.ours_bare(logits, labels, scenario, names)
+        base = evaluation.sklearn_table(logits, labels, scenario, names, full=False)
+        assert evaluation.max_difference(bare, base)[0] < evaluation.TOLERANCE
+        assert len(base) == len(bare) == 2 * (len(names) + 1)
+
+
+def test_max_difference_treats_nan_pairs_as_equal(evaluation):
+    diff, _, both_nan = evaluation.max_difference(
+        {"a": math.nan, "b": 0.5}, {"a": math.nan, "b": 0.5}
+    )
+    assert diff == 0.0 and both_nan == 1
+    assert evaluation.max_difference({"a": 0.5}, {"a": math.nan})[0] == math.inf
+    assert evaluation.max_difference({}, {"a": 0.5})[0] == math.inf
