@@ -128,8 +128,23 @@ def plan(
     return jobs, notes
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, gpus: Any = None) -> None:
+    """Set a worker's torch threads and, with several GPUs, give it one of them.
+
+    ``gpus`` is a queue of GPU indices, one per worker: the worker takes one and sees only that
+    GPU (``CUDA_VISIBLE_DEVICES``), so ``--device auto`` runs there while the run's
+    configuration, and with it the hash that finds finished runs, stays unchanged.
+    """
     torch.set_num_threads(threads)
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get(timeout=60))
+
+
+def gpu_slots(n_jobs: int, n_gpus: int) -> list[int]:
+    """The GPU of each of ``n_jobs`` workers: round-robin, none when there are fewer than 2."""
+    if n_gpus < 2:
+        return []
+    return [i % n_gpus for i in range(n_jobs)]
 
 
 def _quiet(_message: str) -> None:
@@ -196,18 +211,16 @@ def run_suite(
     """Run the pending jobs, ``n_jobs`` at a time, and fill in their status.
 
     With ``n_jobs == 1`` runs happen in this process. Otherwise each runs in a fresh worker
-    process with ``cpu_count // n_jobs`` torch threads; with several GPUs and ``device=auto``
-    the runs are spread over the GPUs.
+    process with ``cpu_count // n_jobs`` torch threads; with several GPUs every worker sees one
+    GPU of its own (:func:`gpu_slots`), where ``device=auto`` runs.
     """
     pending = [j for j in jobs if j.status == "pending"]
     total = len(pending)
     if not pending:
         return jobs
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    for i, job in enumerate(pending):
-        if n_gpus > 1 and job.config.device == "auto":
-            job.config = replace(job.config, device=f"cuda:{i % n_gpus}")
-        if n_jobs > 1:
+    if n_jobs > 1:
+        for job in pending:
             job.config = replace(job.config, progress=False)
 
     if n_jobs <= 1:
@@ -216,8 +229,14 @@ def run_suite(
         return jobs
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     ctx = get_context("spawn")
+    slots = gpu_slots(n_jobs, n_gpus)
+    gpus = None
+    if slots:
+        gpus = ctx.Queue()
+        for index in slots:
+            gpus.put(index)
     with ProcessPoolExecutor(
-        n_jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        n_jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads, gpus)
     ) as pool:
         futures = {pool.submit(_run_one, j.config, plugins, disabled): j for j in pending}
         for i, future in enumerate(as_completed(futures), 1):

@@ -1,7 +1,9 @@
 import json
+import os
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +103,24 @@ def test_suite_unknown_model_fails_before_running(tmp_path):
         ["suite", "--models", "mmoe,nope", "--datasets", "census-income", "--out", str(tmp_path)],
     )
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
+
+
+def test_each_worker_gets_its_own_gpu_without_touching_the_config(monkeypatch):
+    """Several GPUs: workers are pinned round-robin through CUDA_VISIBLE_DEVICES, so the runs'
+    configurations (and the hashes that find finished runs) stay ``device=auto``."""
+    import queue
+
+    from mssbench.suite import _worker_init, gpu_slots
+
+    assert gpu_slots(4, 1) == [] and gpu_slots(4, 0) == []
+    assert gpu_slots(3, 2) == [0, 1, 0]
+    assert gpu_slots(2, 4) == [0, 1]
+    slots: queue.Queue = queue.Queue()
+    slots.put(1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    threads = torch.get_num_threads()
+    try:
+        _worker_init(1, slots)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    finally:
+        torch.set_num_threads(threads)
