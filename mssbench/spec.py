@@ -182,6 +182,10 @@ class Batch(NamedTuple):
         """The same batch on ``device``."""
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
 
+    def pin_memory(self) -> "Batch":
+        """The same batch in page-locked host memory (for asynchronous copies to a GPU)."""
+        return Batch(*(t.pin_memory() for t in self))
+
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.scenario.shape[0])
 

@@ -253,3 +253,51 @@ def test_compiled_training_matches_eager(registry, runs_dir):
     assert compiled.record["config"]["compile"] is True
     for key, value in eager.record["test"]["summary"].items():
         assert compiled.record["test"]["summary"][key] == pytest.approx(value, abs=1e-5), key
+
+
+@given(n=st.integers(2, 200), bs=st.integers(2, 40), seed=st.integers(0, 2**16))
+def test_prefetched_batches_are_the_same_batches(n, bs, seed):
+    from mssbench.runners.trainer import iter_batches
+    from mssbench.testing.synthetic import make_schema, make_split
+
+    split = make_split(make_schema(), n, seed)
+    order = batch_indices(n, bs, torch.Generator().manual_seed(seed))
+    plain = list(iter_batches(split, order, torch.device("cpu"), prefetch=False))
+    ahead = list(iter_batches(split, order, torch.device("cpu"), prefetch=True))
+    assert len(plain) == len(ahead) == len(order)
+    for (i1, b1), (i2, b2) in zip(plain, ahead):
+        assert torch.equal(i1, i2)
+        assert all(torch.equal(x, y) for x, y in zip(b1, b2))
+
+
+def test_prefetching_trains_bit_identically(registry):
+    from mssbench.api import build_model
+    from mssbench.runners.trainer import fit
+    from mssbench.testing.synthetic import make_dataset
+
+    data = make_dataset(n_train=700, n_valid=200, n_test=50)
+    states = []
+    for prefetch in (False, True):
+        torch.manual_seed(0)
+        model = build_model(registry, "mmoe", data.schema, dict(SMALL_MMOE))
+        fit(
+            model,
+            data.schema,
+            data.train,
+            data.valid,
+            model_name="mmoe",
+            device=torch.device("cpu"),
+            seed=1,
+            epochs=2,
+            batch_size=64,
+            eval_batch_size=128,
+            lr=1e-3,
+            weight_decay=0.0,
+            patience=5,
+            progress=False,
+            log=quiet,
+            prefetch=prefetch,
+        )
+        states.append(model.state_dict())
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

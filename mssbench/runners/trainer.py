@@ -11,9 +11,10 @@ import copy
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from mssbench.runners.distributed import (
     shard,
     shard_range,
 )
-from mssbench.spec import DatasetSchema, Split
+from mssbench.spec import Batch, DatasetSchema, Split
 
 #: ``--precision`` values: the dtype of autocast regions (``fp32`` = no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -193,6 +194,41 @@ def predict(
     return gather_rows(local, world)
 
 
+def iter_batches(
+    split: Split,
+    batches: Sequence[torch.Tensor],
+    device: torch.device,
+    world: World = SINGLE,
+    prefetch: bool = False,
+) -> Iterator[tuple[torch.Tensor, Batch]]:
+    """``(global rows, batch on device)`` for each index tensor of ``batches``.
+
+    Each batch holds this rank's share of the rows (:func:`~mssbench.runners.distributed.shard`).
+    With ``prefetch`` a background thread cuts the next batch (the gather from a memory map, and
+    on CUDA the copy into page-locked memory) while the current one trains, and the copy to
+    the GPU is asynchronous. The batches are the same either way.
+    """
+
+    def cut(idx: torch.Tensor) -> Batch:
+        rows = shard(idx, world)
+        batch = split.batch(rows.to(split.scenario.device))
+        if prefetch and device.type == "cuda" and batch.scenario.device.type == "cpu":
+            batch = batch.pin_memory()
+        return batch
+
+    if not prefetch or not batches:
+        for idx in batches:
+            yield idx, cut(idx).to(device, non_blocking=True)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="mssbench-prefetch") as pool:
+        pending = pool.submit(cut, batches[0])
+        for i, idx in enumerate(batches):
+            batch = pending.result()
+            if i + 1 < len(batches):
+                pending = pool.submit(cut, batches[i + 1])
+            yield idx, batch.to(device, non_blocking=True)
+
+
 @dataclass
 class TrainState:
     """What a checkpoint holds to resume a run exactly."""
@@ -284,6 +320,7 @@ def fit(
     world: World = SINGLE,
     precision: str = "fp32",
     compile_model: bool = False,
+    prefetch: bool | None = None,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -314,6 +351,9 @@ def fit(
         precision: ``fp32``, or ``bf16`` for bfloat16 autocast of forward passes (the loss
             and the optimizer stay float32).
         compile_model: Train through ``torch.compile`` (evaluation uses the eager model).
+        prefetch: Cut the next batch in a background thread (:func:`iter_batches`); default:
+            for memory-mapped data (``block_rows``) and for training data in host memory
+            feeding a GPU.
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
@@ -338,6 +378,10 @@ def fit(
     weights = _task_weights(model, schema.n_tasks, device)
     check_every = 1 if device.type == "cpu" else 50
     scenario = train.scenario if scenario_pure else None
+    if prefetch is None:
+        prefetch = bool(block_rows) or (
+            device.type == "cuda" and train.scenario.device.type == "cpu"
+        )
     net = model
     if world.enabled:
         # Top-k expert routing and per-scenario gates leave parameters unused in some steps.
@@ -379,9 +423,9 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         finite = torch.ones((), dtype=torch.bool, device=device)
         t0 = time.perf_counter()
-        for step, idx in enumerate(batches, 1):
-            rows = shard(idx, world)
-            batch = train.batch(rows.to(train.scenario.device)).to(device, non_blocking=True)
+        for step, (idx, batch) in enumerate(
+            iter_batches(train, batches, device, world, prefetch), 1
+        ):
             with autocast(device, precision):
                 out = net(batch)
             if step == 1:
