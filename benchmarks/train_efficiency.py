@@ -35,8 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
 import math
 import os
@@ -57,7 +55,7 @@ from mssbench.api import build_model, load_dataset
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
 from mssbench.records import cpu_name
-from mssbench.runners.trainer import fit, resolve_device, seed_everything
+from mssbench.runners.trainer import autocast, fit, resolve_device, seed_everything
 from mssbench.spec import Batch, DatasetSchema, LoadedDataset, Split
 
 DATASET = "aliexpress-synth"
@@ -145,11 +143,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int) -> dict[
     return out
 
 
-def _precision(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """A fresh bfloat16 autocast context for ``device``, or a no-op one."""
-    if bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _precision(bf16: bool) -> str:
+    """The runner's ``--precision`` value for ``--bf16``."""
+    return "bf16" if bf16 else "fp32"
 
 
 def _loss(model: torch.nn.Module, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
@@ -181,7 +177,7 @@ def count_matmul_flops(
     weights = _task_weights(model, schema.n_tasks, batch.labels.device)
     counter = FlopCounterMode(display=False)
     with counter:
-        with _precision(batch.labels.device, bf16):
+        with autocast(batch.labels.device, _precision(bf16)):
             loss = _loss(model, batch, weights)
         loss.backward()
     model.zero_grad(set_to_none=True)
@@ -298,27 +294,21 @@ def measure_ours(
         progress=False,
         log=lambda line: None,
     )
-    # The runner's own bf16 autocast where fit() has one; else the same region around it.
-    region = contextlib.nullcontext()
-    if "precision" in inspect.signature(fit).parameters:
-        common["precision"] = "bf16" if args.bf16 else "fp32"
-    else:
-        region = _precision(device, args.bf16)
-    with region:
-        if args.warmup:
-            warmup = min(args.warmup, full)
-            fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
-        # More steps than one epoch holds: several epochs (each one's validation is untimed).
-        per_epoch = min(args.steps, full)
-        result = fit(
-            model,
-            data.schema,
-            train,
-            valid,
-            epochs=math.ceil(args.steps / per_epoch),
-            max_steps_per_epoch=per_epoch,
-            **common,
-        )
+    common["precision"] = _precision(args.bf16)  # the runner's own autocast
+    if args.warmup:
+        warmup = min(args.warmup, full)
+        fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
+    # More steps than one epoch holds: several epochs (each one's validation is untimed).
+    per_epoch = min(args.steps, full)
+    result = fit(
+        model,
+        data.schema,
+        train,
+        valid,
+        epochs=math.ceil(args.steps / per_epoch),
+        max_steps_per_epoch=per_epoch,
+        **common,
+    )
     state = result.state
     return {
         "samples": state.train_samples,
@@ -356,7 +346,7 @@ def measure_per_row(
 
     def step() -> int:
         batch = to_batch(rows, next(stream)).to(device)
-        with _precision(device, args.bf16):
+        with autocast(device, _precision(args.bf16)):
             loss = _loss(model, batch, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

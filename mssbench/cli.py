@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 from tabulate import tabulate
 
-from mssbench.config import DEFAULT_OUT, RunConfig, parse_assignments
+from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 
@@ -139,7 +139,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "bf16"]),
+            type=click.Choice(PRECISIONS),
             default="fp32",
             show_default=True,
             help="bf16: bfloat16 autocast of forward passes (GPUs with bf16 support).",

@@ -13,6 +13,9 @@ from mssbench.errors import ConfigError
 
 DEFAULT_OUT = "mssbench-runs"
 
+#: ``--precision`` values (the runner maps them to autocast dtypes).
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass
 class RunConfig:
@@ -87,8 +90,10 @@ class RunConfig:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.patience < 1:
             raise ConfigError(f"--patience must be >= 1, got {self.patience}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.head not in ("auto", "direct", "esmm"):
             raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
         if self.batching not in ("auto", "mixed", "scenario_pure"):

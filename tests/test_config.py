@@ -59,3 +59,10 @@ def test_result_hash_ignores_output_location():
     b = RunConfig(model="m", dataset="d", out="y", progress=False)
     c = RunConfig(model="m", dataset="d", seed=1)
     assert a.result_hash() == b.result_hash() != c.result_hash()
+
+
+def test_every_precision_name_has_an_autocast_dtype():
+    from mssbench.config import PRECISIONS
+    from mssbench.runners.trainer import AUTOCAST_DTYPES
+
+    assert tuple(AUTOCAST_DTYPES) == PRECISIONS

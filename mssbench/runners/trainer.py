@@ -35,8 +35,8 @@ from mssbench.runners.distributed import (
 )
 from mssbench.spec import Batch, DatasetSchema, Split
 
-#: ``--precision`` values: the dtype of autocast regions (``fp32`` = no autocast).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+#: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 SELECTION_METRIC = "mean over tasks of pooled validation AUC"
 
@@ -160,9 +160,11 @@ def batch_indices(
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast region of ``--precision`` (a no-op for ``fp32``)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
+    if precision not in AUTOCAST_DTYPES:
+        raise ConfigError(
+            f"--precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}"
+        )
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
