@@ -12,8 +12,8 @@ Then times, each in a fresh subprocess, best of ``--repeats`` after an untimed w
 rows, starting from the same tensors ``[N, T]`` logits, ``[N, T]`` labels and ``[N]`` scenario
 ids (on ``--device``):
 
-* ``ours``, bare: ``mssbench.metrics.grouped_auc`` per task over the scenarios, plus once
-  over all rows (pooled);
+* ``ours``, bare: ``mssbench.metrics.grouped_auc(..., pooled=True)`` per task: the scenarios
+  and all rows together (pooled);
 * ``ours``, full: ``mssbench.metrics.evaluate``, the table of a run: AUC and logloss of ctr,
   ctcvr and the conditional cvr-on-clicked view, per scenario, pooled and macro;
 * ``sklearn``, bare: the peers' way, a pandas DataFrame, ``groupby(scenario)`` and
@@ -166,16 +166,12 @@ def make_schema(names: tuple[str, ...]):
 
 def ours_bare(logits, labels, scenario, names: tuple[str, ...]) -> dict[str, float]:
     """``grouped_auc`` per task over the scenarios, and over all rows (pooled)."""
-    import torch
-
     from mssbench.metrics import grouped_auc
 
     out: dict[str, float] = {}
-    everyone = torch.zeros_like(scenario)
     for j, task in enumerate(TASKS):
-        auc, _, _ = grouped_auc(logits[:, j], labels[:, j], scenario, len(names))
-        pooled, _, _ = grouped_auc(logits[:, j], labels[:, j], everyone, 1)
-        for name, value in zip((*names, "pooled"), torch.cat([auc, pooled]).tolist()):
+        auc, _, _ = grouped_auc(logits[:, j], labels[:, j], scenario, len(names), pooled=True)
+        for name, value in zip((*names, "pooled"), auc.tolist(), strict=True):
             out[f"{name}|{task}|auc"] = value
     return out
 

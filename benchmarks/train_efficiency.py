@@ -295,6 +295,7 @@ def measure_ours(
         log=lambda line: None,
     )
     common["precision"] = _precision(args.bf16)  # the runner's own autocast
+    common["compile_model"] = args.compile  # torch.compile, compiled in the untimed warm-up
     if args.warmup:
         warmup = min(args.warmup, full)
         fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
@@ -457,6 +458,9 @@ def main() -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (matmul peak in bf16)")
+    p.add_argument(
+        "--compile", action="store_true", help="ours with torch.compile (the runner's --compile)"
+    )
     p.add_argument("--row-layout", choices=("fields", "arrays"), default="fields")
     p.add_argument("--peak-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -203,6 +203,7 @@ def _run(
             "summary": model_spec.summary,
             "paper": model_spec.paper,
             "plugin": registry.plugin_of("model", config.model),
+            "version": model_spec.version,
             "n_params": n_params,
         },
         "dataset": {

@@ -44,6 +44,7 @@ from mssbench.results import (
     hardware_label,
     leaderboard_frame,
     load_records,
+    model_version,
     page_key,
     per_seed,
     variant_labels,
@@ -182,6 +183,8 @@ class Page:
         labels: The variant label of each record.
         directory: Page directory relative to the output directory (POSIX form).
         siblings: Directories of pages with the same dataset and protocol but another version.
+        superseded: ``{model: {older model version: runs}}`` of the records left out because
+            the page has runs of a newer version of that model.
     """
 
     dataset: str
@@ -192,6 +195,7 @@ class Page:
     labels: list[str]
     directory: str = ""
     siblings: list[str] = field(default_factory=list)
+    superseded: dict[str, dict[int, int]] = field(default_factory=dict)
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -260,7 +264,7 @@ def plan_pages(
         groups.setdefault(page_key(rec), []).append(rec)
     pages = []
     for key in sorted(groups):
-        recs = groups[key]
+        recs, superseded = newest_model_versions(groups[key])
         labels = variant_labels(recs, defaults.model_tags)
         order = sorted(
             range(len(recs)),
@@ -273,9 +277,34 @@ def plan_pages(
         )
         recs = [recs[i] for i in order]
         frame = leaderboard_frame(recs, defaults.model_tags, root=root)
-        pages.append(Page(key[0], key[1], key[2], recs, frame, [labels[i] for i in order]))
+        labels = [labels[i] for i in order]
+        pages.append(Page(key[0], key[1], key[2], recs, frame, labels, superseded=superseded))
     _assign_directories(pages)
     return pages
+
+
+def newest_model_versions(
+    records: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[int, int]]]:
+    """Keep each model's records of its newest version (:func:`mssbench.results.model_version`).
+
+    Returns:
+        ``(kept, superseded)``: the kept records in their order, and ``{model: {version: runs}}``
+        of the records left out.
+    """
+    newest: dict[str, int] = {}
+    for rec in records:
+        name = rec["model"]["name"]
+        newest[name] = max(newest.get(name, 1), model_version(rec))
+    kept, superseded = [], {}
+    for rec in records:
+        name, version = rec["model"]["name"], model_version(rec)
+        if version == newest[name]:
+            kept.append(rec)
+        else:
+            counts = superseded.setdefault(name, {})
+            counts[version] = counts.get(version, 0) + 1
+    return kept, superseded
 
 
 def _assign_directories(pages: list[Page]) -> None:
@@ -756,6 +785,12 @@ def render_page(
         lines.append(
             f"- **Not ranked here:** records of the same protocol from another dataset version "
             f"are on [their own page](../../{sibling}/README.md)."
+        )
+    for name, counts in sorted(page.superseded.items()):
+        older = ", ".join(f"version {v} ({n} runs)" for v, n in sorted(counts.items()))
+        lines.append(
+            f"- **Superseded, not shown:** {md_escape(name)} {older}; the page shows its "
+            f"newest version."
         )
     lines += ["", "## Ranking", ""]
 

@@ -292,6 +292,12 @@ def dataset_version(record: dict[str, Any]) -> str:
     return f"{plugin} (mssbench {versions.get('mssbench', '?')})"
 
 
+def model_version(record: dict[str, Any]) -> int:
+    """The model version a record states (:attr:`mssbench.spec.ModelSpec.version`); 1 if none."""
+    version = record["model"].get("version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
 def page_key(record: dict[str, Any]) -> tuple[str, str, str]:
     """``(dataset, protocol id, dataset version)``: the leaderboard page a record belongs to."""
     return (record["dataset"]["name"], record["protocol"]["id"], dataset_version(record))

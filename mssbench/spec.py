@@ -386,6 +386,10 @@ class ModelSpec:
         expected_failed_checks: ``{check_name: reason}`` for conformance checks known to fail.
         check_params: Hyper-parameter overrides the conformance suite builds with, to keep the
             checks fast (smaller widths); keys must be keys of ``defaults``.
+        version: Bumped whenever a change alters the numbers the model gives at an unchanged
+            configuration. Every record states it; ``mssbench suite`` runs a configuration
+            again when its finished record is of another version, and a leaderboard page shows
+            only each model's newest version.
     """
 
     name: str
@@ -396,6 +400,7 @@ class ModelSpec:
     tags: Mapping[str, Any] = field(default_factory=dict)
     expected_failed_checks: Mapping[str, str] = field(default_factory=dict)
     check_params: Mapping[str, Any] = field(default_factory=dict)
+    version: int = 1
 
     def validate(self) -> None:
         """Raise :class:`SpecError` if the spec is malformed."""
@@ -413,6 +418,8 @@ class ModelSpec:
         unknown = sorted(set(self.check_params) - set(self.defaults))
         if unknown:
             raise SpecError(f"model {self.name!r}: check_params keys not in defaults: {unknown}")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise SpecError(f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}")
 
 
 @dataclass(frozen=True)

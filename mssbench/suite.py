@@ -17,7 +17,7 @@ import torch
 from mssbench.config import RunConfig
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
-from mssbench.results import load_records
+from mssbench.results import load_records, model_version
 
 
 @dataclass
@@ -103,7 +103,8 @@ def plan(
     """Every (dataset, model, seed) job of a suite, with finished runs marked ``skipped``.
 
     A run counts as finished when the output directory holds a finished record with the same
-    configuration hash (everything that determines the numbers, seed included).
+    configuration hash (everything that determines the numbers, seed included) and the same
+    model version (:attr:`mssbench.spec.ModelSpec.version`).
     """
     model_names = _names("model", models, registry.models)
     dataset_names = _names("dataset", datasets, registry.datasets)
@@ -112,18 +113,19 @@ def plan(
     for d in dataset_names:
         registry.dataset(d)
     per_model, notes = split_params(registry, model_names, params)
-    done: dict[str, str] = {}
+    done: dict[tuple[str, int], str] = {}
     if Path(base.out).is_dir():
         records, _ = load_records(base.out)
-        done = {r["run_hash"]: r["_path"] for r in records}
+        done = {(r["run_hash"], model_version(r)): r["_path"] for r in records}
     jobs = []
     for d in dataset_names:
         for m in model_names:
             for seed in seeds:
                 cfg = replace(base, model=m, dataset=d, seed=seed, params=dict(per_model[m]))
                 job = SuiteJob(cfg)
-                if cfg.result_hash() in done:
-                    job.status, job.path = "skipped", done[cfg.result_hash()]
+                key = (cfg.result_hash(), registry.model(m).version)
+                if key in done:
+                    job.status, job.path = "skipped", done[key]
                 jobs.append(job)
     return jobs, notes
 

@@ -59,6 +59,7 @@ def make_record(
     command=None,
     synthetic=False,
     relations=True,
+    model_version=None,
 ):
     """A minimal valid run record: every cell's AUC is ``auc`` (per task: ``auc[task]``)."""
     per_task = auc if isinstance(auc, dict) else {t: auc for t in tasks}
@@ -110,6 +111,8 @@ def make_record(
     }
     if contributor is not None:
         rec["contributor"] = contributor
+    if model_version is not None:
+        rec["model"]["version"] = model_version
     return rec
 
 
@@ -313,6 +316,24 @@ def test_different_protocols_and_versions_are_never_ranked_together(tmp_path):
     index = (tmp_path / "lb" / "README.md").read_text()
     for page in result.pages:
         assert f"({page.directory}/README.md)" in index
+
+
+def test_a_page_shows_only_the_newest_version_of_each_model(tmp_path):
+    """Records of an older model version stay on disk but leave the page, which says so."""
+    recs = [make_record("aesm", seed=s, auc=0.5) for s in range(3)]  # no version stated: 1
+    recs += [make_record("aesm", seed=s, auc=0.7, model_version=2) for s in range(2)]
+    recs += [make_record("mmoe", seed=s, auc=0.6) for s in range(2)]
+    for i, rec in enumerate(recs):
+        rec["run_hash"] += f"-{i}"  # v2 reran the same configurations
+    write_records(tmp_path / "runs", recs)
+    [page] = build(tmp_path / "runs", tmp_path / "lb", plots=False).pages
+    assert page.superseded == {"aesm": {1: 3}}
+    csv = pd.read_csv(tmp_path / "lb" / page.directory / "results.csv")
+    aesm = csv[(csv["model"] == "aesm") & (csv["metric"] == "auc")]
+    assert set(aesm["value"]) == {0.7} and set(aesm["seed"]) == {0, 1}
+    readme = (tmp_path / "lb" / page.directory / "README.md").read_text()
+    assert "Superseded, not shown:** aesm version 1 (3 runs)" in readme
+    assert "4 run records" in readme
 
 
 # --- ranking and significance -------------------------------------------------------------------

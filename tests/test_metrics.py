@@ -20,6 +20,7 @@ from mssbench.metrics import (
     metrics_table,
     summary,
 )
+from mssbench.metrics import core as metrics_core
 from mssbench.spec import DatasetSchema, Implies, Task
 
 NAN = math.nan
@@ -129,6 +130,36 @@ def test_grouped_auc_matches_pairwise_reference(data, dtype):
     assert n_pos.tolist() == [
         sum(y for y, g in zip(labels, groups, strict=True) if g == k) for k in range(n_groups)
     ]
+
+
+@pytest.mark.parametrize("fraction", [-1.0, math.inf], ids=["second-sort", "searches"])
+@settings(deadline=None)
+@given(data=grouped_data(values=VALUES_F32, max_rows=60), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_grouped_auc_pooled_matches_reference_on_both_paths(fraction, data, dtype):
+    """The pooled group equals the reference whether counted by searches or by a second sort."""
+    scores, labels, groups, n_groups = data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics_core, "_SEARCH_FRACTION", fraction)
+        auc, n, n_pos = grouped_auc(*tensors(scores, labels, groups, dtype), n_groups, pooled=True)
+    assert auc.shape == n.shape == n_pos.shape == (n_groups + 1,)
+    expected = reference_auc(scores, labels, groups, n_groups)
+    expected.append(reference_auc(scores, labels, [0] * len(scores), 1)[0])
+    assert_same(auc, expected)
+    assert n.tolist() == [groups.count(k) for k in range(n_groups)] + [len(scores)]
+    assert int(n_pos[-1]) == sum(labels)
+
+
+def test_grouped_auc_pooled_search_counts_from_either_class():
+    """Rare positives query the negatives' runs; rare negatives query the positives' runs."""
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 50, (3000,), generator=gen).float()  # many ties
+    groups = torch.randint(0, 5, (3000,), generator=gen)
+    for rate in (0.02, 0.98):
+        labels = (torch.rand(3000, generator=gen) < rate).long()
+        assert metrics_core._pooled_by_search(3000, int(labels.sum()), 5)
+        auc, _, _ = grouped_auc(scores, labels, groups, 5, pooled=True)
+        expected, _, _ = grouped_auc(scores, labels, torch.zeros_like(groups), 1)
+        assert_same(auc[-1:], expected)
 
 
 @settings(deadline=None)

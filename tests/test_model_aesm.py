@@ -1,5 +1,6 @@
 """Mechanism tests of the AESM² plugin (``specs/models.md`` §2 and §14, AESM² items 1-8)."""
 
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 from mssbench_aesm import DEFAULTS, mssbench_register_models
 from mssbench_aesm.model import (
     AESM2,
+    DebiasedBatchNorm1d,
     ExpertSelectionLayer,
     expert_log_distribution,
     kl_distances,
@@ -18,6 +20,7 @@ from mssbench_aesm.model import (
 
 from mssbench.cli import main
 from mssbench.nn import ESMMHead
+from mssbench.spec import Implies
 from mssbench.testing import make_schema, make_split
 
 [SPEC] = mssbench_register_models()
@@ -278,7 +281,7 @@ def test_defaults_follow_the_official_configuration():
     assert d["dropout"] == 0.1 and d["expert_activation"] == "relu"
     assert (d["scenario_layers"], d["task_layers"]) == (2, 2)
     assert (d["lambda_sp"], d["lambda_sh"]) == (1e-3, 1e-4)
-    assert d["task_weights"] == [0.1, 1.0]
+    assert d["task_weights"] == []  # the published 0.1 / 1 by task role (test below)
     assert d["share_task_layer_params"] is True and d["gate_norm"] == "bn"
     assert d["scenario_tree"] == [] and d["bn_momentum"] == 0.001
     assert (d["embed_dim"], d["scenario_embed_dim"], d["task_embed_dim"]) == (16, 8, 8)
@@ -419,14 +422,68 @@ def test_invalid_hyper_parameters_are_rejected(overrides, message):
 # Task weights and the core's ESMM head.
 def test_task_weights_are_exposed_and_kept_by_the_esmm_head():
     schema = make_schema()
-    model = build(schema)
-    assert model.task_weights == [0.1, 1.0]
+    model = build(schema, task_weights=[0.5, 2.0])
+    assert model.task_weights == [0.5, 2.0]
     head = ESMMHead(model, schema)
-    assert head.task_weights == [0.1, 1.0]
+    assert head.task_weights == [0.5, 2.0]
     out = head(batch_of(schema))
     assert torch.isfinite(out.logits).all()
     assert (torch.sigmoid(out.logits[:, 1]) <= torch.sigmoid(out.logits[:, 0]) + 1e-6).all()
-    assert build(schema, task_weights=[]).task_weights == [1.0, 1.0]
+
+
+def test_default_task_weights_follow_the_task_roles():
+    """CTR 0.1 and CTCVR 1 where the click -> purchase relation exists; 1 everywhere else."""
+    related = make_schema(tasks=["ctr", "ctcvr"])
+    assert build(related).task_weights == [0.1, 1.0]
+    # The parent is found by the relation, not by position.
+    swapped = make_schema(tasks=["ctcvr", "ctr"], implies=False)
+    swapped = dataclasses.replace(swapped, relations=(Implies("ctcvr", "ctr", "cvr"),))
+    assert build(swapped).task_weights == [1.0, 0.1]
+    unrelated = make_schema(tasks=["income", "never_married"], implies=False)
+    assert build(unrelated).task_weights == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [([1.0], "one weight per task"), (["a", "b"], "numbers"), ([1.0, -1.0], ">= 0")],
+)
+def test_bad_task_weights_are_rejected(weights, message):
+    with pytest.raises(ValueError, match=message):
+        build(task_weights=weights)
+
+
+# Debiased batch-norm moving averages.
+def test_debiased_batch_norm_eval_uses_the_batch_statistics_seen():
+    """After a few batches of one distribution, eval normalises with that distribution's
+    statistics; a plain BatchNorm1d at momentum 0.001 would still be near mean 0, variance 1."""
+    torch.manual_seed(0)
+    x = 5.0 + 0.2 * torch.randn(512, 3)
+    bn, plain = (cls(3, eps=1e-3, momentum=0.001) for cls in (DebiasedBatchNorm1d, torch.nn.BatchNorm1d))
+    for norm in (bn, plain):
+        norm.train()
+        for _ in range(20):
+            norm(x)
+        norm.eval()
+    expected = (x - x.mean(0)) / torch.sqrt(x.var(0) + 1e-3)
+    torch.testing.assert_close(bn(x), expected, rtol=0.0, atol=5e-3)
+    assert (plain(x) - expected).abs().max() > 1.0
+
+
+def test_debiased_batch_norm_untrained_is_the_identity_and_training_mode_is_unchanged():
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    bn = DebiasedBatchNorm1d(4, momentum=0.001).eval()
+    torch.testing.assert_close(bn(x), x / math.sqrt(1 + bn.eps))
+    plain = torch.nn.BatchNorm1d(4, momentum=0.001)
+    torch.testing.assert_close(bn.train()(x), plain.train()(x))
+
+
+def test_default_layers_use_debiased_batch_norm():
+    model = build()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    layers = list(model.scenario_block.modules()) + list(model.task_block.modules())
+    assert all(isinstance(m, DebiasedBatchNorm1d) for m in layers if m in norms)
+    assert any(isinstance(m, DebiasedBatchNorm1d) for m in norms)
 
 
 def test_cli_smoke_run_uses_the_esmm_head_on_related_tasks(tmp_path):

@@ -11,6 +11,7 @@ import mssbench
 from mssbench import hookspecs
 from mssbench.errors import ConfigError, PluginError
 from mssbench.plugins import load_registry
+from mssbench.spec import ModelSpec, SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_MODELS = {"mmoe", "shared_bottom"}
@@ -264,3 +265,11 @@ def test_core_never_imports_a_plugin():
     pattern = re.compile(r"^\s*(from|import)\s+mssbench_", re.M)
     for path in (ROOT / "mssbench").rglob("*.py"):
         assert not pattern.search(path.read_text()), f"{path} imports a plugin"
+
+
+@pytest.mark.parametrize("version", [0, -1, 1.5, True, "2"])
+def test_model_version_must_be_a_positive_integer(version):
+    spec = ModelSpec(name="versioned", summary="x", build=lambda schema: None, version=version)
+    with pytest.raises(SpecError, match="version must be an integer >= 1"):
+        spec.validate()
+    ModelSpec(name="versioned", summary="x", build=lambda schema: None, version=3).validate()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import sys
@@ -63,6 +64,22 @@ def test_plan_skips_finished_runs_and_errors_become_rows(registry, tmp_path):
     run_suite(mixed, 1, plugins=("mssbench.testing.plugin",), log=lambda m: None)
     assert mixed[0].status == "error" and "training loss became nan" in mixed[0].error
     assert mixed[-1].status == "finished"
+
+
+def test_plan_reruns_finished_configurations_of_another_model_version(registry, tmp_path):
+    base = RunConfig(model="", dataset="", epochs=1, out=str(tmp_path), progress=False)
+    jobs, _ = plan(registry, "constant", "tiny-synth", [0], base, {})
+    run_suite(jobs, 1, plugins=("mssbench.testing.plugin",), log=lambda m: None)
+    [record] = tmp_path.glob("*.json")
+    assert json.loads(record.read_text())["model"]["version"] == 1
+    entry = registry.models["constant"]
+    bumped = dataclasses.replace(entry, spec=dataclasses.replace(entry.spec, version=2))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.models, "constant", bumped)
+        again, _ = plan(registry, "constant", "tiny-synth", [0], base, {})
+        assert [j.status for j in again] == ["pending"]
+    same, _ = plan(registry, "constant", "tiny-synth", [0], base, {})
+    assert [j.status for j in same] == ["skipped"]
 
 
 def test_suite_cli_runs_in_parallel_and_resumes(tmp_path, monkeypatch):

@@ -141,7 +141,12 @@ def _score_rank32(scores: torch.Tensor) -> torch.Tensor:
 
 
 def grouped_auc(
-    scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, n_groups: int
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    n_groups: int,
+    *,
+    pooled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact, tie-aware ROC AUC of each group (Mann-Whitney U with average ranks).
 
@@ -159,11 +164,13 @@ def grouped_auc(
         labels: ``[N]`` labels in {0, 1} (bool, integer or float).
         groups: ``[N]`` integer group ids in ``[0, n_groups)``.
         n_groups: Number of groups ``G`` (less than ``2**30``).
+        pooled: Also the AUC of all rows together, as one more group ``G`` (cheaper than a
+            second call with a single group).
 
     Returns:
         ``(auc, n, n_pos)``: float64 ``[G]`` AUC, int64 ``[G]`` row counts and int64 ``[G]``
-        positive counts, on the device of ``scores``. ``auc`` is NaN for a group with no
-        rows, with only one class, or with a NaN score.
+        positive counts, on the device of ``scores`` (``[G + 1]`` each with ``pooled``).
+        ``auc`` is NaN for a group with no rows, with only one class, or with a NaN score.
 
     Raises:
         ValueError: On shape, dtype or value mismatches (labels not 0/1, ids out of range).
@@ -177,7 +184,7 @@ def grouped_auc(
             "scores, labels and groups must be on one device, got "
             f"{scores.device}, {y.device}, {g.device}"
         )
-    return _grouped_auc(scores, y, g, n_groups)
+    return _grouped_auc(scores, y, g, n_groups, pooled=pooled)
 
 
 def _grouped_auc(
@@ -186,8 +193,9 @@ def _grouped_auc(
     """:func:`grouped_auc` on validated inputs (float scores, int64 0/1 labels and ids).
 
     With ``pooled=True`` every row also belongs to an extra group ``n_groups`` (all rows),
-    and the results have ``n_groups + 1`` entries. The rows are not copied for it: the sort
-    key array simply holds each row twice.
+    and the results have ``n_groups + 1`` entries. The rows are not copied for it: with few
+    groups and a rare class the pooled U is counted by binary searches into the per-group
+    sorted runs (:func:`_twice_pooled_u`); otherwise the sort key array holds each row twice.
     """
     n_rows = scores.shape[0]
     n_out = n_groups + int(pooled)  # G' groups in the result
@@ -206,24 +214,63 @@ def _grouped_auc(
     if n_rows == 0:
         return auc, n, n_pos
 
-    # [N] or [2N] int64 sort key: bits 62..33 group, 32..1 score rank, bit 0 label. Sorted,
-    # it orders rows by group, then score, then label (negatives first within a tie).
+    # [N] int64 sort key: bits 62..33 group, 32..1 score rank, bit 0 label. Sorted, it orders
+    # rows by group, then score, then label (negatives first within a tie).
     rank_y = _score_rank32(scores).mul_(2).add_(y)  # [N]
-    if pooled:
-        key = torch.empty(2 * n_rows, dtype=torch.int64, device=dev)
-        torch.add(rank_y, g, alpha=2**33, out=key[:n_rows])
-        torch.add(rank_y, n_groups * 2**33, out=key[n_rows:])
+    twice_pooled_u = None
+    if pooled and _pooled_by_search(n_rows, int(n_pos[n_groups]), n_groups):
+        key = torch.sort(rank_y.add_(g, alpha=2**33)).values
+        twice_pooled_u = _twice_pooled_u(key, n[:n_groups] - n_pos[:n_groups])
+        twice_rank_sum = _twice_rank_sums(key, n[:n_groups], n_pos[:n_groups])
     else:
-        key = rank_y.add_(g, alpha=2**33)
-    del rank_y
-    key = torch.sort(key).values
+        if pooled:
+            # Every row also under group ``n_groups``: the key array holds each row twice.
+            key = torch.empty(2 * n_rows, dtype=torch.int64, device=dev)
+            torch.add(rank_y, g, alpha=2**33, out=key[:n_rows])
+            torch.add(rank_y, n_groups * 2**33, out=key[n_rows:])
+        else:
+            key = rank_y.add_(g, alpha=2**33)
+        del rank_y
+        twice_rank_sum = _twice_rank_sums(torch.sort(key).values, n, n_pos)
+    del key
 
-    # Runs of equal keys, i.e. equal (group, score, label), [K] each. A tie block is a single
+    pos = n_pos.double()
+    neg = (n - n_pos).double()
+    u_stat = 0.5 * twice_rank_sum.double() - 0.5 * pos[: len(twice_rank_sum)] * (
+        pos[: len(twice_rank_sum)] + 1.0
+    )  # Mann-Whitney U
+    if twice_pooled_u is not None:
+        u_stat = torch.cat([u_stat, (0.5 * twice_pooled_u.double()).view(1)])
+    defined = (n_pos > 0) & (n_pos < n)
+    auc = torch.where(defined, u_stat / (pos * neg).clamp_min(1.0), auc)
+
+    nan_rows = torch.isnan(scores)
+    if bool(nan_rows.any()):
+        has_nan = torch.zeros(n_out, dtype=torch.int64, device=dev).index_add_(
+            0, g, nan_rows.long()
+        )
+        if pooled:
+            has_nan[n_groups] = 1
+        auc = torch.where(has_nan > 0, math.nan, auc)
+    return auc, n, n_pos
+
+
+def _twice_rank_sums(key: torch.Tensor, n: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
+    """Twice the sum of the in-group average ranks of each group's positives, exactly.
+
+    Args:
+        key: ``[K]`` sorted keys ``group << 33 | score_rank << 1 | label``.
+        n: ``[G]`` rows per group (every group id in ``key`` is below ``G``).
+        n_pos: ``[G]`` positives per group.
+
+    Returns:
+        ``[G]`` int64.
+    """
+    # Runs of equal keys, i.e. equal (group, score, label), [R] each. A tie block is a single
     # run, or a run of negatives directly followed by a run of positives of equal
-    # (group, score). Intermediate [K] buffers are reused in place: at 1e7 rows allocating a
+    # (group, score). Intermediate [R] buffers are reused in place: at 1e7 rows allocating a
     # fresh one costs more than the arithmetic.
     run_key, run_len = torch.unique_consecutive(key, return_counts=True)
-    del key
     run_group = torch.bitwise_right_shift(run_key, 33)
     # Negatives tied with a run of positives: the previous run if its key is one less (same
     # (group, score), label 0). Junk for runs of negatives, which are multiplied by 0 below.
@@ -241,29 +288,65 @@ def _grouped_auc(
     contrib.sub_(tied_neg).add_(run_len).add_(1).mul_(run_len).mul_(run_pos)
     del tied_neg, run_pos
     # Rank sums are accumulated exactly in int64 (doubled ranks are integers; the sum stays
-    # below 8 * N**2, so no overflow below ~1e9 rows), then shifted to in-group ranks and
-    # converted to float64 (exact up to 2**53, i.e. groups of ~9e7 rows).
-    twice_rank_sum = torch.zeros(n_out, dtype=torch.int64, device=dev).index_add_(
+    # below 8 * N**2, so no overflow below ~1e9 rows), then shifted to in-group ranks.
+    twice = torch.zeros(len(n), dtype=torch.int64, device=key.device).index_add_(
         0, run_group, contrib
-    )  # [G']
-    group_start = torch.cumsum(n, 0) - n  # [G'] sorted position of each group's first row
-    twice_rank_sum -= 2 * group_start * n_pos
+    )  # [G]
+    group_start = torch.cumsum(n, 0) - n  # [G] sorted position of each group's first row
+    return twice - 2 * group_start * n_pos
 
-    pos = n_pos.double()
-    neg = (n - n_pos).double()
-    u_stat = 0.5 * twice_rank_sum.double() - 0.5 * pos * (pos + 1.0)  # Mann-Whitney U
-    defined = (n_pos > 0) & (n_pos < n)
-    auc = torch.where(defined, u_stat / (pos * neg).clamp_min(1.0), auc)
 
-    nan_rows = torch.isnan(scores)
-    if bool(nan_rows.any()):
-        has_nan = torch.zeros(n_out, dtype=torch.int64, device=dev).index_add_(
-            0, g, nan_rows.long()
-        )
-        if pooled:
-            has_nan[n_groups] = 1
-        auc = torch.where(has_nan > 0, math.nan, auc)
-    return auc, n, n_pos
+#: The pooled AUC is counted by binary searches (instead of sorting every row a second time)
+#: while (rows of the rarer class) x (groups) stays below this fraction of the rows, and the
+#: groups are at most ``_SEARCH_MAX_GROUPS`` (one search pass per group).
+_SEARCH_FRACTION = 0.5
+_SEARCH_MAX_GROUPS = 64
+
+
+def _pooled_by_search(n_rows: int, n_pos: int, n_groups: int) -> bool:
+    """Whether :func:`_twice_pooled_u` is cheaper than a second sort of every row."""
+    rarer = min(n_pos, n_rows - n_pos)
+    return n_groups <= _SEARCH_MAX_GROUPS and rarer * n_groups <= _SEARCH_FRACTION * n_rows
+
+
+def _twice_pooled_u(key: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
+    """Twice the Mann-Whitney U of all rows together, from the per-group sorted keys.
+
+    Within each group the sorted keys list the scores in order, so each group's negatives
+    (and positives) form a sorted run. Each row of the rarer class counts the rows of the
+    other class below it (and half of those tied with it) by two binary searches into every
+    group's run: ``O(min(P, N - P) * G * log N)`` instead of a second sort of all ``N`` rows.
+
+    Args:
+        key: ``[N]`` sorted keys ``group << 33 | score_rank << 1 | label``.
+        n_neg: ``[G]`` negatives per group.
+
+    Returns:
+        int64 scalar: ``2 * U`` (pairs with the positive above count 2, ties 1).
+    """
+    label = key & 1  # [N]
+    score = torch.bitwise_right_shift(key, 1).bitwise_and_(0xFFFFFFFF)  # [N] score rank
+    is_pos = label.bool()
+    pos, neg = score[is_pos], score[~is_pos]  # each sorted within its groups' runs
+    n_pos_total, n_neg_total = len(pos), len(neg)
+    n_pos_g = torch.bincount(torch.bitwise_right_shift(key[is_pos], 33), minlength=len(n_neg))
+    # Query with the rarer class; count the other class in each group's run.
+    query_pos = n_pos_total <= n_neg_total
+    queries, runs = (pos, neg) if query_pos else (neg, pos)
+    counts = (n_neg if query_pos else n_pos_g).tolist()
+    twice = torch.zeros((), dtype=torch.int64, device=key.device)
+    start = 0
+    for count in counts:  # one pass per group (G is small here, see _pooled_by_search)
+        run = runs[start : start + count]
+        start += count
+        if count:
+            below = torch.searchsorted(run, queries)
+            at_or_below = torch.searchsorted(run, queries, right=True)
+            twice += below.sum() + at_or_below.sum()
+    if query_pos:
+        return twice
+    # Pairs counted from the negatives' side: 2 * U = 2 * P * N' - (their doubled count).
+    return 2 * n_pos_total * n_neg_total - twice
 
 
 # --------------------------------------------------------------------------------------------

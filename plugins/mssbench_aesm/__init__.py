@@ -30,7 +30,7 @@ DEFAULTS = {
     "tower_hidden": [32],
     "lambda_sp": 1e-3,
     "lambda_sh": 1e-4,
-    "task_weights": [0.1, 1.0],
+    "task_weights": [],
 }
 
 
@@ -51,6 +51,8 @@ def mssbench_register_models():
                 "scenario_handling": "per-scenario gates select scenario-specific and shared "
                 "experts per sample; scenario indicator embedding in the gate input",
             },
+            # 2: debiased batch-norm moving averages; loss weights by task role.
+            version=2,
             check_params={
                 "embed_dim": 8,
                 "scenario_embed_dim": 4,

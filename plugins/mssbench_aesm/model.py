@@ -19,6 +19,7 @@ from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = [
     "AESM2",
+    "DebiasedBatchNorm1d",
     "ExpertBank",
     "ExpertSelectionLayer",
     "expert_log_distribution",
@@ -29,6 +30,8 @@ __all__ = [
 
 #: Batch-norm epsilon of the official TensorFlow 1.x layers (``specs/models.md`` §2.6).
 BN_EPS = 1e-3
+#: Loss weight of the click task of a click -> purchase pair (``lambda_ctr``; CTCVR gets 1).
+PUBLISHED_PARENT_WEIGHT = 0.1
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -117,12 +120,44 @@ def masked_mixing_weights(logits: torch.Tensor, selected: torch.Tensor) -> torch
     return torch.softmax(logits.masked_fill(~selected, float("-inf")), dim=1)
 
 
+class DebiasedBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm whose moving averages start at zero and are debiased in eval.
+
+    TensorFlow's ``batch_norm`` (decay 0.999 in the official core) and PyTorch's ``BatchNorm1d``
+    start the moving mean at 0 and the moving variance at 1 and move them by ``momentum`` per
+    batch, so after ``t`` batches a fraction ``(1 - momentum) ** t`` of the eval statistics is
+    still that initial guess: 69% after 370 batches at momentum 0.001. Here the averages start
+    at zero and eval divides them by ``1 - (1 - momentum) ** t`` (TensorFlow's
+    ``zero_debias_moving_mean``, applied to the variance too), which gives a weighted mean of
+    the batch statistics seen so far at any ``t`` and the same statistics as the official layer
+    once ``t`` is large. Training mode is exactly ``BatchNorm1d``.
+    """
+
+    def reset_running_stats(self) -> None:
+        """Zero both moving averages and the batch count."""
+        super().reset_running_stats()
+        self.running_var.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``BatchNorm1d`` in training; debiased moving averages in eval."""
+        if self.training or not self.track_running_stats:
+            return super().forward(x)
+        seen = int(self.num_batches_tracked)
+        if seen == 0:  # never trained: the identity statistics of a fresh BatchNorm1d
+            mean, var = torch.zeros_like(self.running_mean), torch.ones_like(self.running_var)
+        else:
+            kept = 1.0 - (1.0 - self.momentum) ** seen
+            mean, var = self.running_mean / kept, self.running_var / kept
+        return nn.functional.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 class ExpertBank(nn.Module):
     """``n`` expert MLPs run as one batched matmul, laid out like the official experts.
 
     Each layer is ``FC (no bias) -> BatchNorm (with scale and shift) -> activation ->
     dropout``; FC weights are Xavier-uniform per expert (``specs/models.md`` §2.2 step 1).
-    Batch normalisation keeps separate statistics per expert and unit.
+    Batch normalisation keeps separate statistics per expert and unit, with debiased moving
+    averages (:class:`DebiasedBatchNorm1d`).
 
     Args:
         n_experts: Number of experts ``n``.
@@ -152,7 +187,7 @@ class ExpertBank(nn.Module):
             bound = math.sqrt(6.0 / (width + h))
             nn.init.uniform_(w, -bound, bound)
             self.weights.append(nn.Parameter(w))
-            self.norms.append(nn.BatchNorm1d(n_experts * h, eps=BN_EPS, momentum=bn_momentum))
+            self.norms.append(DebiasedBatchNorm1d(n_experts * h, eps=BN_EPS, momentum=bn_momentum))
             width = h
         self.act = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -240,7 +275,7 @@ class ExpertSelectionLayer(nn.Module):
         if self.gates.bias is not None:
             nn.init.zeros_(self.gates.bias)
         self.gate_norm = (
-            nn.BatchNorm1d(n_gates * n_experts, eps=BN_EPS, momentum=bn_momentum)
+            DebiasedBatchNorm1d(n_gates * n_experts, eps=BN_EPS, momentum=bn_momentum)
             if gate_norm == "bn"
             else nn.Identity()
         )
@@ -360,12 +395,15 @@ class AESM2(nn.Module):
         expert_activation: ``relu``, ``tanh`` or ``leaky_relu``.
         dropout: Dropout in experts and towers.
         gate_norm: ``bn`` (faithful) or ``none``.
-        bn_momentum: Batch-norm momentum of experts and gates (TF decay 0.999 -> 0.001).
+        bn_momentum: Batch-norm momentum of experts and gates (TF decay 0.999 -> 0.001); their
+            moving averages are debiased (:class:`DebiasedBatchNorm1d`).
         tower_hidden: Hidden widths of each task tower (``Linear -> BN -> ReLU -> Dropout``).
         lambda_sp: Weight of the specific KL losses.
         lambda_sh: Weight of the shared KL losses.
-        task_weights: Loss weight of each task in schema order (``[0.1, 1.0]``: CTR, CTCVR);
-            ``[]`` weights every task 1. Exposed as the ``task_weights`` attribute.
+        task_weights: Loss weight of each task in schema order. ``[]`` (default): the published
+            weights where they apply, ``0.1`` on the parent (click) task of each
+            click -> purchase relation of the dataset and ``1`` on every other task (AliExpress:
+            CTR 0.1, CTCVR 1; Census-Income: 1, 1). Exposed as the ``task_weights`` attribute.
 
     Differences from the paper and the official core:
 
@@ -376,6 +414,11 @@ class AESM2(nn.Module):
     * Deeper scenario trees get per-level parameters and a flat concatenation of the path's
       indicator embeddings (P-A4, P-A6); all levels share one configuration (the core allows one
       per level).
+    * Batch-norm moving averages are debiased (:class:`DebiasedBatchNorm1d`): with the
+      official decay 0.999 and TensorFlow's plain moving averages, eval statistics are mostly
+      their initial values for the first few thousand batches. Identical once trained long.
+    * The published loss weights (CTR 0.1, CTCVR 1) are applied by task role, so a dataset
+      without a click -> purchase relation weights its tasks 1.
     * Embedding, indicator sizes and towers are not published; ours are listed above. The L2 of
       1e-4 and the learning rate 1e-4 are run options (``--weight-decay``, ``--lr``), not
       hyper-parameters; the runner's weight decay covers every parameter.
@@ -442,12 +485,7 @@ class AESM2(nn.Module):
             raise ValueError(f"lambda_sp and lambda_sh must be >= 0, got {lambda_sp}, {lambda_sh}")
         if min(embed_dim, scenario_embed_dim, task_embed_dim) < 1:
             raise ValueError("embed_dim, scenario_embed_dim and task_embed_dim must be >= 1")
-        if task_weights and len(task_weights) != T:
-            raise ValueError(
-                f"task_weights has {len(task_weights)} entries but the dataset has {T} tasks "
-                f"({', '.join(schema.task_names)}); pass one weight per task, or [] for all 1"
-            )
-        self.task_weights = [float(w) for w in task_weights] if task_weights else [1.0] * T
+        self.task_weights = _task_weights(schema, task_weights)
         self.lambda_sp, self.lambda_sh = float(lambda_sp), float(lambda_sh)
         self.share_task_layer_params = share_task_layer_params
         self.S, self.T = S, T
@@ -582,6 +620,29 @@ class AESM2(nn.Module):
         if sh_terms:
             aux = aux + self.lambda_sh * torch.stack(sh_terms).sum()
         return ModelOutput(logits, aux)
+
+
+def _task_weights(schema: DatasetSchema, given: Sequence[float]) -> list[float]:
+    """One loss weight per task: ``given``, or the published rule when it is empty."""
+    T = schema.n_tasks
+    if not given:
+        weights = [1.0] * T
+        for rel in schema.relations:
+            weights[schema.task_index(rel.parent)] = PUBLISHED_PARENT_WEIGHT
+        return weights
+    if len(given) != T:
+        raise ValueError(
+            f"task_weights has {len(given)} entries but the dataset has {T} tasks "
+            f"({', '.join(schema.task_names)}); pass one weight per task, or [] for the "
+            f"published weights"
+        )
+    try:
+        weights = [float(w) for w in given]
+    except (TypeError, ValueError):
+        raise ValueError(f"task_weights must be numbers, got {list(given)!r}") from None
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"task_weights must be finite and >= 0, got {weights}")
+    return weights
 
 
 def _check_block(
