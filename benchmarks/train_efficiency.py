@@ -46,7 +46,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,7 +54,14 @@ from mssbench.api import build_model, load_dataset
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
 from mssbench.records import cpu_name
-from mssbench.runners.trainer import autocast, fit, resolve_device, seed_everything
+from mssbench.runners.trainer import (
+    autocast,
+    fit,
+    resolve_device,
+    seed_everything,
+    task_weights,
+    training_loss,
+)
 from mssbench.spec import Batch, DatasetSchema, LoadedDataset, Split
 
 DATASET = "aliexpress-synth"
@@ -149,20 +155,9 @@ def _precision(bf16: bool) -> str:
 
 
 def _loss(model: torch.nn.Module, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
-    """The runner's training loss: per-task BCE with logits times task weights, plus aux."""
+    """The runner's training loss of ``model`` on ``batch``."""
     logits, aux = model(batch)
-    per_task = F.binary_cross_entropy_with_logits(
-        logits.float(), batch.labels, reduction="none"
-    ).mean(0)  # [T]
-    return (per_task * weights).sum() + aux.float()
-
-
-def _task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
-    """The model's ``task_weights`` (all ones when it declares none), as the runner reads them."""
-    weights = getattr(model, "task_weights", None)
-    if weights is None:
-        return torch.ones(n_tasks, device=device)
-    return torch.as_tensor(list(weights), dtype=torch.float32, device=device)
+    return training_loss(logits, aux, batch.labels, weights)
 
 
 def count_matmul_flops(
@@ -174,7 +169,7 @@ def count_matmul_flops(
         ``(total, by_op)``: the matmul total and the FLOPs of every counted op (``mm``, ...).
     """
     model.train()
-    weights = _task_weights(model, schema.n_tasks, batch.labels.device)
+    weights = task_weights(model, schema.n_tasks, batch.labels.device)
     counter = FlopCounterMode(display=False)
     with counter:
         with autocast(batch.labels.device, _precision(bf16)):
@@ -341,7 +336,7 @@ def measure_per_row(
         generator=torch.Generator().manual_seed(args.seed),
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
-    weights = _task_weights(model, data.schema.n_tasks, device)
+    weights = task_weights(model, data.schema.n_tasks, device)
     model.train()
     stream = _batches(loader)
 

@@ -419,7 +419,9 @@ class ModelSpec:
         if unknown:
             raise SpecError(f"model {self.name!r}: check_params keys not in defaults: {unknown}")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise SpecError(f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}")
+            raise SpecError(
+                f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}"
+            )
 
 
 @dataclass(frozen=True)

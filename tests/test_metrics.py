@@ -134,7 +134,10 @@ def test_grouped_auc_matches_pairwise_reference(data, dtype):
 
 @pytest.mark.parametrize("fraction", [-1.0, math.inf], ids=["second-sort", "searches"])
 @settings(deadline=None)
-@given(data=grouped_data(values=VALUES_F32, max_rows=60), dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    data=grouped_data(values=VALUES_F32, max_rows=60),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_grouped_auc_pooled_matches_reference_on_both_paths(fraction, data, dtype):
     """The pooled group equals the reference whether counted by searches or by a second sort."""
     scores, labels, groups, n_groups = data

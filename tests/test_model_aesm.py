@@ -458,7 +458,9 @@ def test_debiased_batch_norm_eval_uses_the_batch_statistics_seen():
     statistics; a plain BatchNorm1d at momentum 0.001 would still be near mean 0, variance 1."""
     torch.manual_seed(0)
     x = 5.0 + 0.2 * torch.randn(512, 3)
-    bn, plain = (cls(3, eps=1e-3, momentum=0.001) for cls in (DebiasedBatchNorm1d, torch.nn.BatchNorm1d))
+    bn, plain = (
+        cls(3, eps=1e-3, momentum=0.001) for cls in (DebiasedBatchNorm1d, torch.nn.BatchNorm1d)
+    )
     for norm in (bn, plain):
         norm.train()
         for _ in range(20):

@@ -269,7 +269,8 @@ def _validate_output(out: Any, batch_rows: int, n_tasks: int, model_name: str) -
         raise TrainingError(f"model {model_name!r}: aux_loss must be a scalar tensor")
 
 
-def _task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
+def task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
+    """The model's ``task_weights`` attribute as a ``[T]`` tensor; all ones when it has none."""
     weights = getattr(model, "task_weights", None)
     if weights is None:
         return torch.ones(n_tasks, device=device)
@@ -277,6 +278,29 @@ def _task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) ->
     if w.shape != (n_tasks,):
         raise ConfigError(f"model task_weights must have {n_tasks} entries, got {w.tolist()}")
     return w
+
+
+def training_loss(
+    logits: torch.Tensor,
+    aux: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    row_scale: float | None = None,
+) -> torch.Tensor:
+    """The loss every run trains on: per-task BCE with logits, weighted, plus ``aux``.
+
+    Args:
+        logits: ``[B, T]`` model logits (any float dtype; the loss is float32).
+        aux: Scalar auxiliary loss of the model.
+        labels: ``[B, T]`` float labels.
+        weights: ``[T]`` task weights (:func:`task_weights`).
+        row_scale: ``None``: each task's BCE is the mean over the rows. Otherwise the sum over
+            the rows times ``row_scale`` (a data-parallel shard: ``world size / global batch
+            rows``, so that DDP's average over ranks is the gradient of the global-batch mean).
+    """
+    per_row = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    per_task = per_row.mean(0) if row_scale is None else per_row.sum(0) * row_scale  # [T]
+    return (per_task * weights).sum() + aux.float()
 
 
 def make_optimizer(
@@ -377,7 +401,7 @@ def fit(
             torch.cuda.set_rng_state(rng["cuda_rng"], device)
         log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
 
-    weights = _task_weights(model, schema.n_tasks, device)
+    weights = task_weights(model, schema.n_tasks, device)
     check_every = 1 if device.type == "cpu" else 50
     scenario = train.scenario if scenario_pure else None
     if prefetch is None:
@@ -433,16 +457,10 @@ def fit(
             if step == 1:
                 _validate_output(out, len(batch), schema.n_tasks, model_name)
             logits, aux = out
-            per_row = F.binary_cross_entropy_with_logits(
-                logits.float(), batch.labels, reduction="none"
-            )
-            if world.enabled:
-                # DDP averages gradients over ranks: scaling each shard's sum by
-                # world / global rows makes that average the gradient of the global mean.
-                per_task = per_row.sum(0) * (world.size / len(idx))  # [T]
-            else:
-                per_task = per_row.mean(0)  # [T]
-            loss = (per_task * weights).sum() + aux.float()
+            # DDP averages gradients over ranks: scaling each shard's sum by
+            # world / global rows makes that average the gradient of the global mean.
+            row_scale = world.size / len(idx) if world.enabled else None
+            loss = training_loss(logits, aux, batch.labels, weights, row_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
