@@ -35,14 +35,22 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             _fail(str(exc))
         except KeyboardInterrupt:
-            click.echo(
-                "\nInterrupted. The last finished epoch is checkpointed: repeat the command with "
-                "--resume to continue.",
-                err=True,
-            )
+            ctx = click.get_current_context(silent=True)
+            command = ctx.info_name if ctx is not None else None
+            click.echo("\nInterrupted." + INTERRUPTED.get(command, ""), err=True)
             sys.exit(130)
 
     return wrapper
+
+
+#: What an interrupted command leaves behind, by command name.
+INTERRUPTED = {
+    "run": " The last finished epoch is checkpointed: repeat the command with --resume to "
+    "continue.",
+    "suite": " Repeat the command to continue: finished runs are skipped, and the runs of the "
+    "local executor continue from their last finished epoch (runs on Ray start again).",
+    "prepare": " Nothing was written that a run would read: repeat the command.",
+}
 
 
 def plugin_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -198,3 +198,27 @@ def test_check_command_fails_on_a_broken_model(cli, tmp_path):
     res = cli.invoke(main, ["check", "--plugin", str(bad), "sorting"])
     assert res.exit_code == 1
     assert re.search(r"check_batch_permutation\s+failed", res.output)
+
+
+@pytest.mark.parametrize(
+    "command, target, says",
+    [
+        (["run", "-m", "mmoe", "-d", "census-income"], "mssbench.api.run", "--resume"),
+        (
+            ["suite", "--models", "mmoe", "--datasets", "census-income", "--seeds", "1"],
+            "mssbench.suite.run_suite",
+            "runs on Ray start again",
+        ),
+    ],
+)
+def test_interrupt_says_how_to_continue_for_that_command(
+    command, target, says, monkeypatch, tmp_path
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    res = CliRunner().invoke(main, [*command, "--out", str(tmp_path)])
+    assert res.exit_code == 130
+    assert "Interrupted." in res.output and says in res.output
+    assert "--resume" not in res.output or command[0] == "run"
