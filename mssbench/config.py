@@ -180,12 +180,23 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
             raise bad()
         if default:
             return [_coerce(kind, key, v, default[0]) for v in items]
-        return items
+        # No element type to follow: numbers become numbers, anything else stays text.
+        return [_number_or_text(v) if isinstance(v, str) else v for v in items]
     if default is None:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
+    return text
+
+
+def _number_or_text(text: str) -> Any:
+    """``"1"`` -> 1, ``"0.5"`` -> 0.5, anything else unchanged."""
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
     return text
 
 

@@ -25,6 +25,8 @@ def test_strings_are_coerced_to_the_default_type():
     }
     assert resolve("param", "m", DEFAULTS, {"hidden": "[8]"})["hidden"] == [8]
     assert resolve("param", "m", DEFAULTS, {"lr": 1})["lr"] == 1.0
+    # An empty default list has no element type: numbers are read as numbers.
+    assert resolve("param", "m", DEFAULTS, {"names": "1,0.5,x"})["names"] == [1, 0.5, "x"]
 
 
 @pytest.mark.parametrize(
