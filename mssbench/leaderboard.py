@@ -265,7 +265,7 @@ def plan_pages(
     pages = []
     for key in sorted(groups):
         recs, superseded = newest_model_versions(groups[key])
-        labels = variant_labels(recs, defaults.model_tags)
+        labels = variant_labels(recs, defaults.model_tags, defaults.model_params)
         order = sorted(
             range(len(recs)),
             key=lambda i: (
@@ -276,7 +276,9 @@ def plan_pages(
             ),
         )
         recs = [recs[i] for i in order]
-        frame = leaderboard_frame(recs, defaults.model_tags, root=root)
+        frame = leaderboard_frame(
+            recs, defaults.model_tags, root=root, model_params=defaults.model_params
+        )
         labels = [labels[i] for i in order]
         pages.append(Page(key[0], key[1], key[2], recs, frame, labels, superseded=superseded))
     _assign_directories(pages)

@@ -375,6 +375,7 @@ def _variant_identity(record: dict[str, Any]) -> tuple[str, str, str, str, str]:
 def variant_labels(
     records: Sequence[dict[str, Any]],
     model_tags: Mapping[str, Mapping[str, Any]] | None = None,
+    model_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """A label per record naming its model variant, unique within each leaderboard page.
 
@@ -389,6 +390,9 @@ def variant_labels(
         model_tags: ``{model name: spec tags}`` of the installed models, for their default head
             (``head`` tag) and batching (``batching`` tag); without it, a model's default is
             the harness default (direct heads, mixed batches).
+        model_params: ``{model name: declared defaults}`` of the installed models: a
+            hyper-parameter that tells variants apart is named only on the variants where it
+            differs from its default (the variant at the defaults keeps the bare name).
 
     Returns:
         One label per record, in the order given.
@@ -428,7 +432,13 @@ def variant_labels(
                         if len({c.get(k) for c in siblings.values()}) == 1
                     }
                 )
-                parts += [f"{k}={mine.get(k, 'unset')}" for k in keys]
+                declared = (model_params or {}).get(model) or {}
+                parts += [
+                    f"{k}={mine.get(k, 'unset')}"
+                    for k in keys
+                    if k not in declared
+                    or mine.get(k) != json.dumps(declared[k], sort_keys=True, default=str)
+                ]
             label = model + (f" ({', '.join(parts)})" if parts else "")
             if len(plugins_of[model]) > 1:
                 label += f" [{plugin or '?'}]"
@@ -445,6 +455,7 @@ def leaderboard_frame(
     records: Sequence[dict[str, Any]],
     model_tags: Mapping[str, Mapping[str, Any]] | None = None,
     root: str | Path | None = None,
+    model_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Tidy DataFrame of test metrics with model variants and provenance.
 
@@ -456,8 +467,9 @@ def leaderboard_frame(
         records: Valid run records (as from :func:`load_records`).
         model_tags: See :func:`variant_labels`.
         root: The results directory, to shorten record paths.
+        model_params: See :func:`variant_labels`.
     """
-    labels = variant_labels(records, model_tags)
+    labels = variant_labels(records, model_tags, model_params)
     rows = []
     for rec, label in zip(records, labels):
         path = rec.get("_path", "")

@@ -410,6 +410,18 @@ def test_variant_labels_name_non_default_heads_batching_and_configs():
     ]
     # Without relations between tasks the ESMM head cannot be the default.
     assert variant_labels([make_record("aesm", head="direct", relations=False)], tags) == ["aesm"]
+    # With the declared defaults, only the values that differ from them are named.
+    defaults = {"mmoe": {"embed_dim": 16, "n_experts": 8}}
+    recs = [
+        make_record("mmoe", params={"embed_dim": 16, "n_experts": 8}),
+        make_record("mmoe", params={"embed_dim": 8, "n_experts": 8}),
+        make_record("mmoe", params={"embed_dim": 8, "n_experts": 4}),
+    ]
+    assert variant_labels(recs, tags, defaults) == [
+        "mmoe",
+        "mmoe (embed_dim=8)",
+        "mmoe (embed_dim=8, n_experts=4)",
+    ]
 
 
 def test_contributed_record_shows_where_it_came_from(tmp_path):
