@@ -412,6 +412,7 @@ def test_gate_norm_options():
         ({"task_topk_specific": 0, "task_topk_shared": 0}, "must be >= 1"),
         ({"expert_activation": "gelu"}, "expert_activation"),
         ({"task_weights": [1.0]}, "one weight per task"),
+        ({"bn_momentum": 0.0}, "bn_momentum"),
     ],
 )
 def test_invalid_hyper_parameters_are_rejected(overrides, message):

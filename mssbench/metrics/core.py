@@ -220,7 +220,7 @@ def _grouped_auc(
     twice_pooled_u = None
     if pooled and _pooled_by_search(n_rows, int(n_pos[n_groups]), n_groups):
         key = torch.sort(rank_y.add_(g, alpha=2**33)).values
-        twice_pooled_u = _twice_pooled_u(key, n[:n_groups] - n_pos[:n_groups])
+        twice_pooled_u = _twice_pooled_u(key, n_pos[:n_groups], n[:n_groups] - n_pos[:n_groups])
         twice_rank_sum = _twice_rank_sums(key, n[:n_groups], n_pos[:n_groups])
     else:
         if pooled:
@@ -234,13 +234,13 @@ def _grouped_auc(
         twice_rank_sum = _twice_rank_sums(torch.sort(key).values, n, n_pos)
     del key
 
-    pos = n_pos.double()
-    neg = (n - n_pos).double()
-    u_stat = 0.5 * twice_rank_sum.double() - 0.5 * pos[: len(twice_rank_sum)] * (
-        pos[: len(twice_rank_sum)] + 1.0
-    )  # Mann-Whitney U
+    # Mann-Whitney U = rank sum - P (P + 1) / 2, doubled and exact in int64, then float64.
+    ranked = n_pos[: len(twice_rank_sum)]
+    twice_u = twice_rank_sum - ranked * (ranked + 1)
     if twice_pooled_u is not None:
-        u_stat = torch.cat([u_stat, (0.5 * twice_pooled_u.double()).view(1)])
+        twice_u = torch.cat([twice_u, twice_pooled_u.view(1)])
+    u_stat = 0.5 * twice_u.double()
+    pos, neg = n_pos.double(), (n - n_pos).double()
     defined = (n_pos > 0) & (n_pos < n)
     auc = torch.where(defined, u_stat / (pos * neg).clamp_min(1.0), auc)
 
@@ -309,7 +309,7 @@ def _pooled_by_search(n_rows: int, n_pos: int, n_groups: int) -> bool:
     return n_groups <= _SEARCH_MAX_GROUPS and rarer * n_groups <= _SEARCH_FRACTION * n_rows
 
 
-def _twice_pooled_u(key: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
+def _twice_pooled_u(key: torch.Tensor, n_pos: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
     """Twice the Mann-Whitney U of all rows together, from the per-group sorted keys.
 
     Within each group the sorted keys list the scores in order, so each group's negatives
@@ -319,21 +319,20 @@ def _twice_pooled_u(key: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
 
     Args:
         key: ``[N]`` sorted keys ``group << 33 | score_rank << 1 | label``.
+        n_pos: ``[G]`` positives per group.
         n_neg: ``[G]`` negatives per group.
 
     Returns:
         int64 scalar: ``2 * U`` (pairs with the positive above count 2, ties 1).
     """
-    label = key & 1  # [N]
+    is_pos = (key & 1).bool()  # [N]
     score = torch.bitwise_right_shift(key, 1).bitwise_and_(0xFFFFFFFF)  # [N] score rank
-    is_pos = label.bool()
     pos, neg = score[is_pos], score[~is_pos]  # each sorted within its groups' runs
     n_pos_total, n_neg_total = len(pos), len(neg)
-    n_pos_g = torch.bincount(torch.bitwise_right_shift(key[is_pos], 33), minlength=len(n_neg))
     # Query with the rarer class; count the other class in each group's run.
     query_pos = n_pos_total <= n_neg_total
     queries, runs = (pos, neg) if query_pos else (neg, pos)
-    counts = (n_neg if query_pos else n_pos_g).tolist()
+    counts = (n_neg if query_pos else n_pos).tolist()
     twice = torch.zeros((), dtype=torch.int64, device=key.device)
     start = 0
     for count in counts:  # one pass per group (G is small here, see _pooled_by_search)

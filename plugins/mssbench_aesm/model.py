@@ -481,6 +481,8 @@ class AESM2(nn.Module):
             raise ValueError(f"gate_norm must be one of {GATE_NORMS}, got {gate_norm!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum}")
         if lambda_sp < 0 or lambda_sh < 0:
             raise ValueError(f"lambda_sp and lambda_sh must be >= 0, got {lambda_sp}, {lambda_sh}")
         if min(embed_dim, scenario_embed_dim, task_embed_dim) < 1:
