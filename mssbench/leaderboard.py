@@ -653,7 +653,7 @@ def environments(page: Page) -> tuple[list[dict[str, Any]], dict[str, str]]:
     Returns:
         ``(environments, variant -> "E1, E2")``: each environment a dict with ``id``,
         ``contributor``, ``hardware``, ``versions``, ``git`` (distinct commits), ``platform``,
-        ``runs`` and ``variants``.
+        ``runs`` and ``variants`` (with the model version where it is not 1).
     """
     labels = page.labels
     envs: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -682,8 +682,10 @@ def environments(page: Page) -> tuple[list[dict[str, Any]], dict[str, str]]:
         plat = hw.get("platform") if isinstance(hw, dict) else None
         if plat and plat not in env["platform"]:
             env["platform"].append(str(plat))
-        if variant not in env["variants"]:
-            env["variants"].append(variant)
+        version = model_version(rec)
+        shown = variant if version == 1 else f"{variant} (model version {version})"
+        if shown not in env["variants"]:
+            env["variants"].append(shown)
         ids = of_variant.setdefault(variant, [])
         if env["id"] not in ids:
             ids.append(env["id"])

@@ -334,6 +334,7 @@ def test_a_page_shows_only_the_newest_version_of_each_model(tmp_path):
     readme = (tmp_path / "lb" / page.directory / "README.md").read_text()
     assert "Superseded, not shown:** aesm version 1 (3 runs)" in readme
     assert "4 run records" in readme
+    assert "aesm (model version 2)" in readme  # provenance names the version shown
 
 
 # --- ranking and significance -------------------------------------------------------------------
