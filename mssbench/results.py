@@ -383,7 +383,9 @@ def variant_labels(
     not the model's default (``"aesm (direct heads)"``, ``"star (mixed batches)"``) and by the
     hyper-parameters or training settings that tell apart several configurations of one model on
     the same page (``"mmoe (embed_dim=16)"``), and by ``[plugin]`` where two plugins register
-    the same model name. Runs differing only in seed, device or output path share a label.
+    the same model name, and by ``v<version>`` where records of several versions of one model
+    (:func:`model_version`) are on the page, so they are never averaged together. Runs differing
+    only in seed, device or output path share a label.
 
     Args:
         records: Valid run records.
@@ -404,10 +406,12 @@ def variant_labels(
     for indices in pages.values():
         identities = {i: _variant_identity(records[i]) for i in indices}
         plugins_of: dict[str, set[str]] = {}
+        versions_of: dict[str, set[int]] = {}
         configs_of: dict[tuple[str, str, str, str], dict[str, dict[str, str]]] = {}
         for i in indices:
             model, plugin, head, batching, cfg = identities[i]
             plugins_of.setdefault(model, set()).add(plugin)
+            versions_of.setdefault(model, set()).add(model_version(records[i]))
             configs_of.setdefault((model, plugin, head, batching), {})[cfg] = _flat_config(
                 records[i]
             )
@@ -442,6 +446,8 @@ def variant_labels(
             label = model + (f" ({', '.join(parts)})" if parts else "")
             if len(plugins_of[model]) > 1:
                 label += f" [{plugin or '?'}]"
+            if len(versions_of[model]) > 1:
+                label += f" v{model_version(rec)}"
             labels[i] = label
             by_label.setdefault(label, set()).add(identities[i])
         for i in indices:

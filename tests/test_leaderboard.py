@@ -423,6 +423,11 @@ def test_variant_labels_name_non_default_heads_batching_and_configs():
         "mmoe (embed_dim=8)",
         "mmoe (embed_dim=8, n_experts=4)",
     ]
+    # Records of two versions of one model are told apart, so aggregates never mix them.
+    mixed = [make_record("mmoe", seed=0), make_record("mmoe", seed=0, model_version=2)]
+    assert variant_labels(mixed, tags) == ["mmoe v1", "mmoe v2"]
+    agg = aggregate(leaderboard_frame(mixed))
+    assert set(agg["variant"]) == {"mmoe v1", "mmoe v2"} and set(agg["n_seeds"]) == {1}
 
 
 def test_contributed_record_shows_where_it_came_from(tmp_path):
