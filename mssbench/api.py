@@ -231,7 +231,10 @@ def _run(
         + (f", {world.size} processes ({world.backend})" if world.enabled else "")
     )
 
-    checkpoint = out_dir / ".partial" / f"{config.dataset}_{config.model}_{record['run_hash']}.pt"
+    # A checkpoint of another model version is not resumed (its state means something else).
+    version = f"_v{model_spec.version}" if model_spec.version > 1 else ""
+    name = f"{config.dataset}_{config.model}{version}_{record['run_hash']}.pt"
+    checkpoint = out_dir / ".partial" / name
     result = fit(
         model,
         schema,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -117,6 +118,23 @@ def test_resume_continues_and_matches_uninterrupted(registry, runs_dir, tmp_path
         full.test_metrics["value"].tolist(), nan_ok=True
     )
     assert not list((runs_dir / ".partial").glob("*.pt"))  # cleaned up when finished
+
+
+def test_a_checkpoint_of_another_model_version_is_not_resumed(registry, runs_dir):
+    registry.pm.register(Interrupt(1), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run(config(runs_dir, epochs=2), registry=registry, log=quiet)
+    registry.pm.unregister(name="interrupt")
+    [stale] = (runs_dir / ".partial").glob("*.pt")
+    entry = registry.models["mmoe"]
+    bumped = dataclasses.replace(entry, spec=dataclasses.replace(entry.spec, version=2))
+    logs = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.models, "mmoe", bumped)
+        res = run(config(runs_dir, epochs=2, resume=True), registry=registry, log=logs.append)
+    assert not any("Resuming" in m for m in logs)
+    assert res.record["model"]["version"] == 2 and len(res.record["training"]["history"]) == 2
+    assert stale.exists()  # the other version's checkpoint is left alone
 
 
 def test_nan_loss_stops_with_clear_message(registry, runs_dir):
