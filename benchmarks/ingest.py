@@ -247,17 +247,11 @@ def _machine() -> str:
     import pandas
     import pyarrow
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mssbench.records import cpu_name  # here, not at the top: the children stay torch-free
+
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{cpu}, {os.cpu_count()} CPUs (affinity {len(os.sched_getaffinity(0))}), "
+        f"{cpu_name()}, {os.cpu_count()} CPUs (affinity {len(os.sched_getaffinity(0))}), "
         f"{mem:.0f} GiB RAM; Python {platform.python_version()}, numpy {numpy.__version__}, "
         f"pandas {pandas.__version__}, pyarrow {pyarrow.__version__}"
     )
