@@ -34,7 +34,7 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import LoadedDataset
+from mssbench.spec import LoadedDataset, MetricSpec
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -110,6 +110,27 @@ def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -
     return model
 
 
+def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
+    """The registered metrics called ``names``, each tried once on a small cell.
+
+    A metric that raises there (or returns something other than a number) is a
+    :class:`PluginError` naming its plugin, before any training time is spent.
+    """
+    specs = [registry.metric(name) for name in names]
+    logits = torch.tensor([-1.5, 0.3, 2.0, -0.2, 0.3, 1.1], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 0, 0, 1], dtype=torch.int64)
+    for spec in specs:
+        plugin = registry.plugin_of("metric", spec.name)
+        try:
+            float(spec.compute(logits.clone(), labels.clone()))
+        except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name
+            raise PluginError(
+                f'metric {spec.name!r} (plugin "{plugin}") fails on a 6-row cell: '
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return specs
+
+
 def run(
     config: RunConfig,
     registry: Registry | None = None,
@@ -152,6 +173,7 @@ def _run(
     data_options = resolve(
         "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
     )
+    metric_specs = resolve_metrics(registry, config.metrics)
     out_dir = ensure_writable(config.out)
     batching = config.batching
     if batching == "auto":
@@ -216,6 +238,17 @@ def _run(
         },
         "protocol": data.protocol.to_dict(),
         "config": config_dict,
+        "metrics": [
+            {
+                "name": m.name,
+                "plugin": registry.plugin_of("metric", m.name),
+                "version": m.version,
+                "higher_is_better": m.higher_is_better,
+                "summary": m.summary,
+                "reference": m.reference,
+            }
+            for m in metric_specs
+        ],
         "environment": {
             "versions": package_versions(),
             "git": git_commit(),
@@ -263,10 +296,10 @@ def _run(
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
-    test_df = evaluate(test_logits, test.labels, test.scenario, schema)
+    test_df = evaluate(test_logits, test.labels, test.scenario, schema, metric_specs)
     oracle_df = None
     if test.oracle is not None:
-        oracle_df = evaluate(test.oracle, test.labels, test.scenario, schema)
+        oracle_df = evaluate(test.oracle, test.labels, test.scenario, schema, metric_specs)
     state = result.state
     record.update(
         {

@@ -159,6 +159,14 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Train through torch.compile (pays a compile time once; fastest on GPU).",
         ),
         click.option(
+            "--metric",
+            "metrics",
+            multiple=True,
+            metavar="NAME",
+            help="Also report this registered test metric (repeatable; `mssbench plugins` "
+            "lists them), e.g. --metric pr_auc --metric ne.",
+        ),
+        click.option(
             "--out",
             default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
             show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
@@ -409,25 +417,27 @@ def suite(
 
 
 @main.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True)
 @plugin_options
 @handle_errors
 def check(
-    models: tuple[str, ...],
+    names: tuple[str, ...],
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
-    """Run the plugin conformance suite on MODELS (registered names)."""
-    from mssbench.testing import run_checks
+    """Run the plugin conformance suite on NAMES (registered models or metrics)."""
+    from mssbench.testing import run_checks, run_metric_checks
 
     registry = _registry(plugins, disabled, strict_plugins)
     failed = False
-    for name in models:
-        spec = registry.model(name)
-        results = run_checks(spec)
+    for name in names:
+        if name in registry.metrics and name not in registry.models:
+            kind, results = "metric", run_metric_checks(registry.metric(name))
+        else:
+            kind, results = "model", run_checks(registry.model(name))
         rows = [[r.check, r.status, r.message] for r in results]
-        click.echo(f"\n{name} ({registry.plugin_of('model', name)})")
+        click.echo(f"\n{name} ({kind}, plugin {registry.plugin_of(kind, name)})")
         click.echo(tabulate(rows, headers=["check", "status", "message"], tablefmt="simple"))
         failed |= any(r.status == "failed" for r in results)
     if failed:
@@ -438,7 +448,7 @@ def check(
 @plugin_options
 @handle_errors
 def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool) -> None:
-    """List registered models and datasets with the plugin that provides each."""
+    """List registered models, datasets and metrics with the plugin that provides each."""
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict_plugins)
     rows = [
         ["model", name, reg.plugin, reg.spec.summary]
@@ -447,6 +457,10 @@ def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plug
     rows += [
         ["dataset", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.datasets.items())
+    ]
+    rows += [
+        ["metric", name, reg.plugin, reg.spec.summary]
+        for name, reg in sorted(registry.metrics.items())
     ]
     click.echo(tabulate(rows, headers=["kind", "name", "plugin", "summary"], tablefmt="simple"))
     if registry.problems:

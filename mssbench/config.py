@@ -7,7 +7,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from mssbench.errors import ConfigError
 
@@ -42,6 +42,8 @@ class RunConfig:
         max_steps_per_epoch: Cap on training steps per epoch (0 = a full pass); for smoke runs.
         precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward passes.
         compile: Train through ``torch.compile``.
+        metrics: Registered plugin metrics (:class:`~mssbench.spec.MetricSpec` names) added to
+            the test report, beside AUC and log loss.
         out: Directory of run records.
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
@@ -64,6 +66,7 @@ class RunConfig:
     max_steps_per_epoch: int = 0
     precision: str = "fp32"
     compile: bool = False
+    metrics: list[str] = field(default_factory=list)
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
@@ -72,7 +75,10 @@ class RunConfig:
     NON_RESULT_FIELDS = ("out", "resume", "progress")
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
-    LATER_FIELDS = {"precision": "fp32", "compile": False}
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {"precision": "fp32", "compile": False, "metrics": []}
+
+    def __post_init__(self) -> None:
+        self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an out-of-range value."""
@@ -100,6 +106,9 @@ class RunConfig:
             raise ConfigError(
                 f"--batching must be auto, mixed or scenario_pure, got {self.batching!r}"
             )
+        twice = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
+        if twice:
+            raise ConfigError(f"--metric {', '.join(twice)} given more than once")
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-serialisable dict."""

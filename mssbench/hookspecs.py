@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pluggy
 
 if TYPE_CHECKING:
-    from mssbench.spec import DatasetSpec, ModelSpec
+    from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec
 
 hookspec = pluggy.HookspecMarker("mssbench")
 
@@ -39,6 +39,19 @@ def mssbench_register_datasets() -> "list[DatasetSpec]":
 
     Returns:
         The plugin's dataset specs (possibly empty).
+    """
+
+
+@hookspec
+def mssbench_register_metrics() -> "list[MetricSpec]":
+    """Register test metrics (optional).
+
+    Called once per plugin manager. Each implementation returns a list of
+    :class:`mssbench.MetricSpec`, with the same uniqueness rule as models. A run computes a
+    registered metric when asked (``mssbench run --metric NAME``).
+
+    Returns:
+        The plugin's metric specs (possibly empty).
     """
 
 

@@ -583,7 +583,9 @@ def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = N
     model = record["model"]["name"]
     dataset = record["dataset"]["name"]
     argv = ["mssbench", "run"]
-    for plugin in (record["model"].get("plugin"), record["dataset"].get("plugin")):
+    plugins = [record["model"].get("plugin"), record["dataset"].get("plugin")]
+    plugins += [m.get("plugin") for m in record.get("metrics") or []]
+    for plugin in plugins:
         if plugin and plugin not in defaults.entry_points and plugin not in argv:
             argv += ["--plugin", str(plugin)]
     argv += ["-m", model, "-d", dataset]
@@ -599,6 +601,12 @@ def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = N
     for key, flag in _RUN_FLAGS:
         if key in config and config[key] != getattr(base, key):
             argv += [flag, _cli_value(config[key])]
+    if config.get("precision", "fp32") != "fp32":
+        argv += ["--precision", str(config["precision"])]
+    if config.get("compile"):
+        argv.append("--compile")
+    for name in config.get("metrics") or []:
+        argv += ["--metric", str(name)]
     known = model in defaults.model_tags
     from mssbench.results import _default_head_batching  # shared rule for the defaults
 

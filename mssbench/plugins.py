@@ -27,7 +27,7 @@ import pluggy
 
 from mssbench import hookspecs
 from mssbench.errors import ConfigError, PluginError
-from mssbench.spec import DatasetSpec, ModelSpec, SpecError
+from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec, SpecError
 
 ENTRY_POINT_GROUP = "mssbench"
 _TRACE = "MSSBENCH_TRACE_PLUGINS"
@@ -55,18 +55,20 @@ class Registered:
 
 @dataclass
 class Registry:
-    """Models and datasets offered by the loaded plugins.
+    """Models, datasets and metrics offered by the loaded plugins.
 
     Attributes:
         pm: The pluggy plugin manager (used for lifecycle hooks).
         models: Registered models by name.
         datasets: Registered datasets by name.
+        metrics: Registered test metrics by name.
         problems: Plugins (or specs) that were left out, with the reason.
     """
 
     pm: pluggy.PluginManager
     models: dict[str, Registered] = field(default_factory=dict)
     datasets: dict[str, Registered] = field(default_factory=dict)
+    metrics: dict[str, Registered] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
 
     def model(self, name: str) -> ModelSpec:
@@ -77,10 +79,16 @@ class Registry:
         """The dataset spec called ``name``; a :class:`ConfigError` with hints otherwise."""
         return self._lookup("dataset", self.datasets, name).spec
 
+    def metric(self, name: str) -> MetricSpec:
+        """The metric spec called ``name``; a :class:`ConfigError` with hints otherwise."""
+        return self._lookup("metric", self.metrics, name).spec
+
     def plugin_of(self, kind: str, name: str) -> str:
-        """Name of the plugin that registered model or dataset ``name``."""
-        table = self.models if kind == "model" else self.datasets
-        return table[name].plugin
+        """Name of the plugin that registered the model, dataset or metric ``name``."""
+        return self._table(kind)[name].plugin
+
+    def _table(self, kind: str) -> dict[str, Registered]:
+        return {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
 
     def _lookup(self, kind: str, table: dict[str, Registered], name: str) -> Registered:
         if name in table:
@@ -208,6 +216,7 @@ def load_registry(
     pm.check_pending()
     _collect(pm, registry, "model")
     _collect(pm, registry, "dataset")
+    _collect(pm, registry, "metric")
     if strict and registry.problems:
         raise PluginError("; ".join(str(p) for p in registry.problems))
     return registry
@@ -225,8 +234,8 @@ def _register(pm: pluggy.PluginManager, registry: Registry, name: str, module: o
 
 def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str) -> None:
     caller = getattr(pm.hook, f"mssbench_register_{kind}s")
-    table = registry.models if kind == "model" else registry.datasets
-    expected = ModelSpec if kind == "model" else DatasetSpec
+    table = registry._table(kind)
+    expected = {"model": ModelSpec, "dataset": DatasetSpec, "metric": MetricSpec}[kind]
     # Called per implementation (not through the hook caller) so that one broken plugin cannot
     # take the others down. get_hookimpls() lists them in registration order, so the plugin
     # loaded first (entry points before --plugin) keeps a contested name.

@@ -24,6 +24,7 @@ __all__ = [
     "DatasetSpec",
     "Implies",
     "LoadedDataset",
+    "MetricSpec",
     "ModelOutput",
     "ModelSpec",
     "Protocol",
@@ -468,3 +469,65 @@ class DatasetSpec:
             raise SpecError(
                 f"dataset {self.name!r}: options are not JSON-serialisable: {exc}"
             ) from None
+
+
+#: Metric names the core computes itself (and the prefix of its macro keys): not for plugins.
+RESERVED_METRIC_NAMES = ("auc", "logloss")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A test metric a plugin registers, computed for every (scenario, task) cell.
+
+    ``mssbench run --metric NAME`` adds it to the test report and the run record beside the
+    built-in AUC and log loss: one value per scenario and task, ``pooled`` over all scenarios
+    and ``macro`` (the mean over the scenarios where it is defined). Model selection stays on
+    the built-in validation metric.
+
+    Attributes:
+        name: Registry name, lowercase and unique (``"pr_auc"``); not ``auc`` or ``logloss``
+            and not starting with ``macro_``.
+        summary: One line.
+        compute: ``compute(logits, labels) -> float`` for one cell: ``logits`` is a float64
+            ``[M]`` tensor of the cell's scores as logits (for a conditional task such as CVR
+            on clicked rows, the conditional logit), ``labels`` an int64 ``[M]`` tensor of 0/1,
+            both on the evaluation device, ``M >= 1`` and no NaN score. It must not modify its
+            inputs, must not depend on the order of the rows, and returns NaN where the metric
+            is undefined for the cell.
+        needs_both_classes: The cell is undefined (NaN, with the reason) unless it holds
+            positives and negatives; ``compute`` is then never called with one class only.
+        higher_is_better: Direction of the metric (AUC-like: True; loss-like: False).
+        reference: Where the definition comes from (paper, library function).
+        version: Bumped whenever a change alters the values the metric gives; records state it.
+    """
+
+    name: str
+    summary: str
+    compute: Callable[[torch.Tensor, torch.Tensor], float]
+    needs_both_classes: bool = True
+    higher_is_better: bool = True
+    reference: str = ""
+    version: int = 1
+
+    def validate(self) -> None:
+        """Raise :class:`SpecError` if the spec is malformed."""
+        _check_name("metric", self.name)
+        if self.name in RESERVED_METRIC_NAMES or self.name.startswith("macro_"):
+            raise SpecError(
+                f"metric name {self.name!r} is reserved: the core computes "
+                f"{' and '.join(RESERVED_METRIC_NAMES)} and names macro averages 'macro_*'"
+            )
+        if not callable(self.compute):
+            raise SpecError(f"metric {self.name!r}: compute is not callable")
+        if not isinstance(self.summary, str) or not self.summary.strip():
+            raise SpecError(f"metric {self.name!r}: summary must be a non-empty string")
+        for flag in ("needs_both_classes", "higher_is_better"):
+            if not isinstance(getattr(self, flag), bool):
+                raise SpecError(
+                    f"metric {self.name!r}: {flag} must be True or False, "
+                    f"got {getattr(self, flag)!r}"
+                )
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise SpecError(
+                f"metric {self.name!r}: version must be an integer >= 1, got {self.version!r}"
+            )

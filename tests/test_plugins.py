@@ -222,6 +222,12 @@ def test_hook_mssbench_register_datasets():
     assert "census-income" in load_registry().datasets
 
 
+def test_hook_mssbench_register_metrics():
+    registry = load_registry()
+    assert {"pr_auc", "ne"} <= set(registry.metrics)
+    assert registry.plugin_of("metric", "pr_auc") == "metrics"
+
+
 def test_hook_mssbench_run_start(registry, runs_dir):
     test_lifecycle_hooks_are_called(registry, runs_dir)
 

@@ -14,13 +14,14 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mssbench.nn import log1mexp
-from mssbench.spec import DatasetSchema
+from mssbench.spec import DatasetSchema, MetricSpec
 
 __all__ = [
     "COLUMNS",
@@ -485,14 +486,14 @@ def _check_eval_inputs(
         raise ValueError(f"schema: scenario names {sorted(clash)} are reserved for summary rows")
 
 
-def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int) -> str:
+def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int, both_classes: bool) -> str:
     """Why a per-scenario (or pooled) cell is undefined; ``""`` if it is defined."""
     if n == 0:
         return "no rows"
     if n_nan:
-        what = "scores" if metric == "auc" else "logits"
+        what = "logits" if metric == "logloss" else "scores"
         return f"NaN {what} in {n_nan} of {n} rows"
-    if metric == "auc":
+    if both_classes:
         if n_pos == 0:
             return f"only negatives (n_pos=0 of {n})"
         if n_pos == n:
@@ -500,8 +501,47 @@ def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int) -> str:
     return ""
 
 
+def _plugin_metric_cells(
+    spec: MetricSpec, score: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n_scen: int
+) -> list[tuple[float, str]]:
+    """``(value, reason)`` of a plugin metric for each scenario, then for all rows pooled.
+
+    The metric sees each cell's rows as float64 logits and int64 labels (copies, so that it
+    cannot alter the evaluation). An undefined cell is NaN with the reason; so is a cell where
+    the metric raised or returned something other than a number, with what happened.
+    """
+    order = torch.argsort(groups, stable=True)
+    counts = torch.bincount(groups, minlength=n_scen).tolist()
+    cells = list(torch.split(order, counts)) + [None]  # None: every row (pooled)
+    out: list[tuple[float, str]] = []
+    for rows in cells:
+        s = score if rows is None else score[rows]
+        t = y if rows is None else y[rows]
+        n, n_pos, n_nan = len(t), int(t.sum()), int(torch.isnan(s).sum())
+        reason = _cell_reason(spec.name, n, n_pos, n_nan, spec.needs_both_classes)
+        if reason:
+            out.append((math.nan, reason))
+            continue
+        try:
+            raw = spec.compute(s.to(torch.float64, copy=True), t.clone())
+        except Exception as exc:  # noqa: BLE001 - a plugin bug: reported in the cell
+            out.append((math.nan, f"metric {spec.name!r} raised {type(exc).__name__}: {exc}"))
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            out.append((math.nan, f"metric {spec.name!r} returned {raw!r}, expected a number"))
+            continue
+        out.append((value, "undefined (the metric returned NaN)" if math.isnan(value) else ""))
+    return out
+
+
 def evaluate(
-    logits: torch.Tensor, labels: torch.Tensor, scenario: torch.Tensor, schema: DatasetSchema
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    scenario: torch.Tensor,
+    schema: DatasetSchema,
+    metrics: Sequence[MetricSpec] = (),
 ) -> pd.DataFrame:
     """AUC and log loss of every task in every scenario, pooled, and macro-averaged.
 
@@ -520,19 +560,32 @@ def evaluate(
         labels: ``[N, T]`` labels in {0, 1}.
         scenario: ``[N]`` integer scenario ids into ``schema.scenarios``.
         schema: The dataset schema.
+        metrics: Plugin metrics (:class:`~mssbench.spec.MetricSpec`) computed for every cell
+            too, after the built-in ones. A cell where one raises is NaN and its reason says
+            what was raised.
 
     Returns:
         A tidy frame with columns ``scenario, task, metric, value, n, n_pos, reason``: one row
         per (scenario, task, metric), ordered by scenario (schema order, then ``pooled``,
         ``macro``), task (schema order, then conditional tasks) and metric (``auc``,
-        ``logloss``). ``value`` is NaN where undefined and ``reason`` then says why
-        (``"no rows"``, ``"only negatives (n_pos=0 of 12)"``, ...); ``reason`` is ``""`` for a
-        defined cell, except for a macro cell that left out some scenarios.
+        ``logloss``, then ``metrics`` in the order given). ``value`` is NaN where undefined
+        and ``reason`` then says why (``"no rows"``, ``"only negatives (n_pos=0 of 12)"``,
+        ...); ``reason`` is ``""`` for a defined cell, except for a macro cell that left out
+        some scenarios.
 
     Raises:
         ValueError: If shapes, dtypes, devices or values do not match the schema.
     """
     _check_eval_inputs(logits, labels, scenario, schema)
+    metrics = tuple(metrics)
+    for spec in metrics:
+        if not isinstance(spec, MetricSpec):
+            raise ValueError(f"metrics: expected MetricSpec objects, got {type(spec).__name__}")
+        spec.validate()
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise ValueError(f"metrics: a metric is named twice in {names}")
+    metric_names = _METRICS + tuple(names)
     logits = _as_float("logits", logits.detach())
     n_scen = schema.n_scenarios
     n_groups = n_scen + 1  # the scenarios, then "pooled"
@@ -551,7 +604,11 @@ def evaluate(
     # Per task: [5, S + 1] float64 = auc, logloss, n, n_pos, count of NaN scores; the last
     # column is "pooled", computed as one more group.
     stats = []
+    plugin_cells: list[dict[str, list[tuple[float, str]]]] = []  # per task: name -> per group
     for _task, score, y, groups in columns:
+        plugin_cells.append(
+            {m.name: _plugin_metric_cells(m, score, y, groups, n_scen) for m in metrics}
+        )
         score, y = score.contiguous(), y.contiguous()  # [M] each
         auc, n, n_pos = _grouped_auc(score, y, groups, n_scen, pooled=True)
         ll = _grouped_logloss(score, y, groups, n_scen, pooled=True)
@@ -565,19 +622,23 @@ def evaluate(
     records: list[tuple[str, str, str, float, int, int, str]] = []
     per_scen: dict[tuple[str, str], list[tuple[float, str]]] = {}
     for gi, scen_name in enumerate(names):
-        for (task, *_), st in zip(columns, stats, strict=True):
+        for (task, *_), st, extra in zip(columns, stats, plugin_cells, strict=True):
             n, n_pos, n_nan = int(st[2, gi]), int(st[3, gi]), int(st[4, gi])
-            for mi, metric in enumerate(_METRICS):
-                value = float(st[mi, gi])
-                reason = ""
-                if math.isnan(value):  # "undefined" is a guard: the rules cover every case
-                    reason = _cell_reason(metric, n, n_pos, n_nan) or "undefined"
+            for mi, metric in enumerate(metric_names):
+                if mi < len(_METRICS):
+                    value = float(st[mi, gi])
+                    reason = ""
+                    if math.isnan(value):  # "undefined" is a guard: the rules cover every case
+                        both = metric == "auc"
+                        reason = _cell_reason(metric, n, n_pos, n_nan, both) or "undefined"
+                else:
+                    value, reason = extra[metric][gi]
                 records.append((scen_name, task, metric, value, n, n_pos, reason))
                 if gi < n_scen:
                     per_scen.setdefault((task, metric), []).append((value, scen_name))
 
     for task, *_ in columns:
-        for metric in _METRICS:
+        for metric in metric_names:
             cells = per_scen[(task, metric)]
             defined = [v for v, _ in cells if not math.isnan(v)]
             missing = [s for v, s in cells if math.isnan(v)]

@@ -59,7 +59,7 @@ def metrics_table(df: pd.DataFrame, tablefmt: str = "github") -> str:
     tasks = list(pd.unique(df["task"]))
     present = set(df["metric"])
     metrics = [m for m in _METRIC_ORDER if m in present]
-    metrics += sorted(present - set(metrics))
+    metrics += [m for m in pd.unique(df["metric"]) if m not in metrics]  # plugin metrics
     cells = {
         (r.scenario, r.task, r.metric): r for r in df.itertuples(index=False)
     }  # (scenario, task, metric) -> row
@@ -120,7 +120,9 @@ def summary(df: pd.DataFrame) -> dict[str, float]:
 
     Keys, for every task in the frame (conditional tasks included): ``auc/<task>`` and
     ``logloss/<task>`` (pooled over all scenarios), then ``macro_auc/<task>`` (mean of the
-    per-scenario AUCs where defined). Values are Python floats, NaN where undefined.
+    per-scenario AUCs where defined), then for each plugin metric ``m`` in the frame
+    ``m/<task>`` (pooled) and ``macro_m/<task>``. Values are Python floats, NaN where
+    undefined.
 
     Args:
         df: The frame returned by :func:`~mssbench.metrics.evaluate`.
@@ -135,11 +137,11 @@ def summary(df: pd.DataFrame) -> dict[str, float]:
     values = {(r.scenario, r.task, r.metric): float(r.value) for r in df.itertuples(index=False)}
     tasks = list(pd.unique(df["task"]))
     out: dict[str, float] = {}
-    for prefix, scen, metric in (
-        ("auc", POOLED, "auc"),
-        ("logloss", POOLED, "logloss"),
-        ("macro_auc", MACRO, "auc"),
-    ):
+    keys = [("auc", POOLED, "auc"), ("logloss", POOLED, "logloss"), ("macro_auc", MACRO, "auc")]
+    for metric in pd.unique(df["metric"]):
+        if metric not in _METRIC_ORDER:
+            keys += [(metric, POOLED, metric), (f"macro_{metric}", MACRO, metric)]
+    for prefix, scen, metric in keys:
         for task in tasks:
             out[f"{prefix}/{task}"] = values.get((scen, task, metric), math.nan)
     return out

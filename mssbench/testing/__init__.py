@@ -8,11 +8,14 @@ from mssbench.testing.checks import (
     parametrize_with_checks,
     run_checks,
 )
+from mssbench.testing.metric_checks import ALL_METRIC_CHECKS, check_metric, run_metric_checks
 from mssbench.testing.synthetic import make_dataset, make_schema, make_split
 
 __all__ = [
     "ALL_CHECKS",
+    "ALL_METRIC_CHECKS",
     "CheckResult",
+    "check_metric",
     "check_model",
     "default_schema",
     "make_dataset",
@@ -20,4 +23,5 @@ __all__ = [
     "make_split",
     "parametrize_with_checks",
     "run_checks",
+    "run_metric_checks",
 ]
