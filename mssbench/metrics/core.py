@@ -502,26 +502,33 @@ def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int, both_classes: bool
 
 
 def _plugin_metric_cells(
-    spec: MetricSpec, score: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n_scen: int
+    spec: MetricSpec,
+    score: torch.Tensor,
+    y: torch.Tensor,
+    groups: torch.Tensor,
+    counts: torch.Tensor,
 ) -> list[tuple[float, str]]:
     """``(value, reason)`` of a plugin metric for each scenario, then for all rows pooled.
 
-    The metric sees each cell's rows as float64 logits and int64 labels (copies, so that it
-    cannot alter the evaluation). An undefined cell is NaN with the reason; so is a cell where
-    the metric raised or returned something other than a number, with what happened.
+    ``counts`` is ``[3, S + 1]``: rows, positives and NaN scores of each cell, as the built-in
+    metrics counted them. The metric sees each cell's rows as float64 logits and int64 labels
+    (copies, so that it cannot alter the evaluation). An undefined cell is NaN with the
+    reason; so is a cell where the metric raised or returned something other than a number,
+    with what happened.
     """
+    n_scen = counts.shape[1] - 1
     order = torch.argsort(groups, stable=True)
-    counts = torch.bincount(groups, minlength=n_scen).tolist()
-    cells = list(torch.split(order, counts)) + [None]  # None: every row (pooled)
+    sizes = [int(c) for c in counts[0, :n_scen]]
+    cells = list(torch.split(order, sizes)) + [None]  # None: every row (pooled)
     out: list[tuple[float, str]] = []
-    for rows in cells:
-        s = score if rows is None else score[rows]
-        t = y if rows is None else y[rows]
-        n, n_pos, n_nan = len(t), int(t.sum()), int(torch.isnan(s).sum())
+    for gi, rows in enumerate(cells):
+        n, n_pos, n_nan = (int(c) for c in counts[:, gi])
         reason = _cell_reason(spec.name, n, n_pos, n_nan, spec.needs_both_classes)
         if reason:
             out.append((math.nan, reason))
             continue
+        s = score if rows is None else score[rows]
+        t = y if rows is None else y[rows]
         try:
             raw = spec.compute(s.to(torch.float64, copy=True), t.clone())
         except Exception as exc:  # noqa: BLE001 - a plugin bug: reported in the cell
@@ -606,9 +613,6 @@ def evaluate(
     stats = []
     plugin_cells: list[dict[str, list[tuple[float, str]]]] = []  # per task: name -> per group
     for _task, score, y, groups in columns:
-        plugin_cells.append(
-            {m.name: _plugin_metric_cells(m, score, y, groups, n_scen) for m in metrics}
-        )
         score, y = score.contiguous(), y.contiguous()  # [M] each
         auc, n, n_pos = _grouped_auc(score, y, groups, n_scen, pooled=True)
         ll = _grouped_logloss(score, y, groups, n_scen, pooled=True)
@@ -617,6 +621,9 @@ def evaluate(
         )
         nan[n_scen] = nan[:n_scen].sum()
         stats.append(torch.stack([auc, ll, n.double(), n_pos.double(), nan.double()]).cpu())
+        plugin_cells.append(
+            {m.name: _plugin_metric_cells(m, score, y, groups, stats[-1][2:]) for m in metrics}
+        )
 
     names = list(schema.scenarios) + [POOLED]
     records: list[tuple[str, str, str, float, int, int, str]] = []

@@ -21,7 +21,7 @@ import copy
 import io
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -271,25 +271,46 @@ def default_schema() -> DatasetSchema:
     return make_schema()
 
 
+def collect_results(
+    checks: Iterable[Callable[..., None]],
+    call: Callable[[Callable[..., None]], None],
+    expected: Mapping[str, str],
+) -> list[CheckResult]:
+    """Run ``call(check)`` for each check and collect results without raising.
+
+    ``expected`` maps the names of checks known to fail to the reason (``xfail``/``xpass``).
+    """
+    results = []
+    for check in checks:
+        name = check.__name__
+        reason = expected.get(name)
+        try:
+            call(check)
+        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
+            msg = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+            )
+            results.append(CheckResult(name, "xfail" if reason else "failed", reason or msg))
+            continue
+        results.append(CheckResult(name, "xpass" if reason else "passed", reason or ""))
+    return results
+
+
+def raise_on_failures(kind: str, name: str, results: list[CheckResult]) -> list[CheckResult]:
+    """``results``, or an ``AssertionError`` listing the checks that failed unexpectedly."""
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        lines = "\n".join(f"  {r.check}: {r.message}" for r in failed)
+        raise AssertionError(f"{kind} {name!r} fails {len(failed)} check(s):\n{lines}")
+    return results
+
+
 def run_checks(
     spec: ModelSpec, schema: DatasetSchema | None = None, checks: Iterable[Check] = ALL_CHECKS
 ) -> list[CheckResult]:
     """Run the checks and collect results without raising."""
     schema = schema or default_schema()
-    results = []
-    for check in checks:
-        name = check.__name__
-        expected = spec.expected_failed_checks.get(name)
-        try:
-            check(spec, schema)
-        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
-            msg = (
-                f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
-            )
-            results.append(CheckResult(name, "xfail" if expected else "failed", expected or msg))
-            continue
-        results.append(CheckResult(name, "xpass" if expected else "passed", expected or ""))
-    return results
+    return collect_results(checks, lambda check: check(spec, schema), spec.expected_failed_checks)
 
 
 def check_model(spec: ModelSpec, schema: DatasetSchema | None = None) -> list[CheckResult]:
@@ -302,12 +323,7 @@ def check_model(spec: ModelSpec, schema: DatasetSchema | None = None) -> list[Ch
     Returns:
         The results of every check (when none failed unexpectedly).
     """
-    results = run_checks(spec, schema)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        lines = "\n".join(f"  {r.check}: {r.message}" for r in failed)
-        raise AssertionError(f"model {spec.name!r} fails {len(failed)} check(s):\n{lines}")
-    return results
+    return raise_on_failures("model", spec.name, run_checks(spec, schema))
 
 
 def parametrize_with_checks(specs: Iterable[ModelSpec]):

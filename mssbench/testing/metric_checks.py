@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 
 from mssbench.spec import MetricSpec
-from mssbench.testing.checks import CheckResult
+from mssbench.testing.checks import CheckResult, collect_results, raise_on_failures
 
 MetricCheck = Callable[[MetricSpec], None]
 
@@ -139,16 +139,7 @@ def run_metric_checks(
     spec: MetricSpec, checks: Iterable[MetricCheck] = ALL_METRIC_CHECKS
 ) -> list[CheckResult]:
     """Run the metric checks and collect results (``passed`` or ``failed``) without raising."""
-    results = []
-    for check in checks:
-        try:
-            check(spec)
-        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
-            msg = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
-            results.append(CheckResult(check.__name__, "failed", msg))
-            continue
-        results.append(CheckResult(check.__name__, "passed"))
-    return results
+    return collect_results(checks, lambda check: check(spec), {})
 
 
 def check_metric(spec: MetricSpec) -> list[CheckResult]:
@@ -157,9 +148,4 @@ def check_metric(spec: MetricSpec) -> list[CheckResult]:
     Returns:
         The results of every check (when none failed).
     """
-    results = run_metric_checks(spec)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        lines = "\n".join(f"  {r.check}: {r.message}" for r in failed)
-        raise AssertionError(f"metric {spec.name!r} fails {len(failed)} check(s):\n{lines}")
-    return results
+    return raise_on_failures("metric", spec.name, run_metric_checks(spec))
