@@ -291,6 +291,7 @@ def measure_ours(
     )
     common["precision"] = _precision(args.bf16)  # the runner's own autocast
     common["compile_model"] = args.compile  # torch.compile, compiled in the untimed warm-up
+    common["retain_host_memory"] = not args.release_host_memory
     if args.warmup:
         warmup = min(args.warmup, full)
         fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
@@ -457,6 +458,11 @@ def main() -> None:
         "--compile", action="store_true", help="ours with torch.compile (the runner's --compile)"
     )
     p.add_argument("--row-layout", choices=("fields", "arrays"), default="fields")
+    p.add_argument(
+        "--release-host-memory",
+        action="store_true",
+        help="ours without the runner's retained host memory (glibc unmaps freed buffers)",
+    )
     p.add_argument("--peak-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the figures to this file")

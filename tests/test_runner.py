@@ -288,14 +288,16 @@ def test_prefetched_batches_are_the_same_batches(n, bs, seed):
         assert all(torch.equal(x, y) for x, y in zip(b1, b2))
 
 
-def test_prefetching_trains_bit_identically(registry):
+@pytest.mark.parametrize("option", ["prefetch", "retain_host_memory"])
+def test_speed_options_train_bit_identically(registry, option):
+    """Prefetching batches and retaining freed host memory change the speed, never a value."""
     from mssbench.api import build_model
     from mssbench.runners.trainer import fit
     from mssbench.testing.synthetic import make_dataset
 
     data = make_dataset(n_train=700, n_valid=200, n_test=50)
     states = []
-    for prefetch in (False, True):
+    for on in (False, True):
         torch.manual_seed(0)
         model = build_model(registry, "mmoe", data.schema, dict(SMALL_MMOE))
         fit(
@@ -314,7 +316,7 @@ def test_prefetching_trains_bit_identically(registry):
             patience=5,
             progress=False,
             log=quiet,
-            prefetch=prefetch,
+            **{option: on},
         )
         states.append(model.state_dict())
     for key in states[0]:

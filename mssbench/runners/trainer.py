@@ -33,6 +33,7 @@ from mssbench.runners.distributed import (
     shard,
     shard_range,
 )
+from mssbench.runners.host_memory import retained_host_memory
 from mssbench.spec import Batch, DatasetSchema, Split
 
 #: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
@@ -347,6 +348,7 @@ def fit(
     precision: str = "fp32",
     compile_model: bool = False,
     prefetch: bool | None = None,
+    retain_host_memory: bool = True,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -380,6 +382,8 @@ def fit(
         prefetch: Cut the next batch in a background thread (:func:`iter_batches`); default:
             for memory-mapped data (``block_rows``) and for training data in host memory
             feeding a GPU.
+        retain_host_memory: On the CPU, keep freed buffers in the process for the next step
+            (:mod:`mssbench.runners.host_memory`; changes no value, only the speed).
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
@@ -419,125 +423,130 @@ def fit(
     if compile_model:
         net = torch.compile(net)
 
-    while state.epoch < epochs and not state.stopped_early:
-        epoch = state.epoch + 1
-        net.train()
-        batches = batch_indices(
-            len(train),
-            batch_size,
-            generator,
-            scenario,
-            schema.n_scenarios,
-            block_rows,
-            min_rows=2 * world.size,
-        )
-        if world.enabled:
-            # A lone scenario-pure batch too small to give every process two rows is skipped.
-            batches = [b for b in batches if len(b) >= 2 * world.size]
-        if max_steps_per_epoch:
-            batches = batches[:max_steps_per_epoch]
-        n_samples = sum(len(b) for b in batches)
-        bar = tqdm(
-            total=n_samples,
-            unit="samples",
-            unit_scale=True,
-            desc=f"epoch {epoch}/{epochs}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        loss_sum = torch.zeros((), device=device)
-        finite = torch.ones((), dtype=torch.bool, device=device)
-        t0 = time.perf_counter()
-        for step, (idx, batch) in enumerate(
-            iter_batches(train, batches, device, world, prefetch), 1
-        ):
-            with autocast(device, precision):
-                out = net(batch)
-            if step == 1:
-                _validate_output(out, len(batch), schema.n_tasks, model_name)
-            logits, aux = out
-            # DDP averages gradients over ranks: scaling each shard's sum by
-            # world / global rows makes that average the gradient of the global mean.
-            row_scale = world.size / len(idx) if world.enabled else None
-            loss = training_loss(logits, aux, batch.labels, weights, row_scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            detached = loss.detach()
-            loss_sum += detached
-            finite &= torch.isfinite(detached)
-            if step % check_every == 0 or step == len(batches):
-                if not all_true(finite, world):
-                    bar.close()
-                    raise TrainingError(
-                        f"training loss became {detached.item()} at epoch {epoch}, step "
-                        f"{step} (or up to {check_every - 1} steps before) of model "
-                        f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
-                    )
-            bar.update(len(idx))
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        bar.close()
-        state.train_seconds += seconds
-        state.train_samples += n_samples
+    with retained_host_memory(enabled=retain_host_memory and device.type == "cpu"):
+        while state.epoch < epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            net.train()
+            batches = batch_indices(
+                len(train),
+                batch_size,
+                generator,
+                scenario,
+                schema.n_scenarios,
+                block_rows,
+                min_rows=2 * world.size,
+            )
+            if world.enabled:
+                # A lone scenario-pure batch too small to give every process two rows is skipped.
+                batches = [b for b in batches if len(b) >= 2 * world.size]
+            if max_steps_per_epoch:
+                batches = batches[:max_steps_per_epoch]
+            n_samples = sum(len(b) for b in batches)
+            bar = tqdm(
+                total=n_samples,
+                unit="samples",
+                unit_scale=True,
+                desc=f"epoch {epoch}/{epochs}",
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            loss_sum = torch.zeros((), device=device)
+            finite = torch.ones((), dtype=torch.bool, device=device)
+            t0 = time.perf_counter()
+            for step, (idx, batch) in enumerate(
+                iter_batches(train, batches, device, world, prefetch), 1
+            ):
+                with autocast(device, precision):
+                    out = net(batch)
+                if step == 1:
+                    _validate_output(out, len(batch), schema.n_tasks, model_name)
+                logits, aux = out
+                # DDP averages gradients over ranks: scaling each shard's sum by
+                # world / global rows makes that average the gradient of the global mean.
+                row_scale = world.size / len(idx) if world.enabled else None
+                loss = training_loss(logits, aux, batch.labels, weights, row_scale)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                detached = loss.detach()
+                loss_sum += detached
+                finite &= torch.isfinite(detached)
+                if step % check_every == 0 or step == len(batches):
+                    if not all_true(finite, world):
+                        bar.close()
+                        raise TrainingError(
+                            f"training loss became {detached.item()} at epoch {epoch}, step "
+                            f"{step} (or up to {check_every - 1} steps before) of model "
+                            f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
+                        )
+                bar.update(len(idx))
+                if progress and step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            bar.close()
+            state.train_seconds += seconds
+            state.train_samples += n_samples
 
-        logits = predict(model, valid, device, eval_batch_size, world, precision)
-        metrics_df = evaluate(logits, valid.labels.to(device), valid.scenario.to(device), schema)
-        flat = summary(metrics_df)
-        aucs = [flat.get(f"auc/{t}", math.nan) for t in schema.task_names]
-        score = float(np.nanmean(aucs)) if not all(math.isnan(a) for a in aucs) else math.nan
-        if math.isnan(score):
-            # No task has a defined validation AUC: fall back to (negative) validation loss.
-            score = -float(np.nansum([flat.get(f"logloss/{t}", 0.0) for t in schema.task_names]))
-        train_loss = loss_sum.item() / max(len(batches), 1)
-        improved = score > state.best_score
-        if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-            best = copy.deepcopy(model.state_dict())
-        else:
-            state.bad_epochs += 1
-        entry = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_seconds": seconds,
-            "train_samples_per_s": n_samples / seconds if seconds > 0 else math.nan,
-            "selection_score": score,
-            "valid": flat,
-        }
-        state.history.append(entry)
-        state.epoch = epoch
-        if state.bad_epochs >= patience:
-            state.stopped_early = True
-        mark = " *" if improved else ""
-        log(
-            f"epoch {epoch:>3}  train loss {train_loss:.4f}  valid score {score:.4f}{mark}  "
-            f"{entry['train_samples_per_s']:,.0f} samples/s"
-        )
-        if checkpoint is not None:
-            rng = {
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            }
-            rngs = all_objects(rng, world)  # dropout streams differ between ranks
-            if world.is_main:
-                _save_checkpoint(
-                    checkpoint,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "best": best,
-                        "state": state.__dict__,
-                        "generator": generator.get_state(),
-                        "rng": rngs,
-                    },
+            logits = predict(model, valid, device, eval_batch_size, world, precision)
+            metrics_df = evaluate(
+                logits, valid.labels.to(device), valid.scenario.to(device), schema
+            )
+            flat = summary(metrics_df)
+            aucs = [flat.get(f"auc/{t}", math.nan) for t in schema.task_names]
+            score = float(np.nanmean(aucs)) if not all(math.isnan(a) for a in aucs) else math.nan
+            if math.isnan(score):
+                # No task has a defined validation AUC: fall back to (negative) validation loss.
+                score = -float(
+                    np.nansum([flat.get(f"logloss/{t}", 0.0) for t in schema.task_names])
                 )
-            barrier(world)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, {"train_loss": train_loss, "selection_score": score, **flat})
+            train_loss = loss_sum.item() / max(len(batches), 1)
+            improved = score > state.best_score
+            if improved:
+                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+                best = copy.deepcopy(model.state_dict())
+            else:
+                state.bad_epochs += 1
+            entry = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_seconds": seconds,
+                "train_samples_per_s": n_samples / seconds if seconds > 0 else math.nan,
+                "selection_score": score,
+                "valid": flat,
+            }
+            state.history.append(entry)
+            state.epoch = epoch
+            if state.bad_epochs >= patience:
+                state.stopped_early = True
+            mark = " *" if improved else ""
+            log(
+                f"epoch {epoch:>3}  train loss {train_loss:.4f}  valid score {score:.4f}{mark}  "
+                f"{entry['train_samples_per_s']:,.0f} samples/s"
+            )
+            if checkpoint is not None:
+                rng = {
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                }
+                rngs = all_objects(rng, world)  # dropout streams differ between ranks
+                if world.is_main:
+                    _save_checkpoint(
+                        checkpoint,
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "best": best,
+                            "state": state.__dict__,
+                            "generator": generator.get_state(),
+                            "rng": rngs,
+                        },
+                    )
+                barrier(world)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, {"train_loss": train_loss, "selection_score": score, **flat})
     if state.stopped_early:
         log(
             f"Early stop: no validation improvement for {state.bad_epochs} epochs; "
