@@ -12,6 +12,28 @@ torch.set_num_threads(1)
 SMALL_MMOE = {"embed_dim": "8", "n_experts": "3", "expert_hidden": "16", "tower_hidden": "8"}
 
 
+def tiny_run_args(out, epochs: int, *extra: str) -> list[str]:
+    """``mssbench run`` arguments: MMoE at ``SMALL_MMOE`` on tiny-synth, batch 256, into ``out``."""
+    params = [arg for k, v in SMALL_MMOE.items() for arg in ("-p", f"{k}={v}")]
+    return [
+        "run",
+        "--plugin",
+        "mssbench.testing.plugin",
+        "-m",
+        "mmoe",
+        "-d",
+        "tiny-synth",
+        *params,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "256",
+        *extra,
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture
 def registry():
     """A fresh registry: the installed plugins plus the testing plugin (constant, tiny-synth)."""

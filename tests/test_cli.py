@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_run_args
 
 from mssbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["-p", "embed_dim=8", "-p", "n_experts=3", "-p", "expert_hidden=16", "-p", "tower_hidden=8"]
 
 
 @pytest.fixture
@@ -45,25 +45,7 @@ def test_plugins_shows_broken_plugin(cli, tmp_path):
 
 def test_run_prints_table_and_record(cli, tmp_path):
     out = tmp_path / "runs"
-    res = invoke(
-        cli,
-        [
-            "run",
-            "--plugin",
-            "mssbench.testing.plugin",
-            "-m",
-            "mmoe",
-            "-d",
-            "tiny-synth",
-            *SMALL,
-            "--epochs",
-            "2",
-            "--batch-size",
-            "256",
-            "--out",
-            str(out),
-        ],
-    )
+    res = invoke(cli, tiny_run_args(out, 2))
     assert res.exit_code == 0, res.output
     for row in ("| s0", "| s1", "| s2", "| pooled", "| macro"):
         assert row in res.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_run_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mssbench_metrics.metrics import average_precision, normalized_entropy
@@ -24,7 +25,6 @@ from mssbench.plugins import load_registry
 from mssbench.testing import check_metric, make_schema, run_metric_checks
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["-p", "embed_dim=8", "-p", "n_experts=3", "-p", "expert_hidden=16", "-p", "tower_hidden=8"]
 
 
 def _spec(compute, **kw):
@@ -312,28 +312,7 @@ def test_unknown_or_broken_metric_fails_before_training(registry, tmp_path):
 
 def test_cli_run_with_metric_and_check_command(tmp_path):
     cli = CliRunner()
-    res = cli.invoke(
-        main,
-        [
-            "run",
-            "--plugin",
-            "mssbench.testing.plugin",
-            "-m",
-            "mmoe",
-            "-d",
-            "tiny-synth",
-            *SMALL,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "256",
-            "--metric",
-            "pr_auc",
-            "--out",
-            str(tmp_path),
-        ],
-        catch_exceptions=False,
-    )
+    res = cli.invoke(main, tiny_run_args(tmp_path, 1, "--metric", "pr_auc"), catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "ctr pr_auc" in res.output and "cvr pr_auc" in res.output
     res = cli.invoke(main, ["check", "pr_auc", "ne"], catch_exceptions=False)
