@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from mssbench.config import RunConfig, resolve
+from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
@@ -27,6 +28,7 @@ from mssbench.records import (
     write_record,
 )
 from mssbench.runners import distributed
+from mssbench.runners.pretrain import pretrain_contrastive
 from mssbench.runners.trainer import (
     SELECTION_METRIC,
     fit,
@@ -34,7 +36,7 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import LoadedDataset, MetricSpec
+from mssbench.spec import LoadedDataset, MetricSpec, Split
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -95,6 +97,15 @@ def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> Load
     if not isinstance(data, LoadedDataset):
         raise PluginError(f"dataset {name!r}: load() must return LoadedDataset")
     return data
+
+
+def _train_rows(train: Split, rows: int, dataset: str) -> Split:
+    """``rows`` rows of ``train`` for ``--train-rows`` (a nested sample: smaller is inside)."""
+    if rows > len(train):
+        raise ConfigError(
+            f"--train-rows {rows} is more than the {len(train):,} training rows of {dataset!r}"
+        )
+    return train.subset(torch.from_numpy(nested_sample(len(train), rows)))
 
 
 def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -> torch.nn.Module:
@@ -204,6 +215,8 @@ def _run(
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     train, valid, test = data.train, data.valid, data.test
+    if config.train_rows:
+        train = _train_rows(train, config.train_rows, config.dataset)
     if device.type != "cpu" and not data.memory_mapped:
         train, valid, test = (s.to(device) for s in (train, valid, test))
 
@@ -263,6 +276,21 @@ def _run(
         f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, device {device}"
         + (f", {world.size} processes ({world.backend})" if world.enabled else "")
     )
+
+    if config.pretrain == "contrastive":
+        if world.enabled:
+            raise ConfigError("--pretrain contrastive runs in one process, not under torchrun")
+        record["pretraining"] = pretrain_contrastive(
+            model,
+            train,
+            model_name=config.model,
+            epochs=config.pretrain_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            device=device,
+            seed=config.seed,
+            log=log,
+        )
 
     # A checkpoint of another model version is not resumed (its state means something else).
     version = f"_v{model_spec.version}" if model_spec.version > 1 else ""

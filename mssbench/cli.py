@@ -10,7 +10,13 @@ from typing import Any, Callable
 import click
 from tabulate import tabulate
 
-from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
+from mssbench.config import (
+    DEFAULT_OUT,
+    PRECISIONS,
+    PRETRAIN_METHODS,
+    RunConfig,
+    parse_assignments,
+)
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 
@@ -165,6 +171,29 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="NAME",
             help="Also report this registered test metric (repeatable; `mssbench plugins` "
             "lists them), e.g. --metric pr_auc --metric ne.",
+        ),
+        click.option(
+            "--train-rows",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Train on this many rows of the training split, a fixed nested sample "
+            "(0 = all); validation and test unchanged.",
+        ),
+        click.option(
+            "--pretrain",
+            type=click.Choice(PRETRAIN_METHODS),
+            default="none",
+            show_default=True,
+            help="contrastive: InfoNCE over two field-masked views of each row before "
+            "supervised training (models with a shared representation).",
+        ),
+        click.option(
+            "--pretrain-epochs",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Epochs of --pretrain.",
         ),
         click.option(
             "--out",
@@ -582,3 +611,130 @@ def leaderboard_build(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _floats(text: str | None, flag: str, kind: type = float) -> list | None:
+    """A comma list of numbers (``None`` when not given)."""
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} expects a comma list of numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{flag} expects positive numbers, got {text!r}")
+    return sorted(values)
+
+
+@main.command()
+@click.option("--models", "-m", required=True, help="A model, or a comma list (one plot).")
+@click.option("--dataset", "-d", required=True, help="Registered dataset name.")
+@click.option(
+    "--axis",
+    type=click.Choice(["params", "data", "compute", "batch"]),
+    required=True,
+    help="params: width factors; data: training rows; compute: widths x rows, in FLOPs; "
+    "batch: batch sizes.",
+)
+@click.option("--points", type=int, default=4, show_default=True, help="Grid points on the axis.")
+@click.option(
+    "--data-points", type=int, default=3, show_default=True, help="Data sizes of a compute grid."
+)
+@click.option(
+    "--factors", default=None, help="Width factors, e.g. 0.25,0.5,1,2 (default: halvings to 1)."
+)
+@click.option("--rows", default=None, help="Training rows, e.g. 10000,40000 (default: halvings).")
+@click.option(
+    "--batch-sizes", default=None, help="Batch sizes (default: halvings to --batch-size)."
+)
+@click.option(
+    "--scale-params",
+    default=None,
+    help="Hyper-parameters the width factor scales, e.g. n_experts (default: the model's widths).",
+)
+@click.option("--seeds", default="1", show_default=True, help="A count (3) or a list (0,1,2).")
+@click.option(
+    "--budget-samples",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Training samples per point (0: --epochs over the point's rows).",
+)
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time (local).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Ray cluster address (--executor ray).")
+@click.option(
+    "--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+    help="Base hyper-parameter (repeatable; model.key=value for one model of several).",
+)
+@training_options
+@click.option("--report", default="mssbench-scaling", show_default=True, help="Report directory.")
+@click.option("--bootstrap", type=int, default=300, show_default=True, help="Bootstrap resamples.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@plugin_options
+@handle_errors
+def scaling(**kw: Any) -> None:
+    """Fit L(x) = a*x^(-b) + L_inf of MODELS' loss along one axis (records are normal runs)."""
+    from pathlib import Path
+
+    from mssbench.scaling import Study, execute
+    from mssbench.scaling.report import write_report
+    from mssbench.suite import parse_seeds, run_suite, split_params
+
+    plugins, disabled = kw.pop("plugins"), kw.pop("disabled")
+    registry = _registry(plugins, disabled, kw.pop("strict_plugins"))
+    models = [m.strip() for m in kw.pop("models").split(",") if m.strip()]
+    per_model, _ = split_params(registry, models, parse_assignments(kw.pop("params"), "--param"))
+    scale_keys = kw.pop("scale_params")
+    study = Study(
+        models=models,
+        axis=kw.pop("axis"),
+        points=kw.pop("points"),
+        data_points=kw.pop("data_points"),
+        seeds=parse_seeds(kw.pop("seeds")),
+        factors=_floats(kw.pop("factors"), "--factors"),
+        rows=_floats(kw.pop("rows"), "--rows", int),
+        batch_sizes=_floats(kw.pop("batch_sizes"), "--batch-sizes", int),
+        scale_keys=[k.strip() for k in scale_keys.split(",")] if scale_keys else None,
+        budget_samples=kw.pop("budget_samples"),
+    )
+    n_jobs, executor, address = kw.pop("jobs"), kw.pop("executor"), kw.pop("ray_address")
+    report, n_boot, no_plots = Path(kw.pop("report")), kw.pop("bootstrap"), kw.pop("no_plots")
+    scenarios = kw.pop("scenarios")
+    data_given = parse_assignments(kw.pop("data_options"), "--data-option")
+    if scenarios is not None:
+        data_given["scenarios"] = scenarios
+    base = RunConfig(model=models[0], dataset=kw.pop("dataset"), data_options=data_given,
+                     resume=True, progress=False, **kw)
+    base.validate()
+    log = functools.partial(click.echo, err=True)
+
+    def run_jobs(jobs: list) -> None:
+        if executor == "ray":
+            from mssbench.suite_ray import run_suite_ray
+
+            run_suite_ray(
+                jobs,
+                plugins,
+                disabled,
+                address=address,
+                cpus_per_run=1.0,
+                gpus_per_run=0.0,
+                max_in_flight=None,
+                log=log,
+            )
+        else:
+            run_suite(jobs, n_jobs, plugins, disabled, log=log)
+
+    frame = execute(registry, study, base, per_model, run_jobs=run_jobs, log=log)
+    if frame.empty:
+        raise MssbenchError("no run of the study finished: nothing to fit")
+    header = {
+        "command": "mssbench " + " ".join(sys.argv[1:]),
+        "protocol": str(frame["protocol"].iloc[0]),
+        "models": ", ".join(models),
+        "seeds": ", ".join(map(str, study.seeds)),
+        "runs": str(len(frame)),
+    }
+    path = write_report(frame, study.axis, report, header, plots=not no_plots, n_boot=n_boot)
+    click.echo(path.read_text(encoding="utf-8"))

@@ -16,6 +16,9 @@ DEFAULT_OUT = "mssbench-runs"
 #: ``--precision`` values (the runner maps them to autocast dtypes).
 PRECISIONS = ("fp32", "bf16")
 
+#: ``--pretrain`` values (``contrastive``: :mod:`mssbench.runners.pretrain`).
+PRETRAIN_METHODS = ("none", "contrastive")
+
 
 @dataclass
 class RunConfig:
@@ -45,6 +48,12 @@ class RunConfig:
         metrics: Registered plugin metrics (:class:`~mssbench.spec.MetricSpec` names) added to
             the test report, beside AUC and log loss.
         out: Directory of run records.
+        train_rows: Train on this many rows of the training split, drawn by a seeded
+            permutation that does not depend on the run's seed (0 = all rows): learning curves
+            and the data axis of ``mssbench scaling``. Validation and test are unchanged.
+        pretrain: ``none``, or ``contrastive`` (InfoNCE over two field-masked views of each row,
+            :mod:`mssbench.runners.pretrain`) before supervised training.
+        pretrain_epochs: Epochs of contrastive pre-training.
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
     """
@@ -67,6 +76,9 @@ class RunConfig:
     precision: str = "fp32"
     compile: bool = False
     metrics: list[str] = field(default_factory=list)
+    train_rows: int = 0
+    pretrain: str = "none"
+    pretrain_epochs: int = 1
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
@@ -75,7 +87,14 @@ class RunConfig:
     NON_RESULT_FIELDS = ("out", "resume", "progress")
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
-    LATER_FIELDS: ClassVar[dict[str, Any]] = {"precision": "fp32", "compile": False, "metrics": []}
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {
+        "precision": "fp32",
+        "compile": False,
+        "metrics": [],
+        "train_rows": 0,
+        "pretrain": "none",
+        "pretrain_epochs": 1,
+    }
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
@@ -106,6 +125,14 @@ class RunConfig:
             raise ConfigError(
                 f"--batching must be auto, mixed or scenario_pure, got {self.batching!r}"
             )
+        if self.train_rows < 0:
+            raise ConfigError(f"--train-rows must be >= 0 (0 = all), got {self.train_rows}")
+        if self.pretrain not in PRETRAIN_METHODS:
+            raise ConfigError(
+                f"--pretrain must be one of {', '.join(PRETRAIN_METHODS)}, got {self.pretrain!r}"
+            )
+        if self.pretrain_epochs < 1:
+            raise ConfigError(f"--pretrain-epochs must be >= 1, got {self.pretrain_epochs}")
         twice = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
         if twice:
             raise ConfigError(f"--metric {', '.join(twice)} given more than once")

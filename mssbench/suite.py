@@ -113,21 +113,30 @@ def plan(
     for d in dataset_names:
         registry.dataset(d)
     per_model, notes = split_params(registry, model_names, params)
-    done: dict[tuple[str, int], str] = {}
-    if Path(base.out).is_dir():
-        records, _ = load_records(base.out)
-        done = {(r["run_hash"], model_version(r)): r["_path"] for r in records}
-    jobs = []
-    for d in dataset_names:
-        for m in model_names:
-            for seed in seeds:
-                cfg = replace(base, model=m, dataset=d, seed=seed, params=dict(per_model[m]))
-                job = SuiteJob(cfg)
-                key = (cfg.result_hash(), registry.model(m).version)
-                if key in done:
-                    job.status, job.path = "skipped", done[key]
-                jobs.append(job)
-    return jobs, notes
+    jobs = [
+        SuiteJob(replace(base, model=m, dataset=d, seed=seed, params=dict(per_model[m])))
+        for d in dataset_names
+        for m in model_names
+        for seed in seeds
+    ]
+    return mark_finished(jobs, registry, base.out), notes
+
+
+def mark_finished(jobs: list[SuiteJob], registry: Registry, out: str) -> list[SuiteJob]:
+    """Mark ``skipped`` every job whose run already has a finished record in ``out``.
+
+    A run counts as finished when ``out`` holds a finished record with the same configuration
+    hash and the same model version.
+    """
+    if not Path(out).is_dir():
+        return jobs
+    records, _ = load_records(out)
+    done = {(r["run_hash"], model_version(r)): r["_path"] for r in records}
+    for job in jobs:
+        key = (job.config.result_hash(), registry.model(job.config.model).version)
+        if key in done:
+            job.status, job.path = "skipped", done[key]
+    return jobs
 
 
 def _worker_init(threads: int, gpus: Any = None) -> None:

@@ -43,3 +43,23 @@ def holdout_mask(ids: np.ndarray, fraction: float, salt: int = 0) -> np.ndarray:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
     return hash_buckets(ids, 1000, salt) < round(fraction * 1000)
+
+
+def nested_sample(n_rows: int, k: int, salt: int = 0) -> np.ndarray:
+    """``k`` of ``n_rows`` row positions, sorted; samples of one ``n_rows`` are nested.
+
+    Rows are ranked by a fixed hash of their position, so the rows of a smaller ``k`` are
+    always among those of a larger one: a learning curve adds data, it never swaps it.
+
+    Args:
+        n_rows: Rows to draw from.
+        k: Rows to keep, ``1 <= k <= n_rows``.
+        salt: Changes the draw.
+
+    Returns:
+        ``int64`` positions in increasing order.
+    """
+    if not 1 <= k <= n_rows:
+        raise ValueError(f"cannot keep {k} of {n_rows} rows")
+    rank = _splitmix64(np.arange(n_rows, dtype=np.uint64) ^ np.uint64(salt))
+    return np.sort(np.argsort(rank, kind="stable")[:k]).astype(np.int64)

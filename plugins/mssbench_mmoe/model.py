@@ -72,6 +72,10 @@ class MMoE(nn.Module):
             logits = gather_scenario(logits.view(-1, self.S, self.T, self.E), scenario)
         return torch.softmax(logits.view(-1, self.T, self.E), dim=-1)
 
+    def representation(self, batch: Batch) -> torch.Tensor:
+        """The experts' outputs, concatenated ``[B, E * H]``: the part every task shares."""
+        return self.experts(self.encoder(batch)).flatten(1)
+
     def forward(self, batch: Batch) -> ModelOutput:
         """Logits ``[B, T]`` and a zero auxiliary loss."""
         x = self.encoder(batch)  # [B, D]

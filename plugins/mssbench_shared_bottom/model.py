@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from mssbench.nn import MLP, FeatureEncoder, GroupedMLP, gather_scenario, zero_aux
@@ -46,9 +47,13 @@ class SharedBottom(nn.Module):
         n_towers = self.S * self.T if scenario_towers else self.T
         self.towers = GroupedMLP(n_towers, self.bottom.out_dim, tower_hidden, dropout, out_dim=1)
 
+    def representation(self, batch: Batch) -> torch.Tensor:
+        """The shared bottom's output ``[B, H]`` (what contrastive pre-training shapes)."""
+        return self.bottom(self.encoder(batch))
+
     def forward(self, batch: Batch) -> ModelOutput:
         """Logits ``[B, T]`` and a zero auxiliary loss."""
-        shared = self.bottom(self.encoder(batch))  # [B, H]
+        shared = self.representation(batch)  # [B, H]
         out = self.towers(shared).squeeze(-1)  # [B, T] or [B, S*T]
         if self.scenario_towers:
             out = gather_scenario(out.view(-1, self.S, self.T), batch.scenario)
