@@ -280,3 +280,28 @@ def test_run_records_pretraining_and_train_rows(tmp_path, registry):
             registry=registry,
             log=lambda _m: None,
         )
+
+
+def test_size_benchmark_grows_the_model_and_trains_it(registry):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling_size.py"
+    spec = importlib.util.spec_from_file_location("bench_scaling_size", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = make_dataset(n_train=300)
+    args = argparse.Namespace(
+        model="mmoe",
+        scale_params="",
+        batch_size=32,
+        steps=2,
+        warmup=1,
+        device="cpu",
+        precision="fp32",
+    )
+    small, large = (bench.measure(args, registry, data, f) for f in (0.125, 0.25))
+    assert small["dense_params"] < large["dense_params"]
+    assert 0 < small["matmul_flops_per_sample"] < large["matmul_flops_per_sample"]
+    assert small["samples_per_s"] > 0 and small["peak_gib"] is None
