@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from mssbench.config import RunConfig, resolve
+from mssbench.data import contract
 from mssbench.errors import ConfigError, MssbenchError, PluginError
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
@@ -80,7 +81,21 @@ class _NoHooks:
 
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> LoadedDataset:
-    """Load a registered dataset with its options checked against the declared defaults."""
+    """Load a registered dataset, its options and data checked (:func:`load_checked_dataset`)."""
+    return load_checked_dataset(registry, name, options)[0]
+
+
+def load_checked_dataset(
+    registry: Registry, name: str, options: dict[str, Any], warn: Callable[[str], None] | None = None
+) -> tuple[LoadedDataset, dict[str, Any]]:
+    """Load a registered dataset; check its options and the dataset contract.
+
+    Returns:
+        The data and :func:`mssbench.data.contract.validate`'s counts (for the run record).
+
+    Raises:
+        DataContractError: The plugin returned ids, labels or numerics that break the contract.
+    """
     spec = registry.dataset(name)
     resolved = resolve("data option", f"dataset {name!r}", spec.options, options)
     try:
@@ -94,7 +109,8 @@ def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> Load
         ) from exc
     if not isinstance(data, LoadedDataset):
         raise PluginError(f"dataset {name!r}: load() must return LoadedDataset")
-    return data
+    counts = contract.validate(data, name, warn or contract.warn_stderr)
+    return data, counts
 
 
 def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -> torch.nn.Module:
@@ -180,7 +196,9 @@ def _run(
         batching = str(model_spec.tags.get("batching", "mixed"))
 
     t_load = time.perf_counter()
-    data = load_dataset(registry, config.dataset, data_options)
+    data, counts = load_checked_dataset(
+        registry, config.dataset, data_options, lambda line: log(f"Warning: {line}")
+    )
     load_seconds = time.perf_counter() - t_load
     schema = data.schema
 
@@ -233,6 +251,7 @@ def _run(
             "plugin": registry.plugin_of("dataset", config.dataset),
             "schema": schema.to_dict(),
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "counts": counts,
             "info": dict(data.info),
             "load_seconds": load_seconds,
         },
