@@ -86,7 +86,10 @@ def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> Load
 
 
 def load_checked_dataset(
-    registry: Registry, name: str, options: dict[str, Any], warn: Callable[[str], None] | None = None
+    registry: Registry,
+    name: str,
+    options: dict[str, Any],
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[LoadedDataset, dict[str, Any]]:
     """Load a registered dataset; check its options and the dataset contract.
 

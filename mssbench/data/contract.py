@@ -44,7 +44,8 @@ _MAX_LISTED = 20
 class DataContractError(DataError):
     """A loaded dataset breaks the contract; ``violations`` holds one line per violation.
 
-    ``str()`` joins them with ``"\\nError: "`` so the CLI prints one ``Error:`` line each.
+    ``str()`` joins them with a newline and ``Error:``, so the CLI prints one ``Error:`` line
+    each.
     """
 
     def __init__(self, violations: list[str]) -> None:
