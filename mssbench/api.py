@@ -14,7 +14,7 @@ import torch
 
 from mssbench.config import RunConfig, resolve
 from mssbench.data import contract
-from mssbench.errors import ConfigError, MssbenchError, PluginError
+from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
@@ -35,7 +35,7 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import LoadedDataset, MetricSpec
+from mssbench.spec import LoadedDataset, MetricSpec, SpecError
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -122,11 +122,28 @@ def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -
     resolved = resolve("param", f"model {name!r}", spec.defaults, params)
     try:
         model = spec.build(schema, **resolved)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {exc}") from exc
+    except MssbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name and place
+        raise build_error(registry, name, exc) from exc
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"model {name!r}: build() must return a torch.nn.Module")
     return model
+
+
+def build_error(registry: Registry, name: str, exc: Exception) -> MssbenchError:
+    """What ``build`` raising ``exc`` means to a user.
+
+    A ``TypeError`` raised by the call itself (a keyword ``build`` does not take) or a
+    ``ValueError`` is the model rejecting its hyper-parameters (:class:`ConfigError`); anything
+    else raised inside the model's code is a model error (:class:`PluginError`) naming the
+    plugin, the file and the line.
+    """
+    at_call = isinstance(exc, TypeError) and exc.__traceback__.tb_next is None
+    if at_call or isinstance(exc, (ValueError, SpecError)):
+        return ConfigError(f"model {name!r} rejected its hyper-parameters: {exc}")
+    plugin = registry.plugin_of("model", name)
+    return PluginError(f'model {name!r} (plugin "{plugin}") failed to build: {describe_error(exc)}')
 
 
 def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
