@@ -111,10 +111,17 @@ def resolve_options(spec: DatasetSpec, options: Mapping[str, Any] | None) -> dic
 
 def _checked_load(spec: DatasetSpec, options: dict[str, Any]) -> LoadedDataset:
     data = spec.load(dict(options))
-    assert isinstance(data, LoadedDataset), (
-        f"load() returned {type(data).__name__}, expected LoadedDataset"
+    _require(
+        isinstance(data, LoadedDataset),
+        f"load() returned {type(data).__name__}, expected LoadedDataset",
     )
     return data
+
+
+def _require(condition: bool, message: str) -> None:
+    """``AssertionError(message)`` unless ``condition`` (the message as is, even under pytest)."""
+    if not condition:
+        raise AssertionError(message)
 
 
 def _splits(data: LoadedDataset) -> Iterable[tuple[str, Split]]:
@@ -132,8 +139,9 @@ def check_dataset_spec_well_formed(case: DatasetCase) -> None:
 def check_dataset_loads(case: DatasetCase) -> None:
     """``load`` returns a LoadedDataset whose protocol names the dataset; ``info`` is JSON."""
     data = case.load()
-    assert data.protocol.dataset == case.spec.name, (
-        f"protocol.dataset is {data.protocol.dataset!r}, expected {case.spec.name!r}"
+    _require(
+        data.protocol.dataset == case.spec.name,
+        f"protocol.dataset is {data.protocol.dataset!r}, expected {case.spec.name!r}",
     )
     try:
         json.dumps(dict(data.info))
@@ -144,7 +152,7 @@ def check_dataset_loads(case: DatasetCase) -> None:
 def check_dataset_contract(case: DatasetCase) -> None:
     """Ids in ``[0, vocab_size)``, 0/1 labels, declared relations, finite numerics."""
     found = contract.violations(case.load(), case.spec.name)
-    assert not found, "\n".join(found)
+    _require(not found, "\n".join(found))
 
 
 def check_dataset_scenarios_in_train(case: DatasetCase) -> None:
@@ -152,17 +160,20 @@ def check_dataset_scenarios_in_train(case: DatasetCase) -> None:
     data = case.load()
     counts = contract.split_counts(data)["train"]["scenarios"]
     empty = [s for s, c in counts.items() if c["rows"] == 0]
-    assert not empty, f"scenarios without training rows: {', '.join(empty)}"
-    assert tuple(data.protocol.scenarios) == tuple(data.schema.scenarios), (
-        f"protocol scenarios {list(data.protocol.scenarios)} differ from the schema's "
-        f"{list(data.schema.scenarios)}"
+    _require(not empty, f"scenarios without training rows: {', '.join(empty)}")
+    _require(
+        tuple(data.protocol.scenarios) == tuple(data.schema.scenarios),
+        (
+            f"protocol scenarios {list(data.protocol.scenarios)} differ from the schema's "
+            f"{list(data.schema.scenarios)}"
+        ),
     )
 
 
 def check_dataset_split_deterministic(case: DatasetCase) -> None:
     """Two loads with the same options give the same rows in every split, in the same order."""
     first, second = case.load(0), case.load(1)
-    assert first.schema == second.schema, "the schema differs between two loads"
+    _require(first.schema == second.schema, "the schema differs between two loads")
     for name, a in _splits(first):
         b: Split = getattr(second, name)
         for column in ("categorical", "numeric", "scenario", "labels", "oracle"):
@@ -170,18 +181,20 @@ def check_dataset_split_deterministic(case: DatasetCase) -> None:
             same = (x is None and y is None) or (
                 x is not None and y is not None and x.shape == y.shape and torch.equal(x, y)
             )
-            assert same, f"split {name}: {column} differs between two loads"
+            _require(same, f"split {name}: {column} differs between two loads")
 
 
 def check_dataset_protocol_stable(case: DatasetCase) -> None:
     """The protocol id is the same across loads and says ``synthetic/`` for generated data."""
     first, second = case.load(0), case.load(1)
-    assert first.protocol.id == second.protocol.id, (
-        f"protocol id changed between loads: {first.protocol.id!r} -> {second.protocol.id!r}"
+    _require(
+        first.protocol.id == second.protocol.id,
+        f"protocol id changed between loads: {first.protocol.id!r} -> {second.protocol.id!r}",
     )
     synthetic = bool(case.spec.tags.get("synthetic", False))
-    assert first.protocol.synthetic == synthetic, (
-        f"tags say synthetic={synthetic} but the protocol says {first.protocol.synthetic}"
+    _require(
+        first.protocol.synthetic == synthetic,
+        f"tags say synthetic={synthetic} but the protocol says {first.protocol.synthetic}",
     )
 
 
@@ -210,7 +223,7 @@ def check_dataset_vocab_fitted_on_train(case: DatasetCase) -> None:
                     f"split {name}, field {fld.name!r}: id {int(col[row])} at row {row} never "
                     "occurs in train (a category unseen in train must map to 0)"
                 )
-    assert not problems, "\n".join(problems)
+    _require(not problems, "\n".join(problems))
 
 
 def check_dataset_unseen_value_is_oov(case: DatasetCase) -> None:
@@ -222,15 +235,19 @@ def check_dataset_unseen_value_is_oov(case: DatasetCase) -> None:
         planted = probe(Path(workdir), dict(case.options))
         data = case.load(options={**case.options, **dict(planted.options)})
     names = [f.name for f in data.schema.categorical]
-    assert planted.field in names, f"probe names unknown field {planted.field!r}"
+    _require(planted.field in names, f"probe names unknown field {planted.field!r}")
     split: Split = getattr(data, planted.split)
-    assert 0 <= planted.row < len(split), (
-        f"probe row {planted.row} is outside split {planted.split} ({len(split)} rows)"
+    _require(
+        0 <= planted.row < len(split),
+        f"probe row {planted.row} is outside split {planted.split} ({len(split)} rows)",
     )
     value = int(split.categorical[planted.row, names.index(planted.field)])
-    assert value == 0, (
-        f"a {planted.field!r} value seen only in split {planted.split} (row {planted.row}) "
-        f"was encoded {value}, expected the OOV id 0"
+    _require(
+        value == 0,
+        (
+            f"a {planted.field!r} value seen only in split {planted.split} (row {planted.row}) "
+            f"was encoded {value}, expected the OOV id 0"
+        ),
     )
 
 
