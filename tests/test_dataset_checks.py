@@ -61,8 +61,10 @@ def test_aliexpress_on_the_fixtures_conforms(tmp_path):
         shutil.copy(FIXTURES / f"{train}.csv", folder / "train.csv")
         shutil.copy(FIXTURES / f"{test}.csv", folder / "test.csv")
     ingest.prepare(source, tmp_path / "cache", lambda _line: None)
-    results = check_dataset("aliexpress", {"data_dir": str(tmp_path / "cache")})
-    assert statuses(results)["check_dataset_vocab_fitted_on_train"] == "passed"
+    for memory in ("resident", "mapped"):
+        options = {"data_dir": str(tmp_path / "cache"), "memory": memory}
+        results = check_dataset("aliexpress", options)
+        assert statuses(results)["check_dataset_vocab_fitted_on_train"] == "passed"
     # No probe: a user's raw files are not at hand (tests/test_aliexpress.py plants codes).
     assert statuses(results)["check_dataset_unseen_value_is_oov"] == "skipped"
 

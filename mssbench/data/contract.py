@@ -195,7 +195,7 @@ def split_counts(data: LoadedDataset) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in SPLITS:
         split: Split = getattr(data, name)
-        scen = split.scenario.long() if split.scenario.dtype == torch.bool else split.scenario
+        scen = split.scenario
         rows = torch.bincount(scen, minlength=schema.n_scenarios).tolist()
         pos = [
             torch.bincount(scen, weights=(split.labels[:, t] == 1).double(),
