@@ -93,6 +93,12 @@ def load_checked_dataset(
 ) -> tuple[LoadedDataset, dict[str, Any]]:
     """Load a registered dataset; check its options and the dataset contract.
 
+    Args:
+        registry: Loaded plugins.
+        name: Registered dataset name.
+        options: Load options (checked against the declared defaults).
+        warn: Receives a line per declared scenario without rows in a split (default: stderr).
+
     Returns:
         The data and :func:`mssbench.data.contract.validate`'s counts (for the run record).
 
