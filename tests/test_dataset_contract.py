@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -213,6 +214,36 @@ def test_label_property(labels):
         assert f" at row {bad[0]}, expected 0 or 1" in found[0]
     counts = split_counts(dataclasses.replace(data, valid=split))["valid"]
     assert counts["positives"]["ctr"] == labels.count(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(-1e3, 1e3, width=32),
+            st.sampled_from([3e38, -3e38, float("nan"), float("inf"), float("-inf")]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    columns=st.integers(1, 3),
+)
+def test_numeric_property(values, columns):
+    """Non-finite values are found at their first row, whatever overflows on the way."""
+    schema = make_schema(n_scenarios=1, vocab_sizes=(), n_numeric=columns, tasks=("ctr",))
+    n = len(values)
+    num = torch.tensor(values, dtype=torch.float32)[:, None].repeat(1, columns)
+    num[:, 0] = 1.0  # a clean column beside the others
+    split = Split(torch.zeros(n, 0, dtype=torch.long), num, torch.zeros(n, dtype=torch.long),
+                  torch.zeros(n, 1))  # fmt: skip
+    data = dataclasses.replace(make_dataset(schema, 5, 5, 5), train=split)
+    found = [line for line in violations(data, "p") if "split train" in line]
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if not bad or columns == 1:
+        assert found == []
+    else:
+        assert len(found) == columns - 1
+        assert all(f"at row {bad[0]}, expected a finite number" in line for line in found)
 
 
 # ------------------------------------------------------------------------------------------
