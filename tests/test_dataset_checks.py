@@ -65,8 +65,26 @@ def test_aliexpress_on_the_fixtures_conforms(tmp_path):
         options = {"data_dir": str(tmp_path / "cache"), "memory": memory}
         results = check_dataset("aliexpress", options)
         assert statuses(results)["check_dataset_vocab_fitted_on_train"] == "passed"
-    # No probe: a user's raw files are not at hand (tests/test_aliexpress.py plants codes).
-    assert statuses(results)["check_dataset_unseen_value_is_oov"] == "skipped"
+        assert statuses(results)["check_dataset_unseen_value_is_oov"] == "passed"
+
+
+def test_aliexpress_with_a_vocabulary_fitted_on_every_split_fails_the_probe(monkeypatch):
+    from mssbench_aliexpress import ingest
+
+    def every_split(code_counts, countries):
+        vocab = {name: set() for name in ingest.CATEGORICAL}
+        for cc in countries:
+            for split in ingest.SPLITS:
+                for name, counts in code_counts[cc][split].items():
+                    vocab[name].update(int(c) for c, k in counts.items() if k)
+        return {name: sorted(v) for name, v in vocab.items()}
+
+    monkeypatch.setattr(ingest, "vocabularies", every_split)
+    got = failed("aliexpress", checks=[dataset_checks.check_dataset_unseen_value_is_oov])
+    assert got == {
+        "check_dataset_unseen_value_is_oov": "a 'categorical_1' value seen only in split test "
+        "(row 3) was encoded 1000, expected the OOV id 0"
+    }
 
 
 def test_aliexpress_synth_conforms_at_a_small_size():
