@@ -134,3 +134,31 @@ def test_hyper_parameter_rejections_stay_config_errors():
     spec = ModelSpec(name="picky", summary="x", build=Picky, defaults={"width": 8, "depth": 2})
     with pytest.raises(ConfigError, match="rejected its hyper-parameters: .*'depth'"):
         build_model(registry_with(spec), "picky", schema, {})
+
+
+def test_cli_run_names_the_file_and_line_of_a_model_bug(tmp_path):
+    from click.testing import CliRunner
+
+    from mssbench.cli import main
+
+    plugin = tmp_path / "buggy_model.py"
+    plugin.write_text(
+        "import torch\n"
+        "from mssbench import ModelSpec, hookimpl\n\n"
+        "class Buggy(torch.nn.Module):\n"
+        "    def __init__(self, schema, width):\n"
+        "        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(schema.n_numeric, width)\n"
+        "        self.out = self.layer.weight[width + 100]\n\n"
+        "@hookimpl\n"
+        "def mssbench_register_models():\n"
+        "    return [ModelSpec(name='buggy', summary='x', build=Buggy, defaults={'width': 4})]\n"
+    )
+    args = ["run", "--plugin", str(plugin), "--plugin", "mssbench.testing.plugin"]
+    args += ["-m", "buggy", "-d", "tiny-synth", "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    prefix = f"Error: model 'buggy' (plugin \"{plugin}\") failed to build: IndexError"
+    assert line.startswith(prefix)
+    assert line.endswith(f"({plugin}, line 8)")
