@@ -163,6 +163,18 @@ def test_missing_scenario_is_a_warning_naming_scenario_and_split():
     }
 
 
+def test_an_empty_split_passes_with_a_warning_per_scenario():
+    data = tiny(n_scenarios=2)
+    data = dataclasses.replace(data, valid=data.valid.subset(torch.arange(0)))
+    lines: list[str] = []
+    counts = validate(data, "tiny", warn=lines.append)
+    assert lines == [
+        "dataset 'tiny': scenario 's0' has no rows in split valid",
+        "dataset 'tiny': scenario 's1' has no rows in split valid",
+    ]
+    assert counts["splits"]["valid"]["rows"] == 0
+
+
 # ------------------------------------------------------------------------------------------
 # Property tests: the id-range and label checks find exactly the first bad row
 # ------------------------------------------------------------------------------------------
