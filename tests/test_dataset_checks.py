@@ -195,7 +195,10 @@ def test_a_plugin_whose_load_raises_is_reported_not_crashed():
 
     got = failed(spec_of(load))
     assert "check_dataset_spec_well_formed" not in got
-    assert got["check_dataset_contract"] == "load failed: RuntimeError: disk on fire"
+    line = load.__code__.co_firstlineno + 1
+    assert got["check_dataset_contract"] == (
+        f"load failed: RuntimeError: disk on fire ({__file__}, line {line})"
+    )
 
 
 @pytest.mark.slow  # two loads of the bundled file

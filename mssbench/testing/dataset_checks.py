@@ -37,6 +37,7 @@ import torch
 
 from mssbench.config import resolve
 from mssbench.data import contract
+from mssbench.errors import describe_error
 from mssbench.spec import DatasetSpec, LoadedDataset, SpecError, Split
 from mssbench.testing.checks import CheckResult, SkipCheck, collect_results, raise_on_failures
 
@@ -100,7 +101,7 @@ class DatasetCase:
                 self._loads[attempt] = exc
         got = self._loads[attempt]
         if isinstance(got, BaseException):
-            raise AssertionError(f"load failed: {type(got).__name__}: {got}")
+            raise AssertionError(f"load failed: {describe_error(got)}")
         return got
 
 
