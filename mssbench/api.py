@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 
 from mssbench.config import RunConfig, resolve
+from mssbench.data import contract
 from mssbench.data.splits import nested_sample
-from mssbench.errors import ConfigError, MssbenchError, PluginError
+from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
@@ -36,7 +37,7 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import LoadedDataset, MetricSpec, Split
+from mssbench.spec import LoadedDataset, MetricSpec, SpecError, Split
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -82,7 +83,30 @@ class _NoHooks:
 
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> LoadedDataset:
-    """Load a registered dataset with its options checked against the declared defaults."""
+    """Load a registered dataset, its options and data checked (:func:`load_checked_dataset`)."""
+    return load_checked_dataset(registry, name, options)[0]
+
+
+def load_checked_dataset(
+    registry: Registry,
+    name: str,
+    options: dict[str, Any],
+    warn: Callable[[str], None] | None = None,
+) -> tuple[LoadedDataset, dict[str, Any]]:
+    """Load a registered dataset; check its options and the dataset contract.
+
+    Args:
+        registry: Loaded plugins.
+        name: Registered dataset name.
+        options: Load options (checked against the declared defaults).
+        warn: Receives a line per declared scenario without rows in a split (default: stderr).
+
+    Returns:
+        The data and :func:`mssbench.data.contract.validate`'s counts (for the run record).
+
+    Raises:
+        DataContractError: The plugin returned ids, labels or numerics that break the contract.
+    """
     spec = registry.dataset(name)
     resolved = resolve("data option", f"dataset {name!r}", spec.options, options)
     try:
@@ -96,7 +120,8 @@ def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> Load
         ) from exc
     if not isinstance(data, LoadedDataset):
         raise PluginError(f"dataset {name!r}: load() must return LoadedDataset")
-    return data
+    counts = contract.validate(data, name, warn or contract.warn_stderr)
+    return data, counts
 
 
 def _train_rows(train: Split, rows: int, dataset: str) -> Split:
@@ -114,11 +139,28 @@ def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -
     resolved = resolve("param", f"model {name!r}", spec.defaults, params)
     try:
         model = spec.build(schema, **resolved)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {exc}") from exc
+    except MssbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name and place
+        raise build_error(registry, name, exc) from exc
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"model {name!r}: build() must return a torch.nn.Module")
     return model
+
+
+def build_error(registry: Registry, name: str, exc: Exception) -> MssbenchError:
+    """What ``build`` raising ``exc`` means to a user.
+
+    A ``TypeError`` raised by the call itself (a keyword ``build`` does not take) or a
+    ``ValueError`` is the model rejecting its hyper-parameters (:class:`ConfigError`); anything
+    else raised inside the model's code is a model error (:class:`PluginError`) naming the
+    plugin, the file and the line.
+    """
+    at_call = isinstance(exc, TypeError) and exc.__traceback__.tb_next is None
+    if at_call or isinstance(exc, (ValueError, SpecError)):
+        return ConfigError(f"model {name!r} rejected its hyper-parameters: {exc}")
+    plugin = registry.plugin_of("model", name)
+    return PluginError(f'model {name!r} (plugin "{plugin}") failed to build: {describe_error(exc)}')
 
 
 def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
@@ -191,7 +233,9 @@ def _run(
         batching = str(model_spec.tags.get("batching", "mixed"))
 
     t_load = time.perf_counter()
-    data = load_dataset(registry, config.dataset, data_options)
+    data, counts = load_checked_dataset(
+        registry, config.dataset, data_options, lambda line: log(f"Warning: {line}")
+    )
     load_seconds = time.perf_counter() - t_load
     schema = data.schema
 
@@ -246,6 +290,7 @@ def _run(
             "plugin": registry.plugin_of("dataset", config.dataset),
             "schema": schema.to_dict(),
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "counts": counts,
             "info": dict(data.info),
             "load_seconds": load_seconds,
         },

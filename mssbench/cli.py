@@ -447,30 +447,63 @@ def suite(
 
 @main.command()
 @click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--data-option",
+    "-D",
+    "data_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option of the datasets checked (repeatable), e.g. -D n_rows=20000.",
+)
 @plugin_options
 @handle_errors
 def check(
     names: tuple[str, ...],
+    data_options: tuple[str, ...],
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
-    """Run the plugin conformance suite on NAMES (registered models or metrics)."""
-    from mssbench.testing import run_checks, run_metric_checks
-
+    """Run the plugin conformance suite on NAMES (registered models, datasets or metrics)."""
     registry = _registry(plugins, disabled, strict_plugins)
+    options = _dataset_options(registry, names, parse_assignments(data_options, "--data-option"))
     failed = False
     for name in names:
-        if name in registry.metrics and name not in registry.models:
-            kind, results = "metric", run_metric_checks(registry.metric(name))
-        else:
-            kind, results = "model", run_checks(registry.model(name))
+        kind, results = _conformance(registry, name, options.get(name, {}))
         rows = [[r.check, r.status, r.message] for r in results]
         click.echo(f"\n{name} ({kind}, plugin {registry.plugin_of(kind, name)})")
         click.echo(tabulate(rows, headers=["check", "status", "message"], tablefmt="simple"))
         failed |= any(r.status == "failed" for r in results)
     if failed:
         sys.exit(1)
+
+
+def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tuple[str, list]:
+    """The kind of ``name`` (model first, then dataset, then metric) and its check results."""
+    from mssbench.testing import run_checks, run_dataset_checks, run_metric_checks
+
+    if name in registry.models:
+        return "model", run_checks(registry.model(name))
+    if name in registry.datasets:
+        return "dataset", run_dataset_checks(registry.dataset(name), options)
+    if name in registry.metrics:
+        return "metric", run_metric_checks(registry.metric(name))
+    known = {"models": registry.models, "datasets": registry.datasets, "metrics": registry.metrics}
+    listed = "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in known.items())
+    raise ConfigError(f"no model, dataset or metric named {name!r} ({listed})")
+
+
+def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str, str]) -> dict:
+    """``{dataset: its options among given}``; a key no named dataset declares is an error."""
+    datasets = [n for n in names if n in registry.datasets and n not in registry.models]
+    declared = {n: registry.dataset(n).options for n in datasets}
+    for key in given:
+        if not any(key in opts for opts in declared.values()):
+            valid = sorted({k for opts in declared.values() for k in opts}) or ["(none)"]
+            raise ConfigError(
+                f"no dataset checked takes the data option {key!r}; valid: {', '.join(valid)}"
+            )
+    return {n: {k: v for k, v in given.items() if k in opts} for n, opts in declared.items()}
 
 
 @main.command("plugins")

@@ -1,5 +1,10 @@
 """Errors the harness reports to users as one clear message (never a bare traceback)."""
 
+import os
+import sys
+import sysconfig
+import traceback
+
 
 class MssbenchError(Exception):
     """Base class: the CLI prints ``Error: <message>`` and exits with status 2."""
@@ -19,3 +24,30 @@ class PluginError(MssbenchError):
 
 class TrainingError(MssbenchError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+#: Libraries whose frames are never "where" a plugin's error happened.
+_LIBRARIES = ("torch", "numpy", "pandas", "pluggy")
+
+
+def _library_dirs() -> tuple[str, ...]:
+    dirs = [sysconfig.get_paths()["stdlib"]]
+    for name in _LIBRARIES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(module.__file__))
+    return tuple(os.path.join(d, "") for d in dirs)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message (file, line N)`` at the innermost frame of the plugin's own code.
+
+    Frames of the standard library and of :data:`_LIBRARIES` are passed over (a model's bug
+    surfaces inside ``torch``), unless there are no others.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    libraries = _library_dirs()
+    own = [f for f in frames if not f.filename.startswith(libraries)]
+    frame = (own or frames or [None])[-1]
+    where = f" ({frame.filename}, line {frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"

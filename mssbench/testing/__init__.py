@@ -3,18 +3,29 @@
 from mssbench.testing.checks import (
     ALL_CHECKS,
     CheckResult,
+    SkipCheck,
     check_model,
     default_schema,
     parametrize_with_checks,
     run_checks,
+)
+from mssbench.testing.dataset_checks import (
+    ALL_DATASET_CHECKS,
+    OovProbe,
+    check_dataset,
+    run_dataset_checks,
 )
 from mssbench.testing.metric_checks import ALL_METRIC_CHECKS, check_metric, run_metric_checks
 from mssbench.testing.synthetic import make_dataset, make_schema, make_split
 
 __all__ = [
     "ALL_CHECKS",
+    "ALL_DATASET_CHECKS",
     "ALL_METRIC_CHECKS",
     "CheckResult",
+    "OovProbe",
+    "SkipCheck",
+    "check_dataset",
     "check_metric",
     "check_model",
     "default_schema",
@@ -23,5 +34,6 @@ __all__ = [
     "make_split",
     "parametrize_with_checks",
     "run_checks",
+    "run_dataset_checks",
     "run_metric_checks",
 ]

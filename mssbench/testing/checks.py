@@ -18,6 +18,7 @@ expected failures.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -26,10 +27,16 @@ from typing import Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
+from mssbench.errors import describe_error
 from mssbench.spec import Batch, DatasetSchema, ModelOutput, ModelSpec, SpecError
 from mssbench.testing.synthetic import make_schema, make_split
 
 Check = Callable[[ModelSpec, DatasetSchema], None]
+
+
+class SkipCheck(Exception):
+    """A check cannot run here (no CUDA, no probe declared): ``skipped``, never ``passed``."""
+
 
 SEED = 0
 
@@ -223,7 +230,7 @@ def check_learns(spec: ModelSpec, schema: DatasetSchema) -> None:
 def check_moves_to_device(spec: ModelSpec, schema: DatasetSchema) -> None:
     """With CUDA present, the model moves to the GPU and its eval outputs match the CPU's."""
     if not torch.cuda.is_available():
-        return
+        raise SkipCheck("CUDA is not available")
     model = _build(spec, schema).eval()
     batch = _batch(schema, 32)
     with torch.no_grad():
@@ -259,7 +266,7 @@ ALL_CHECKS: tuple[Check, ...] = (
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of one check: ``passed``, ``failed``, ``xfail`` (expected) or ``xpass``."""
+    """Outcome of one check: ``passed``, ``failed``, ``skipped``, ``xfail`` or ``xpass``."""
 
     check: str
     status: str
@@ -269,6 +276,55 @@ class CheckResult:
 def default_schema() -> DatasetSchema:
     """The schema checks run on: 3 scenarios, tasks ctr and ctcvr (ctcvr implies ctr)."""
     return make_schema()
+
+
+def schema_variants() -> dict[str, DatasetSchema]:
+    """The other schemas a model must handle, by name (see :data:`SCHEMA_CHECKS`)."""
+    return {
+        "no_relations": make_schema(implies=False),
+        "one_task": make_schema(tasks=("ctr",)),
+        "no_numeric": make_schema(n_numeric=0),
+        "one_scenario": make_schema(n_scenarios=1),
+        "many_scenarios": make_schema(n_scenarios=12),
+    }
+
+
+#: The checks that also run on every schema of :func:`schema_variants`, as
+#: ``<check>[<variant>]`` (``expected_failed_checks`` takes either name).
+SCHEMA_CHECKS: tuple[Check, ...] = (
+    check_output_shape_and_dtype,
+    check_finite_outputs_and_loss,
+    check_every_parameter_gets_gradient,
+    check_single_scenario_batch,
+)
+
+
+def on_schema(check: Check, variant: str, schema: DatasetSchema) -> Check:
+    """``check`` bound to ``schema``, named ``<check>[<variant>]`` (ignores its schema arg)."""
+
+    def bound(spec: ModelSpec, _schema: DatasetSchema | None = None) -> None:
+        check(spec, schema)
+
+    bound.__name__ = bound.__qualname__ = f"{check.__name__}[{variant}]"
+    bound.__doc__ = f"{check.__doc__} (schema: {variant})"
+    return bound
+
+
+def model_checks(checks: Iterable[Check] = ALL_CHECKS) -> list[Check]:
+    """``checks`` on the default schema, then those in :data:`SCHEMA_CHECKS` on each variant."""
+    checks = list(checks)
+    variants = schema_variants()
+    return checks + [
+        on_schema(check, variant, schema)
+        for variant, schema in variants.items()
+        for check in SCHEMA_CHECKS
+        if check in checks
+    ]
+
+
+def expected_reason(expected: Mapping[str, str], name: str) -> str | None:
+    """The declared reason for check ``name`` (``check[variant]`` falls back to ``check``)."""
+    return expected.get(name, expected.get(name.split("[", 1)[0]))
 
 
 def collect_results(
@@ -283,13 +339,14 @@ def collect_results(
     results = []
     for check in checks:
         name = check.__name__
-        reason = expected.get(name)
+        reason = expected_reason(expected, name)
         try:
             call(check)
+        except SkipCheck as exc:
+            results.append(CheckResult(name, "skipped", str(exc)))
+            continue
         except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
-            msg = (
-                f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
-            )
+            msg = str(exc) if isinstance(exc, AssertionError) else describe_error(exc)
             results.append(CheckResult(name, "xfail" if reason else "failed", reason or msg))
             continue
         results.append(CheckResult(name, "xpass" if reason else "passed", reason or ""))
@@ -308,8 +365,13 @@ def raise_on_failures(kind: str, name: str, results: list[CheckResult]) -> list[
 def run_checks(
     spec: ModelSpec, schema: DatasetSchema | None = None, checks: Iterable[Check] = ALL_CHECKS
 ) -> list[CheckResult]:
-    """Run the checks and collect results without raising."""
-    schema = schema or default_schema()
+    """Run the checks and collect results without raising.
+
+    Without ``schema``, the checks run on :func:`default_schema` and the schema-sensitive ones
+    also on every schema of :func:`schema_variants` (see :func:`model_checks`).
+    """
+    if schema is None:
+        schema, checks = default_schema(), model_checks(checks)
     return collect_results(checks, lambda check: check(spec, schema), spec.expected_failed_checks)
 
 
@@ -318,7 +380,8 @@ def check_model(spec: ModelSpec, schema: DatasetSchema | None = None) -> list[Ch
 
     Args:
         spec: The model spec to check.
-        schema: Schema to build on (default: a small 3-scenario, 2-task schema).
+        schema: Schema to build on (default: a small 3-scenario, 2-task schema, and the
+            schema-sensitive checks also on the variants of :func:`schema_variants`).
 
     Returns:
         The results of every check (when none failed unexpectedly).
@@ -329,7 +392,9 @@ def check_model(spec: ModelSpec, schema: DatasetSchema | None = None) -> list[Ch
 def parametrize_with_checks(specs: Iterable[ModelSpec]):
     """A ``pytest.mark.parametrize`` over ``(spec, check)`` with readable ids.
 
-    Checks listed in a spec's ``expected_failed_checks`` are marked ``xfail`` with the reason::
+    Every check of :func:`model_checks` (the schema variants included; those ignore the schema
+    they are given). A check that cannot run here (:class:`SkipCheck`) is skipped. Checks
+    listed in a spec's ``expected_failed_checks`` are marked ``xfail`` with the reason::
 
         @parametrize_with_checks([MY_SPEC])
         def test_conformance(spec, check):
@@ -337,12 +402,22 @@ def parametrize_with_checks(specs: Iterable[ModelSpec]):
     """
     import pytest
 
+    def skipping(check: Check) -> Check:
+        @functools.wraps(check)
+        def run(spec: ModelSpec, schema: DatasetSchema | None = None) -> None:
+            try:
+                check(spec, schema)
+            except SkipCheck as exc:
+                pytest.skip(str(exc))
+
+        return run
+
     params = []
     for spec in specs:
-        for check in ALL_CHECKS:
-            reason = spec.expected_failed_checks.get(check.__name__)
+        for check in model_checks():
+            reason = expected_reason(spec.expected_failed_checks, check.__name__)
             marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
             params.append(
-                pytest.param(spec, check, id=f"{spec.name}-{check.__name__}", marks=marks)
+                pytest.param(spec, skipping(check), id=f"{spec.name}-{check.__name__}", marks=marks)
             )
     return pytest.mark.parametrize("spec, check", params)

@@ -3,6 +3,7 @@
 from mssbench import DatasetSpec, hookimpl
 from mssbench_aliexpress.ingest import TIANCHI_URL, prepare
 from mssbench_aliexpress.loader import load
+from mssbench_aliexpress.probe import oov_probe
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 
@@ -30,5 +31,6 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
                 "(research use); downloaded by each user, never redistributed"
             ),
             prepare=prepare,
+            tags={"oov_probe": oov_probe},  # mssbench.testing.check_dataset's OOV probe
         )
     ]

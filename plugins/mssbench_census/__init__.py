@@ -2,6 +2,7 @@
 
 from mssbench import DatasetSpec, hookimpl
 from mssbench_census.loader import load
+from mssbench_census.probe import oov_probe
 
 __all__ = ["load", "mssbench_register_datasets"]
 
@@ -22,6 +23,7 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
             ),
             load=load,
             options={"protocol": "bundled", "data_dir": ""},
+            tags={"oov_probe": oov_probe},  # mssbench.testing.check_dataset's OOV probe
             source=(
                 "UCI Machine Learning Repository, Census-Income (KDD) "
                 "(https://archive.ics.uci.edu/dataset/117/census+income+kdd), CC BY 4.0; "
