@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from mssbench.config import RunConfig
+from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
+from mssbench.records import is_legacy
 from mssbench.results import (
     LEADERBOARD_COLUMNS,
     contributor_name,
@@ -549,23 +550,6 @@ def _cli_value(value: Any) -> str:
     return str(value)
 
 
-def suite_command(record: dict[str, Any]) -> str | None:
-    """The ``mssbench suite ...`` command line that produced ``record``, if it says so."""
-    config = record.get("config") or {}
-    given = config.get("suite_command")
-    if given is None and isinstance(config.get("suite"), dict):
-        given = config["suite"].get("command")
-    if isinstance(given, str) and given.strip():
-        return given.strip()
-    if isinstance(given, list) and given:
-        return shlex.join(str(a) for a in given)
-    argv = record.get("command")
-    if isinstance(argv, list) and len(argv) > 1 and str(argv[1]) == "suite":
-        if Path(str(argv[0])).name.startswith("mssbench"):
-            return shlex.join(["mssbench", *[str(a) for a in argv[1:]]])
-    return None
-
-
 def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = None) -> str:
     """The ``mssbench run`` command that reproduces ``record``, rebuilt from its config.
 
@@ -619,24 +603,19 @@ def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = N
     return f"{text} --seed {seed if seed is not None else int(config['seed'])}"
 
 
-def reproduce_commands(page: Page, defaults: Defaults, results_dir: str) -> str:
+def reproduce_commands(page: Page, defaults: Defaults) -> str:
     """Shell commands that reproduce a page, then the build.
 
-    Suite command lines where the records carry one, else one ``mssbench run`` per
-    configuration (a loop over its seeds).
+    One ``mssbench run`` per configuration (a loop over its seeds), rebuilt by
+    :func:`run_command` from each record's validated configuration. Text a record carries as
+    a command line (``command``, or anything in its config) is never printed.
     """
-    suites: list[str] = []
     runs: dict[str, set[int]] = {}
     for rec in page.records:
-        suite = suite_command(rec)
-        if suite is not None:
-            if suite not in suites:
-                suites.append(suite)
-            continue
         runs.setdefault(run_command(rec, defaults, seed='"$seed"'), set()).add(
             int(rec["config"]["seed"])
         )
-    lines = list(suites)
+    lines = []
     for command, seeds in sorted(runs.items()):
         if len(seeds) == 1:
             lines.append(command.replace('"$seed"', str(next(iter(seeds)))))
@@ -644,11 +623,7 @@ def reproduce_commands(page: Page, defaults: Defaults, results_dir: str) -> str:
             lines.append(f"for seed in {' '.join(str(s) for s in sorted(seeds))}; do")
             lines.append(f"  {command}")
             lines.append("done")
-    out = "mssbench-runs"
-    if runs and not suites:
-        lines.append(f"mssbench leaderboard build {out}")
-    else:
-        lines.append(f"mssbench leaderboard build {shlex.quote(results_dir)}")
+    lines.append(f"mssbench leaderboard build {DEFAULT_OUT}")  # where the runs write
     return "\n".join(lines)
 
 
@@ -798,6 +773,13 @@ def render_page(
             f"- **Not ranked here:** records of the same protocol from another dataset version "
             f"are on [their own page](../../{sibling}/README.md)."
         )
+    legacy = sum(1 for r in page.records if is_legacy(r))
+    if legacy:
+        lines.append(
+            f"- **Legacy records:** {legacy} of the {len(page.records)} run records predate "
+            "content digests (record version 1): their run hash, test summary and value ranges "
+            "are checked, but a change to their other content cannot be detected."
+        )
     for name, counts in sorted(page.superseded.items()):
         older = ", ".join(f"version {v} ({n} runs)" for v, n in sorted(counts.items()))
         lines.append(
@@ -904,13 +886,13 @@ def render_page(
     if reported is not None:
         lines += [render_reported(*reported), ""]
 
-    commands = reproduce_commands(page, defaults, results_dir)
+    commands = reproduce_commands(page, defaults)
     fence = _fence(commands)
     lines += [
         "## How to reproduce",
         "",
         "The runs behind this page, then the build (commands rebuilt from the run records' "
-        "configs; the suite command line where the records carry one):",
+        "validated configs):",
         "",
         f"{fence}bash",
         commands,
@@ -1224,8 +1206,8 @@ def build(
             )
         )
     if strict and rejected:
-        path, reason = rejected[0]
-        raise DataError(f"{len(rejected)} record(s) rejected, e.g. {path}: {reason} (--strict)")
+        listed = "; ".join(f"{path}: {reason}" for path, reason in rejected)
+        raise DataError(f"{len(rejected)} record(s) rejected (--strict): {listed}")
     pages = plan_pages(records, defaults, root=root)
     previous = _read_manifest(out)
     reported_files = sorted(reported_dir.glob("*.csv")) if reported_dir.is_dir() else []
