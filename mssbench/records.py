@@ -633,7 +633,9 @@ def _describe_errors(exc: ValidationError) -> str:
         text = f"must be {word}, got {first.get('input')!r:.60}"
     where = _loc(tuple(p for p in first["loc"] if not str(p).startswith("function-")))
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{where}: {text}{more}" if where else f"{text}{more}"
+    if not where:
+        return f"{text}{more}"
+    return f"{where}{' ' if text.startswith('must be') else ': '}{text}{more}"
 
 
 def verify_record(record: Any, source: str = "<record>") -> dict[str, Any]:
