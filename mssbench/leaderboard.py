@@ -550,72 +550,151 @@ def _cli_value(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class _Command:
+    """A record's configuration as command-line pieces (see :func:`run_command`)."""
+
+    plugins: tuple[str, ...]
+    model: str
+    dataset: str
+    params: tuple[str, ...]  # KEY=VALUE
+    rest: tuple[str, ...]  # -D, training options, --metric, --head, --batching
+
+
+def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
+    config = record["config"]
+    model = record["model"]["name"]
+    dataset = record["dataset"]["name"]
+    plugins: list[str] = []
+    named = [record["model"].get("plugin"), record["dataset"].get("plugin")]
+    named += [m.get("plugin") for m in record.get("metrics") or []]
+    for plugin in named:
+        if plugin and plugin not in defaults.entry_points and plugin not in plugins:
+            plugins.append(str(plugin))
+    params = []
+    declared = defaults.model_params.get(model)
+    for key, value in sorted((config.get("params") or {}).items()):
+        if declared is None or key not in declared or declared[key] != value:
+            params.append(f"{key}={_cli_value(value)}")
+    rest: list[str] = []
+    options = defaults.dataset_options.get(dataset)
+    for key, value in sorted((config.get("data_options") or {}).items()):
+        if options is None or key not in options or options[key] != value:
+            rest += ["-D", f"{key}={_cli_value(value)}"]
+    base = RunConfig(model=model, dataset=dataset)
+    for key, flag in _RUN_FLAGS:
+        if key in config and config[key] != getattr(base, key):
+            rest += [flag, _cli_value(config[key])]
+    if config.get("precision", "fp32") != "fp32":
+        rest += ["--precision", str(config["precision"])]
+    if config.get("compile"):
+        rest.append("--compile")
+    for name in config.get("metrics") or []:
+        rest += ["--metric", str(name)]
+    known = model in defaults.model_tags
+    from mssbench.results import _default_head_batching  # shared rule for the defaults
+
+    head, batching = _default_head_batching(record, defaults.model_tags)
+    if config.get("head") and (not known or config["head"] != head):
+        rest += ["--head", str(config["head"])]
+    if config.get("batching") and (not known or config["batching"] != batching):
+        rest += ["--batching", str(config["batching"])]
+    return _Command(tuple(plugins), model, dataset, tuple(params), tuple(rest))
+
+
+def _plugin_flags(plugins: Iterable[str]) -> list[str]:
+    return [arg for plugin in plugins for arg in ("--plugin", plugin)]
+
+
 def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = None) -> str:
     """The ``mssbench run`` command that reproduces ``record``, rebuilt from its config.
 
     Hyper-parameters and data options are listed where they differ from the declared defaults
     (all of them when the model or dataset is not installed here), the head and batching where
     they differ from the model's default, and ``--plugin`` for plugins that are not loaded
-    through the ``mssbench`` entry points.
+    through the ``mssbench`` entry points. Every value is shell-quoted.
 
     Args:
         record: A valid run record.
         defaults: What the installed plugins declare.
         seed: Text for the seed (``"$seed"`` in a loop); the record's seed by default.
     """
-    config = record["config"]
-    model = record["model"]["name"]
-    dataset = record["dataset"]["name"]
-    argv = ["mssbench", "run"]
-    plugins = [record["model"].get("plugin"), record["dataset"].get("plugin")]
-    plugins += [m.get("plugin") for m in record.get("metrics") or []]
-    for plugin in plugins:
-        if plugin and plugin not in defaults.entry_points and plugin not in argv:
-            argv += ["--plugin", str(plugin)]
-    argv += ["-m", model, "-d", dataset]
-    declared = defaults.model_params.get(model)
-    for key, value in sorted((config.get("params") or {}).items()):
-        if declared is None or key not in declared or declared[key] != value:
-            argv += ["-p", f"{key}={_cli_value(value)}"]
-    options = defaults.dataset_options.get(dataset)
-    for key, value in sorted((config.get("data_options") or {}).items()):
-        if options is None or key not in options or options[key] != value:
-            argv += ["-D", f"{key}={_cli_value(value)}"]
-    base = RunConfig(model=model, dataset=dataset)
-    for key, flag in _RUN_FLAGS:
-        if key in config and config[key] != getattr(base, key):
-            argv += [flag, _cli_value(config[key])]
-    if config.get("precision", "fp32") != "fp32":
-        argv += ["--precision", str(config["precision"])]
-    if config.get("compile"):
-        argv.append("--compile")
-    for name in config.get("metrics") or []:
-        argv += ["--metric", str(name)]
-    known = model in defaults.model_tags
-    from mssbench.results import _default_head_batching  # shared rule for the defaults
+    cmd = _command(record, defaults)
+    argv = ["mssbench", "run", *_plugin_flags(cmd.plugins), "-m", cmd.model, "-d", cmd.dataset]
+    argv += [arg for p in cmd.params for arg in ("-p", p)]
+    text = shlex.join([*argv, *cmd.rest])
+    return f"{text} --seed {seed if seed is not None else int(record['config']['seed'])}"
 
-    head, batching = _default_head_batching(record, defaults.model_tags)
-    if config.get("head") and (not known or config["head"] != head):
-        argv += ["--head", str(config["head"])]
-    if config.get("batching") and (not known or config["batching"] != batching):
-        argv += ["--batching", str(config["batching"])]
-    text = shlex.join(argv)
-    return f"{text} --seed {seed if seed is not None else int(config['seed'])}"
+
+def _seeds_text(seeds: set[int]) -> str | None:
+    """``--seeds`` for a suite: a count for seeds 0..n-1, a list for two or more, else None."""
+    ordered = sorted(seeds)
+    if ordered == list(range(len(ordered))):
+        return str(len(ordered))
+    return ",".join(map(str, ordered)) if len(ordered) > 1 else None
+
+
+def suite_command(records: Sequence[dict[str, Any]], defaults: Defaults) -> str | None:
+    """One ``mssbench suite`` command that reproduces ``records``, if one can.
+
+    It can when the records share every option but the model, its hyper-parameters and the
+    seed, each model has one configuration, all models have the same seeds, and there are at
+    least two models. Rebuilt from the records' configs, like :func:`run_command`.
+    """
+    commands = [_command(r, defaults) for r in records]
+    by_model: dict[str, set[tuple[str, ...]]] = {}
+    seeds: dict[str, set[int]] = {}
+    for rec, cmd in zip(records, commands):
+        by_model.setdefault(cmd.model, set()).add(cmd.params)
+        seeds.setdefault(cmd.model, set()).add(int(rec["config"]["seed"]))
+    shared = {(c.dataset, c.rest) for c in commands}
+    seed_sets = {frozenset(s) for s in seeds.values()}
+    if len(by_model) < 2 or len(shared) != 1 or len(seed_sets) != 1:
+        return None
+    if any(len(params) != 1 for params in by_model.values()):
+        return None
+    seeds_text = _seeds_text(set(next(iter(seed_sets))))
+    if seeds_text is None:
+        return None
+    plugins = list(dict.fromkeys(p for c in commands for p in c.plugins))
+    models = sorted(by_model)
+    argv = ["mssbench", "suite", *_plugin_flags(plugins), "--datasets", commands[0].dataset]
+    argv += ["--models", ",".join(models), "--seeds", seeds_text]
+    for model in models:
+        [params] = by_model[model]
+        argv += [arg for p in params for arg in ("-p", f"{model}.{p}")]
+    return shlex.join([*argv, *commands[0].rest])
 
 
 def reproduce_commands(page: Page, defaults: Defaults) -> str:
     """Shell commands that reproduce a page, then the build.
 
-    One ``mssbench run`` per configuration (a loop over its seeds), rebuilt by
-    :func:`run_command` from each record's validated configuration. Text a record carries as
-    a command line (``command``, or anything in its config) is never printed.
+    Records sharing all options but the model, its hyper-parameters and the seed are one
+    ``mssbench suite`` command where :func:`suite_command` can express them (models run in one
+    configuration only); the others are one
+    ``mssbench run`` per configuration (a loop over its seeds). Every command is rebuilt from
+    the records' validated configurations: text a record carries as a command line
+    (``command``, or anything in its config) is never printed.
     """
-    runs: dict[str, set[int]] = {}
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for rec in page.records:
-        runs.setdefault(run_command(rec, defaults, seed='"$seed"'), set()).add(
-            int(rec["config"]["seed"])
-        )
-    lines = []
+        cmd = _command(rec, defaults)
+        groups.setdefault((cmd.dataset, cmd.rest), []).append(rec)
+    lines: list[str] = []
+    runs: dict[str, set[int]] = {}
+    for key in sorted(groups):
+        configs: dict[str, set[tuple[str, ...]]] = {}
+        for rec in groups[key]:
+            cmd = _command(rec, defaults)
+            configs.setdefault(cmd.model, set()).add(cmd.params)
+        single = [r for r in groups[key] if len(configs[r["model"]["name"]]) == 1]
+        suite = suite_command(single, defaults) if single else None
+        if suite is not None:
+            lines.append(suite)
+        for rec in groups[key] if suite is None else [r for r in groups[key] if r not in single]:
+            runs.setdefault(run_command(rec, defaults, seed='"$seed"'), set()).add(
+                int(rec["config"]["seed"])
+            )
     for command, seeds in sorted(runs.items()):
         if len(seeds) == 1:
             lines.append(command.replace('"$seed"', str(next(iter(seeds)))))

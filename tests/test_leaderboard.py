@@ -488,6 +488,27 @@ def test_commands_rebuilt_from_config_never_taken_from_the_record():
     assert "for seed in 0 1 2; do" in md and "mssbench leaderboard build mssbench-runs" in md
 
 
+def test_models_sharing_every_option_are_one_suite_command():
+    defaults = Defaults(
+        model_params={"m": {"embed_dim": 8}, "n": {"embed_dim": 8}},
+        model_tags={"m": {}, "n": {}},
+        entry_points=frozenset({"m", "n", "toy"}),
+    )
+    recs = [make_record("m", seed=s, params={"embed_dim": 16}) for s in range(3)]
+    recs += [make_record("n", seed=s) for s in range(3)]
+    recs += [make_record("n", seed=s, params={"embed_dim": 4}) for s in (0, 2)]  # 2 configs
+    md = render_page(plan_pages(recs, defaults)[0], defaults)
+    assert "mssbench suite --datasets toy --models m --seeds 3" not in md  # one model: a loop
+    assert "for seed in 0 1 2; do\n  mssbench run -m m -d toy -p embed_dim=16" in md
+    assert "for seed in 0 2; do\n  mssbench run -m n -d toy -p embed_dim=4" in md
+    recs = [r for r in recs if r["config"]["params"] != {"embed_dim": 4}]
+    md = render_page(plan_pages(recs, defaults)[0], defaults)
+    assert (
+        "mssbench suite --datasets toy --models m,n --seeds 3 -p m.embed_dim=16 --epochs 1\n" in md
+    )
+    assert "mssbench run" not in md
+
+
 # --- rejected records, reported numbers, rebuilds -----------------------------------------------
 
 

@@ -403,3 +403,10 @@ def test_schema_command_prints_the_record_json_schema():
     assert schema == record_json_schema()
     assert {"record_version", "status", "run_hash", "test"} <= set(schema["required"])
     assert set(schema["properties"]) == set(RunRecord.model_fields)
+
+
+def test_the_committed_schema_is_the_current_one():
+    committed = Path(__file__).resolve().parents[1] / "schemas" / "run-record.schema.json"
+    assert json.loads(committed.read_text()) == record_json_schema(), (
+        "rebuild it: mssbench schema record > schemas/run-record.schema.json"
+    )
