@@ -25,6 +25,7 @@ from mssbench.records import (
     plugin_source,
     recomputed_run_hash,
     record_json_schema,
+    summary_from_cells,
     verify_record,
 )
 from mssbench.results import dataset_version, load_records, load_results, variant_labels
@@ -35,13 +36,18 @@ LEGACY = FIXTURES / "legacy-v1.json"
 
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory):
-    """A record written by a tiny real run (the constant model on tiny-synth, one epoch)."""
+    """A record written by a tiny real run (constant model, tiny-synth, one epoch, pr_auc)."""
     from mssbench.api import run
 
     out = tmp_path_factory.mktemp("genuine")
     registry = load_registry(extra=[("mssbench-testing", testing_plugin)])
     config = RunConfig(
-        model="constant", dataset="tiny-synth", epochs=1, out=str(out), progress=False
+        model="constant",
+        dataset="tiny-synth",
+        epochs=1,
+        metrics=["pr_auc"],
+        out=str(out),
+        progress=False,
     )
     result = run(config, registry=registry, log=lambda m: None)
     return json.loads(result.path.read_text())
@@ -76,6 +82,10 @@ def test_a_genuine_record_passes_verification(genuine, tmp_path):
     # The plugins that provided the model and the dataset are named with their origin.
     for block in ("model", "dataset"):
         assert genuine[block]["source"]["kind"] in ("distribution", "module")
+    [metric] = genuine["metrics"]
+    assert metric["source"]["distribution"] == "mssbench"  # the built-in metrics plugin
+    task = next(iter(genuine["dataset"]["schema"]["tasks"]))
+    assert f"pr_auc/{task}" in genuine["test"]["summary"]
     records, rejected = load_records(put(tmp_path, "g.json", genuine).parent)
     assert len(records) == 1 and not rejected and not is_legacy(records[0])
 
@@ -97,9 +107,7 @@ def forged_copy(genuine):
     for cell in rec["test"]["metrics"]:
         if cell["metric"] == "auc":
             cell["value"] = 0.99
-    for key in rec["test"]["summary"]:
-        if "auc/" in key:
-            rec["test"]["summary"][key] = 0.99
+    rec["test"]["summary"] = summary_from_cells(rec["test"]["metrics"])
     return rec
 
 
@@ -283,7 +291,9 @@ def test_suite_planning_skips_hostile_files(genuine, tmp_path):
     hostile_files(runs)
     put(runs, "genuine.json", genuine)
     registry = load_registry(extra=[("mssbench-testing", testing_plugin)])
-    base = RunConfig(model="constant", dataset="tiny-synth", epochs=1, out=str(runs))
+    base = RunConfig(
+        model="constant", dataset="tiny-synth", epochs=1, metrics=["pr_auc"], out=str(runs)
+    )
     jobs, _ = plan(registry, "constant", "tiny-synth", [0, 1], base, {})
     assert [j.status for j in jobs] == ["skipped", "pending"]
 
