@@ -668,6 +668,8 @@ def verify_record(record: Any, source: str = "<record>") -> dict[str, Any]:
         _check_integrity(record)
     except ValueError as exc:
         raise DataError(f"{source}: {exc}") from None
+    except (TypeError, KeyError, AttributeError, RecursionError) as exc:  # one file, never all
+        raise DataError(f"{source}: cannot be checked: {type(exc).__name__}: {exc}") from None
     return record
 
 
