@@ -638,6 +638,17 @@ def _describe_errors(exc: ValidationError) -> str:
     return f"{where}{' ' if text.startswith('must be') else ': '}{text}{more}"
 
 
+#: Longest reason given for refusing a record (record text can be arbitrarily long).
+MAX_REASON_CHARS = 400
+
+
+def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def verify_record(record: Any, source: str = "<record>") -> dict[str, Any]:
     """Check that ``record`` is a genuine finished run record.
 
@@ -659,17 +670,18 @@ def verify_record(record: Any, source: str = "<record>") -> dict[str, Any]:
     if missing:
         raise DataError(f"{source}: not a run record, missing key(s) {', '.join(missing)}")
     if record["status"] != "finished":
-        raise DataError(f"{source}: status is {record['status']!r}, not 'finished'")
+        raise DataError(f"{source}: status is {clip(repr(record['status']), 60)}, not 'finished'")
     try:
         RunRecord.model_validate(record)
     except ValidationError as exc:
-        raise DataError(f"{source}: {_describe_errors(exc)}") from None
+        raise DataError(f"{source}: {clip(_describe_errors(exc))}") from None
     try:
         _check_integrity(record)
     except ValueError as exc:
-        raise DataError(f"{source}: {exc}") from None
+        raise DataError(f"{source}: {clip(str(exc))}") from None
     except (TypeError, KeyError, AttributeError, RecursionError) as exc:  # one file, never all
-        raise DataError(f"{source}: cannot be checked: {type(exc).__name__}: {exc}") from None
+        reason = clip(f"cannot be checked: {type(exc).__name__}: {exc}")
+        raise DataError(f"{source}: {reason}") from None
     return record
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from mssbench.errors import DataError
 from mssbench.records import (
     CONTRIBUTOR_KEY,
+    clip,
     content_digest,
     read_record_file,
     run_identity,
@@ -93,7 +94,7 @@ def _same_run_refusals(records: list[dict[str, Any]]) -> dict[str, str]:
             continue
         for path in paths:
             others = ", ".join(p for p in paths if p != path)
-            out[path] = (
+            out[path] = clip(
                 f"claims to be the same run as {others} (model {identity[0]}, dataset "
                 f"{identity[1]}, started {identity[2]}) with different content"
             )

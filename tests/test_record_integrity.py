@@ -19,6 +19,7 @@ from mssbench.plugins import load_registry
 from mssbench.records import (
     MAX_JSON_DEPTH,
     MAX_RECORD_BYTES,
+    MetricCell,
     RunRecord,
     content_digest,
     is_legacy,
@@ -420,3 +421,35 @@ def test_the_committed_schema_is_the_current_one():
     assert json.loads(committed.read_text()) == record_json_schema(), (
         "rebuild it: mssbench schema record > schemas/run-record.schema.json"
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    metric=st.sampled_from(["auc", "logloss", "pr_auc"]),
+    value=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5),
+)
+def test_a_metric_value_is_accepted_exactly_when_it_is_in_range(metric, value):
+    cell = {"scenario": "a", "task": "ctr", "metric": metric, "value": value, "n": 4, "n_pos": 1}
+    finite = value == value and abs(value) != float("inf")
+    in_range = (
+        finite
+        and {
+            "auc": 0 <= value <= 1,
+            "logloss": value >= 0,
+            "pr_auc": True,  # a plugin metric: any finite value
+        }[metric]
+    )
+    try:
+        MetricCell.model_validate(cell)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == in_range
+
+
+def test_reasons_are_bounded_however_long_the_record_text(genuine, tmp_path):
+    rec = copy.deepcopy(genuine)
+    rec["config"]["requested"]["params"] = {"x" * 1_000_000: "1"}
+    rec["run_hash"] = recomputed_run_hash(rec)[0]
+    _, why = reasons(put(tmp_path, "long.json", reseal(rec)).parent)
+    assert len(why["long.json"]) < 500 and "more characters" in why["long.json"]
