@@ -593,15 +593,12 @@ def _check_requested(config: Mapping[str, Any]) -> None:
 
 
 def summary_from_cells(cells: list[Mapping[str, Any]]) -> dict[str, float]:
-    """The headline summary (:func:`mssbench.metrics.summary`) that a list of test cells gives."""
-    import pandas as pd
+    """The headline summary (:func:`mssbench.metrics.report.summary_of_cells`) of test cells."""
+    from mssbench.metrics.report import summary_of_cells
 
-    from mssbench.metrics import summary
-    from mssbench.metrics.core import COLUMNS
-
-    frame = pd.DataFrame([{c: cell.get(c) for c in COLUMNS} for cell in cells], columns=COLUMNS)
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
-    return summary(frame)
+    return summary_of_cells(
+        (c.get("scenario"), c.get("task"), c.get("metric"), c.get("value")) for c in cells
+    )
 
 
 def _same_summary(stated: Mapping[str, Any], cells: list[Mapping[str, Any]], where: str) -> None:
