@@ -394,6 +394,10 @@ def test_two_releases_of_a_dataset_plugin_are_never_ranked_together(genuine, tmp
     assert variant_labels(records[:1]) == ["constant (mssbench-aitm 0.1.0)"]
     result = build(runs, tmp_path / "lb", plots=False)
     assert len(result.pages) == 2
+    for page in result.pages:
+        text = (tmp_path / "lb" / page.directory / "README.md").read_text()
+        assert "| constant (mssbench-aitm 0.1.0) |" in text
+        assert f"{plugin} (mssbench-tiny 0." in text  # the dataset release of the page
 
 
 def test_first_party_sources_keep_the_legacy_page_key():
