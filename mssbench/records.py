@@ -913,3 +913,15 @@ def finish_record(
     out["digest"] = content_digest(out)
     verify_record(out, "the finished run record")
     return out
+
+
+def relocated(record: Mapping[str, Any], out: str) -> dict[str, Any]:
+    """``record`` with ``config.out`` set to where it is stored, its digest recomputed.
+
+    For a record made elsewhere (a Ray worker's temporary directory) and written by the
+    driver: ``out`` changes no number and is not in the run hash.
+    """
+    moved = {**record, "config": {**record["config"], "out": out}}
+    if record.get("digest") is not None:
+        moved["digest"] = content_digest(moved)
+    return moved

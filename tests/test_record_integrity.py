@@ -457,3 +457,13 @@ def test_reasons_are_bounded_however_long_the_record_text(genuine, tmp_path):
     rec["run_hash"] = recomputed_run_hash(rec)[0]
     _, why = reasons(put(tmp_path, "long.json", reseal(rec)).parent)
     assert len(why["long.json"]) < 500 and "more characters" in why["long.json"]
+
+
+def test_a_record_a_ray_driver_stores_still_verifies(genuine, tmp_path):
+    from mssbench.suite_ray import _store
+
+    result = {"status": "finished", "record": copy.deepcopy(genuine), "stem": "run"}
+    stored = _store(result, str(tmp_path / "driver"))
+    rec = json.loads(Path(stored["path"]).read_text())
+    assert rec["config"]["out"] == str(tmp_path / "driver")
+    verify_record(rec, stored["path"])
