@@ -58,18 +58,27 @@ def validate_record(record: Any, source: str = "<record>") -> dict[str, Any]:
     return verify_record(record, source)
 
 
-def _record_files(root: Path) -> list[Path]:
+def _record_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every ``*.json`` entry below ``root`` (hidden ones skipped; symlinks not followed).
 
     Directories named ``*.json`` are listed too, so that they are refused with a reason.
+
+    Returns:
+        ``(entries, problems)``: the entries, and ``(directory, reason)`` for each directory
+        that could not be listed.
     """
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        problems.append((Path(exc.filename), f"cannot be listed: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in [*filenames, *dirnames]:
             if name.endswith(".json") and not name.startswith("."):
                 found.append(Path(dirpath) / name)
-    return sorted(found)
+    return sorted(found), problems
 
 
 def _same_run_refusals(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -117,8 +126,12 @@ def load_records(
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"results directory {str(root)!r} does not exist")
-    records, rejected = [], []
-    for path in _record_files(root):
+    records = []
+    files, rejected = _record_files(root)
+    if rejected and strict:
+        path, reason = rejected[0]
+        raise DataError(f"{path}: {reason}")
+    for path in files:
         try:
             record = validate_record(read_record_file(path), str(path))
         except DataError as exc:

@@ -467,3 +467,22 @@ def test_a_record_a_ray_driver_stores_still_verifies(genuine, tmp_path):
     rec = json.loads(Path(stored["path"]).read_text())
     assert rec["config"]["out"] == str(tmp_path / "driver")
     verify_record(rec, stored["path"])
+
+
+def test_an_unreadable_directory_is_reported_not_fatal(genuine, tmp_path, monkeypatch):
+    import mssbench.results as results
+
+    runs = tmp_path / "runs"
+    put(runs, "genuine.json", genuine)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):  # as os.walk does for a mode-000 directory
+        onerror(PermissionError(13, "Permission denied", str(Path(top) / "locked")))
+        yield from real_walk(top, onerror=onerror, followlinks=followlinks)
+
+    monkeypatch.setattr(results.os, "walk", walk)
+    records, rejected = load_records(runs)
+    assert len(records) == 1
+    assert [(p.name, r) for p, r in rejected] == [("locked", "cannot be listed: Permission denied")]
+    with pytest.raises(DataError, match="locked: cannot be listed"):
+        load_records(runs, strict=True)
