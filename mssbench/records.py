@@ -333,9 +333,9 @@ class Contributor(_Block):
 class RunRecord(_Block):
     """A finished run record, as ``mssbench run`` writes it (one JSON file per run)."""
 
-    record_version: int
+    record_version: int = Field(description="Layout version: 2 (with digest) or 1 (legacy)")
     status: Literal["finished"]
-    run_hash: str
+    run_hash: str = Field(pattern=_HASH.pattern, description="Hash of the configuration")
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
     command: Optional[list[str]] = None
@@ -348,7 +348,11 @@ class RunRecord(_Block):
     training: TrainingBlock
     test: TestBlock
     wall_seconds: Optional[float] = Field(default=None, ge=0)
-    digest: Optional[str] = None
+    digest: Optional[str] = Field(
+        default=None,
+        pattern=_DIGEST.pattern,
+        description="sha256 of the canonical JSON of every field but contributor and digest",
+    )
     contributor: Optional[Union[str, Contributor]] = None
 
     @field_validator("record_version")
@@ -357,20 +361,6 @@ class RunRecord(_Block):
         known = (*LEGACY_RECORD_VERSIONS, RECORD_SCHEMA_VERSION)
         if v not in known:
             raise ValueError(f"{v} is not supported (expected one of {', '.join(map(str, known))})")
-        return v
-
-    @field_validator("run_hash")
-    @classmethod
-    def _hash_form(cls, v: str) -> str:
-        if not _HASH.match(v):
-            raise ValueError(f"{v[:40]!r} is not 12 hexadecimal digits")
-        return v
-
-    @field_validator("digest")
-    @classmethod
-    def _digest_form(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not _DIGEST.match(v):
-            raise ValueError("must be 'sha256:' and 64 hexadecimal digits")
         return v
 
     @field_validator("contributor", mode="before")

@@ -635,7 +635,11 @@ def test_cli_builds_pages_from_real_runs(registry, tmp_path):
     assert "contributed-broken.json" in index
     page = (page_dir / "README.md").read_text()
     assert "SYNTHETIC" in page and "oracle" in page
-    assert "mssbench run --plugin mssbench-testing -m mmoe -d tiny-synth" in page
+    assert (
+        "mssbench suite --plugin mssbench-testing --datasets tiny-synth --models constant,mmoe "
+        "--seeds 2 -p mmoe.embed_dim=8 -p mmoe.expert_hidden=8 -p mmoe.n_experts=2 "
+        "-p mmoe.tower_hidden=4 --epochs 1" in page
+    )
     assert_tables_intact(page)
     csv = pd.read_csv(page_dir / "results.csv")
     assert list(csv.columns) == LEADERBOARD_COLUMNS and set(csv["seed"]) == {0, 1}
