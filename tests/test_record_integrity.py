@@ -486,3 +486,31 @@ def test_an_unreadable_directory_is_reported_not_fatal(genuine, tmp_path, monkey
     assert [(p.name, r) for p, r in rejected] == [("locked", "cannot be listed: Permission denied")]
     with pytest.raises(DataError, match="locked: cannot be listed"):
         load_records(runs, strict=True)
+
+
+def test_a_run_of_a_file_plugin_names_its_sha256_on_the_page(tmp_path):
+    import hashlib
+
+    plugin = tmp_path / "my_plugin.py"
+    text = Path(testing_plugin.__file__).read_text()
+    plugin.write_text(text.replace('name="constant"', 'name="constant2"'))
+    sha = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    runs = tmp_path / "runs"
+    cli = CliRunner()
+    args = ["run", "--plugin", str(plugin), "-m", "constant2", "-d", "tiny-synth"]
+    ran = cli.invoke(main, [*args, "--epochs", "1", "--no-progress", "--out", str(runs)])
+    assert ran.exit_code == 0, ran.output
+    [path] = runs.glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["model"]["source"] == {"kind": "file", "path": str(plugin), "sha256": sha}
+    assert rec["dataset"]["source"]["kind"] == "file"  # tiny-synth came from the same file
+    out = tmp_path / "lb"
+    built = cli.invoke(
+        main,
+        ["leaderboard", "build", str(runs), "--out", str(out), "--no-plots", "--strict"],
+    )
+    assert built.exit_code == 0, built.output
+    [page] = out.glob("tiny-synth/*/README.md")
+    text = page.read_text()
+    assert f"| constant2 (file sha256 {sha[:12]}) |" in text
+    assert f"mssbench run --plugin {plugin} -m constant2 -d tiny-synth" in text
