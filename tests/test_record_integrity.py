@@ -514,3 +514,16 @@ def test_a_run_of_a_file_plugin_names_its_sha256_on_the_page(tmp_path):
     text = page.read_text()
     assert f"| constant2 (file sha256 {sha[:12]}) |" in text
     assert f"mssbench run --plugin {plugin} -m constant2 -d tiny-synth" in text
+
+
+def test_a_strict_error_names_ten_refusals_and_counts_the_rest(genuine, tmp_path):
+    runs = tmp_path / "runs"
+    put(runs, "genuine.json", genuine)
+    for i in range(12):
+        (runs / f"bad{i:02d}.json").write_text("{")
+    with pytest.raises(DataError) as caught:
+        build(runs, tmp_path / "lb", plots=False, strict=True)
+    message = str(caught.value)
+    assert message.startswith("12 record(s) rejected (--strict): bad00.json: not valid JSON")
+    assert "bad09.json" in message and "bad10.json" not in message
+    assert message.endswith("; and 2 more")
