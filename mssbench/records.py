@@ -521,12 +521,8 @@ def _requested_from_command(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
-    """The ``run_hash`` values a record's configuration gives.
-
-    One for a record with ``config.requested``; for a version 1 record, the hash of the values
-    read from its command line and of the resolved values (a run started from Python).
-    """
+def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(run_hash, values as given)`` for each reading of a record's configuration."""
     from mssbench.config import RunConfig  # config imports nothing from here; avoid a cycle
 
     names = {f for f in RunConfig.__dataclass_fields__}
@@ -550,19 +546,25 @@ def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
     for given in candidates:
         merged = {**base, **{k: v for k, v in given.items() if k in REQUESTED_FIELDS}}
         try:
-            out.append(RunConfig(**merged).result_hash())
+            out.append((RunConfig(**merged).result_hash(), given))
         except TypeError:
             continue
     return out
 
 
-def _check_requested(config: Mapping[str, Any]) -> None:
-    """The values as given must resolve to the recorded ones (seed, params, data options...)."""
+def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
+    """The ``run_hash`` values a record's configuration gives.
+
+    One for a record with ``config.requested``; for a version 1 record, the hash of the values
+    read from its command line and of the resolved values (a run started from Python).
+    """
+    return [h for h, _ in _hash_candidates(record)]
+
+
+def _check_requested(config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
+    """The values as given must resolve to the recorded ones (params, data options, head...)."""
     from mssbench.config import resolve
 
-    requested = config.get("requested")
-    if not isinstance(requested, dict):
-        return
     for key in ("params", "data_options"):
         given = requested.get(key) or {}
         resolved = config.get(key) or {}
@@ -687,13 +689,14 @@ def _check_integrity(record: dict[str, Any]) -> None:
         raise ValueError(
             "digest: does not match the content (the record was changed after the run)"
         )
-    hashes = recomputed_run_hash(record)
-    if record["run_hash"] not in hashes:
+    candidates = _hash_candidates(record)
+    matching = [given for h, given in candidates if h == record["run_hash"]]
+    if not matching:
         raise ValueError(
             f"run_hash {record['run_hash']!r} is not what its config gives "
-            f"({hashes[0] if hashes else 'no valid config'})"
+            f"({candidates[0][0] if candidates else 'no valid config'})"
         )
-    _check_requested(record["config"])
+    _check_requested(record["config"], matching[0])
     test = record["test"]
     if test.get("summary") is not None:
         _same_summary(test["summary"], test["metrics"], "test")

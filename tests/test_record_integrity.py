@@ -245,6 +245,14 @@ def test_a_committed_legacy_record_loads_and_is_marked(tmp_path):
     assert "**Legacy records:** 1 of the 1 run records predate content digests" in page
 
 
+def test_a_legacy_record_with_a_changed_hyper_parameter_is_refused():
+    rec = json.loads(LEGACY.read_text())
+    assert "embed_dim=16" in rec["command"]  # given on its command line
+    rec["config"]["params"]["embed_dim"] = 32
+    with pytest.raises(DataError, match="config.params embed_dim differ from the values requested"):
+        verify_record(rec, "legacy.json")
+
+
 def test_a_legacy_record_with_a_changed_seed_is_refused(tmp_path):
     rec = json.loads(LEGACY.read_text())
     rec["config"]["seed"] = 9
