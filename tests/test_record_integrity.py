@@ -535,3 +535,30 @@ def test_a_strict_error_names_ten_refusals_and_counts_the_rest(genuine, tmp_path
     assert message.startswith("12 record(s) rejected (--strict): bad00.json: not valid JSON")
     assert "bad09.json" in message and "bad10.json" not in message
     assert message.endswith("; and 2 more")
+
+
+def _depth(value):
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_json_values, ascii_only=st.booleans())
+def test_json_depth_counts_nesting_and_ignores_brackets_in_strings(value, ascii_only):
+    from mssbench.records import json_depth
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert json_depth(text.encode("utf-8")) == _depth(value)
