@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,18 +15,10 @@ from mssbench.config import RunConfig, resolve
 from mssbench.data import contract
 from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
-from mssbench.metrics import evaluate, summary
+from mssbench.metrics import evaluate
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
-from mssbench.records import (
-    RECORD_SCHEMA_VERSION,
-    command_line,
-    ensure_writable,
-    git_commit,
-    hardware,
-    package_versions,
-    write_record,
-)
+from mssbench.records import ensure_writable, finish_record, start_record, write_record
 from mssbench.runners import distributed
 from mssbench.runners.pretrain import pretrain_contrastive
 from mssbench.runners.trainer import (
@@ -59,16 +50,6 @@ class RunResult:
     path: Path | None
     test_metrics: pd.DataFrame
     oracle_metrics: pd.DataFrame | None = None
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 def _silent(_message: str) -> None:
@@ -271,48 +252,19 @@ def _run(
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
     config_dict["optimizer"] = "Adam (fused)" if device.type == "cuda" else "Adam"
     config_dict["distributed"] = world.describe()
-    record: dict[str, Any] = {
-        "record_version": RECORD_SCHEMA_VERSION,
-        "status": "running",
-        "run_hash": config.result_hash(),
-        "started_at": stamp.isoformat(),
-        "command": command_line(),
-        "model": {
-            "name": config.model,
-            "summary": model_spec.summary,
-            "paper": model_spec.paper,
-            "plugin": registry.plugin_of("model", config.model),
-            "version": model_spec.version,
-            "n_params": n_params,
-        },
-        "dataset": {
-            "name": config.dataset,
-            "plugin": registry.plugin_of("dataset", config.dataset),
-            "schema": schema.to_dict(),
-            "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "counts": counts,
-            "info": dict(data.info),
-            "load_seconds": load_seconds,
-        },
-        "protocol": data.protocol.to_dict(),
-        "config": config_dict,
-        "metrics": [
-            {
-                "name": m.name,
-                "plugin": registry.plugin_of("metric", m.name),
-                "version": m.version,
-                "higher_is_better": m.higher_is_better,
-                "summary": m.summary,
-                "reference": m.reference,
-            }
-            for m in metric_specs
-        ],
-        "environment": {
-            "versions": package_versions(),
-            "git": git_commit(),
-            "hardware": hardware(device),
-        },
-    }
+    record = start_record(
+        config,
+        config_dict,
+        registry,
+        data,
+        rows={"train": len(train), "valid": len(valid), "test": len(test)},
+        counts=counts,
+        n_params=n_params,
+        load_seconds=load_seconds,
+        metric_specs=metric_specs,
+        device=device,
+        started_at=stamp.isoformat(),
+    )
     pm = registry.pm
     hook = pm.hook if world.is_main else _NoHooks()
     hook.mssbench_run_start(run=record)
@@ -374,33 +326,27 @@ def _run(
     if test.oracle is not None:
         oracle_df = evaluate(test.oracle, test.labels, test.scenario, schema, metric_specs)
     state = result.state
-    record.update(
-        {
-            "status": "finished",
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "wall_seconds": time.perf_counter() - started,
-            "training": {
-                "epochs_run": state.epoch,
-                "best_epoch": state.best_epoch,
-                "stopped_early": state.stopped_early,
-                "selection_metric": SELECTION_METRIC,
-                "best_selection_score": state.best_score,
-                "train_seconds": state.train_seconds,
-                "train_samples": state.train_samples,
-                "train_samples_per_s": (
-                    state.train_samples / state.train_seconds if state.train_seconds else None
-                ),
-                "history": state.history,
-            },
-            "test": {
-                "summary": summary(test_df),
-                "metrics": test_df.to_dict(orient="records"),
-                "oracle_summary": None if oracle_df is None else summary(oracle_df),
-                "oracle_metrics": None if oracle_df is None else oracle_df.to_dict("records"),
-            },
-        }
+    training = {
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "stopped_early": state.stopped_early,
+        "selection_metric": SELECTION_METRIC,
+        "best_selection_score": state.best_score,
+        "train_seconds": state.train_seconds,
+        "train_samples": state.train_samples,
+        "train_samples_per_s": (
+            state.train_samples / state.train_seconds if state.train_seconds else None
+        ),
+        "history": state.history,
+    }
+    record = finish_record(
+        record,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        wall_seconds=time.perf_counter() - started,
+        training=training,
+        test_cells=test_df.to_dict(orient="records"),
+        oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
     )
-    record = _nan_to_none(record)
     if not world.is_main:
         return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
     stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from typing import Any, Callable
@@ -578,6 +579,19 @@ def data_prepare(
     if rows:
         click.echo(tabulate(rows, headers="keys", tablefmt="github", intfmt=","))
     click.echo(f"Prepared data: {target}")
+
+
+@main.group()
+def schema() -> None:
+    """Print the JSON Schema of a file mssbench writes."""
+
+
+@schema.command("record")
+def schema_record() -> None:
+    """The JSON Schema of a finished run record (mssbench.records.RunRecord)."""
+    from mssbench.records import record_json_schema
+
+    click.echo(json.dumps(record_json_schema(), indent=2))
 
 
 @main.group()

@@ -1,22 +1,59 @@
-"""Run records: one JSON file per finished run, written atomically and never overwritten."""
+"""Run records: one JSON file per finished run, written atomically and never overwritten.
+
+The record has one typed definition, :class:`RunRecord` (its JSON Schema is what
+``mssbench schema record`` prints), built by :func:`start_record` and :func:`finish_record`
+and checked when read back by :func:`verify_record`: the schema, the value ranges, the content
+digest (:func:`content_digest`), the ``run_hash`` recomputed from the configuration and the
+test summary recomputed from the test cells.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
+import re
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Optional, Union
 
+import numpy as np
 import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from mssbench.errors import ConfigError
+from mssbench.errors import ConfigError, DataError
 
-RECORD_SCHEMA_VERSION = 1
+#: Version of the record layout :func:`finish_record` writes. Version 2 added ``digest``,
+#: ``config.requested`` and the plugins' ``source``; version 1 records (no digest) are read as
+#: legacy records: checked in every other way and marked as such on the pages.
+RECORD_SCHEMA_VERSION = 2
+#: Record versions that are read without a content digest.
+LEGACY_RECORD_VERSIONS = (1,)
+#: Optional top-level key naming who produced a record (a contributed result): a string or an
+#: object ``{"name": ..., "url": ..., "affiliation": ...}`` of strings. Added by hand, so it is
+#: outside the content digest.
+CONTRIBUTOR_KEY = "contributor"
+#: Top-level keys the content digest does not cover (and keys starting with ``_``, added when a
+#: record is read).
+DIGEST_EXCLUDED = (CONTRIBUTOR_KEY, "digest")
+#: Largest record file that is parsed, in bytes (a real record is some 100 KB).
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+#: Deepest nesting of JSON arrays and objects that is parsed (a real record nests about 8 deep).
+MAX_JSON_DEPTH = 64
 
 _PACKAGES = ("mssbench", "torch", "numpy", "pandas", "pyarrow", "pluggy")
 
@@ -138,3 +175,749 @@ def command_line() -> list[str]:
     if argv:
         argv[0] = Path(argv[0]).name
     return argv
+
+
+# --- The typed definition ------------------------------------------------------------------------
+
+#: Metrics with a known range: ``name -> (low, high)`` (None: unbounded on that side).
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "auc": (0.0, 1.0),
+    "logloss": (0.0, None),
+}
+#: Scenario name of the macro average; its ``n`` counts scenarios and its ``n_pos`` is -1.
+MACRO_SCENARIO = "macro"
+_HASH = re.compile(r"^[0-9a-f]{12}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class _Block(BaseModel):
+    """A record block: typed where the harness relies on a field, open for the rest."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class PluginSource(_Block):
+    """Where the plugin behind a model, dataset or metric came from.
+
+    ``kind`` is ``distribution`` (an installed package: ``distribution`` and ``version``),
+    ``file`` (``--plugin ./file.py``: ``path`` and the file's ``sha256``), ``module`` (a module
+    outside any installed distribution: ``module``) or ``unknown``.
+    """
+
+    kind: Literal["distribution", "file", "module", "unknown"]
+    distribution: Optional[str] = None
+    version: Optional[str] = None
+    path: Optional[str] = None
+    sha256: Optional[str] = None
+    module: Optional[str] = None
+
+
+class ModelBlock(_Block):
+    """The model that was trained."""
+
+    name: str = Field(min_length=1)
+    plugin: Optional[str] = None
+    version: int = Field(default=1, ge=1)
+    n_params: Optional[NonNegativeInt] = None
+    source: Optional[PluginSource] = None
+
+
+class DatasetBlock(_Block):
+    """The dataset it was trained on."""
+
+    name: str = Field(min_length=1)
+    plugin: Optional[str] = None
+    rows: Optional[dict[str, NonNegativeInt]] = None
+    info: Optional[dict[str, Any]] = None
+    source: Optional[PluginSource] = None
+
+
+class ProtocolBlock(_Block):
+    """The dataset protocol (split rule, encoding); its ``id`` names the page."""
+
+    id: str = Field(min_length=1)
+    scenarios: Optional[list[str]] = None
+    synthetic: Optional[bool] = None
+
+
+class ConfigBlock(_Block):
+    """The resolved configuration (every hyper-parameter and data option present).
+
+    ``requested`` holds the values as given (``-p``, ``-D``, ``--head``, ``--batching`` before
+    the plugin defaults were applied): ``run_hash`` is computed from them.
+    """
+
+    model: Optional[str] = None
+    dataset: Optional[str] = None
+    seed: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    data_options: dict[str, Any] = Field(default_factory=dict)
+    requested: Optional[dict[str, Any]] = None
+
+
+class MetricInfo(_Block):
+    """A plugin test metric the run computed."""
+
+    name: str = Field(min_length=1)
+    plugin: Optional[str] = None
+    version: int = Field(default=1, ge=1)
+    source: Optional[PluginSource] = None
+
+
+class EnvironmentBlock(_Block):
+    """Package versions, git commit and hardware."""
+
+    versions: dict[str, str] = Field(default_factory=dict)
+    git: Optional[dict[str, Any]] = None
+    hardware: Optional[dict[str, Any]] = None
+
+
+class TrainingBlock(_Block):
+    """How training went."""
+
+    epochs_run: Optional[NonNegativeInt] = None
+    best_epoch: Optional[NonNegativeInt] = None
+    train_samples: Optional[NonNegativeInt] = None
+    train_seconds: Optional[float] = Field(default=None, ge=0)
+    train_samples_per_s: Optional[float] = Field(default=None, ge=0)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class MetricCell(_Block):
+    """One test value: a metric of a task on a scenario (or ``pooled`` or ``macro``)."""
+
+    scenario: str = Field(min_length=1)
+    task: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    value: Optional[float] = None
+    n: Optional[NonNegativeInt] = None
+    n_pos: Optional[int] = Field(default=None, ge=-1)
+    reason: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> MetricCell:
+        low, high = METRIC_RANGES.get(self.metric, (None, None))
+        v = self.value
+        if v is not None and ((low is not None and v < low) or (high is not None and v > high)):
+            span = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{self.metric} {v!r} is outside {span}")
+        if self.n_pos is not None:
+            if self.n_pos == -1 and self.scenario != MACRO_SCENARIO:
+                raise ValueError("n_pos -1 is allowed on macro rows only")
+            if self.n is not None and self.n_pos > self.n:
+                raise ValueError(f"n_pos {self.n_pos} is more than n {self.n}")
+        return self
+
+
+class TestBlock(_Block):
+    """Test results: the tidy cells and the headline summary derived from them."""
+
+    __test__ = False  # not a pytest class
+
+    summary: Optional[dict[str, Optional[float]]] = None
+    metrics: list[MetricCell] = Field(min_length=1)
+    oracle_summary: Optional[dict[str, Optional[float]]] = None
+    oracle_metrics: Optional[list[MetricCell]] = None
+
+
+class Contributor(_Block):
+    """Who contributed a record."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1)
+    affiliation: Optional[str] = None
+    url: Optional[str] = None
+
+
+class RunRecord(_Block):
+    """A finished run record, as ``mssbench run`` writes it (one JSON file per run)."""
+
+    record_version: int = Field(description="Layout version: 2 (with digest) or 1 (legacy)")
+    status: Literal["finished"]
+    run_hash: str = Field(pattern=_HASH.pattern, description="Hash of the configuration")
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    command: Optional[list[str]] = None
+    model: ModelBlock
+    dataset: DatasetBlock
+    protocol: ProtocolBlock
+    config: ConfigBlock
+    metrics: list[MetricInfo] = Field(default_factory=list)
+    environment: EnvironmentBlock
+    training: TrainingBlock
+    test: TestBlock
+    wall_seconds: Optional[float] = Field(default=None, ge=0)
+    digest: Optional[str] = Field(
+        default=None,
+        pattern=_DIGEST.pattern,
+        description="sha256 of the canonical JSON of every field but contributor and digest",
+    )
+    contributor: Optional[Union[str, Contributor]] = None
+
+    @field_validator("record_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        known = (*LEGACY_RECORD_VERSIONS, RECORD_SCHEMA_VERSION)
+        if v not in known:
+            raise ValueError(f"{v} is not supported (expected one of {', '.join(map(str, known))})")
+        return v
+
+    @field_validator("contributor", mode="before")
+    @classmethod
+    def _contributor(cls, v: Any) -> Any:
+        ok = (isinstance(v, str) and v.strip()) or (
+            isinstance(v, dict)
+            and isinstance(v.get("name"), str)
+            and v["name"].strip()
+            and all(isinstance(x, str) for x in v.values())
+        )
+        if v is not None and not ok:
+            raise ValueError(
+                'must be a non-empty string or an object with a "name" (and optional "url", '
+                '"affiliation") of strings'
+            )
+        return v
+
+
+def record_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a finished run record (what ``mssbench schema record`` prints)."""
+    schema = RunRecord.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mssbench run record"
+    return schema
+
+
+# --- Canonical form and digest ----------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from the record file (what the digest is computed over)."""
+    return json.loads(json.dumps(value, default=str, allow_nan=True))
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    )
+    return text.encode("utf-8")
+
+
+def content_digest(record: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` over the canonical JSON of a record, less :data:`DIGEST_EXCLUDED`.
+
+    It covers configuration, test metrics, training history, environment and every other
+    field a run writes; not the ``contributor`` a submitter adds, nor keys starting with ``_``.
+    """
+    covered = {
+        k: v for k, v in record.items() if k not in DIGEST_EXCLUDED and not k.startswith("_")
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(covered)).hexdigest()
+
+
+# --- Reading a record file safely ---------------------------------------------------------------
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(data: bytes) -> int:
+    """Deepest nesting of arrays and objects in JSON text (brackets inside strings ignored)."""
+    bare = np.frombuffer(_JSON_STRING.sub(b"", data), dtype=np.uint8)
+    step = np.isin(bare, np.frombuffer(b"[{", np.uint8)).astype(np.int32)
+    step -= np.isin(bare, np.frombuffer(b"]}", np.uint8)).astype(np.int32)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def read_record_file(path: str | Path) -> Any:
+    """Parse a record file, refusing what could exhaust the reader.
+
+    Raises:
+        DataError: ``"<path>: <reason>"`` for a file that cannot be opened (a symlink loop),
+            is not a regular file (a directory named ``x.json``), is larger than
+            :data:`MAX_RECORD_BYTES`, is not UTF-8, nests deeper than :data:`MAX_JSON_DEPTH`
+            or is not valid JSON.
+    """
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise DataError(f"{path}: {kind}, not a record file")
+        if info.st_size > MAX_RECORD_BYTES:
+            raise DataError(
+                f"{path}: {info.st_size:,} bytes, more than a record may have "
+                f"({MAX_RECORD_BYTES:,})"
+            )
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_RECORD_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise DataError(f"{path}: more than a record may have ({MAX_RECORD_BYTES:,} bytes)")
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise DataError(f"{path}: JSON nested {depth} deep, more than {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from None
+
+
+# --- Checking a record read back ------------------------------------------------------------------
+
+#: Configuration fields whose value as given differs from the resolved one in ``config``: the
+#: run hash is computed from the values as given (``config.requested``).
+REQUESTED_FIELDS = ("params", "data_options", "head", "batching")
+_FLAGS = {
+    "params": ("-p", "--param"),
+    "data_options": ("-D", "--data-option"),
+    "head": ("--head",),
+    "batching": ("--batching",),
+}
+
+
+def _flag_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """Values of ``flags`` in an argument list (``-p X``, ``--param X``, ``--param=X``)."""
+    out = []
+    for i, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif arg.startswith(flag + "=") and flag.startswith("--"):
+                out.append(arg[len(flag) + 1 :])
+    return out
+
+
+def _requested_from_command(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The values as given, read from a version 1 record's command line.
+
+    Version 1 records have no ``config.requested``: these are the ``-p``/``-D`` assignments
+    that apply to this model (``key=value`` for a declared key, ``model.key=value`` for this
+    model), ``--head`` and ``--batching``.
+    """
+    argv = [str(a) for a in record.get("command") or []]
+    config = record["config"]
+    model = str(record["model"]["name"])
+    out: dict[str, Any] = {"head": "auto", "batching": "auto"}
+    for key in ("params", "data_options"):
+        declared = config.get(key) or {}
+        given: dict[str, str] = {}
+        for item in _flag_values(argv, _FLAGS[key]):
+            name, _, value = item.partition("=")
+            owner, dot, short = name.partition(".")
+            if dot and owner == model:
+                given[short] = value
+            elif name in declared:
+                given[name] = value
+        out[key] = given
+    if _flag_values(argv, ("--scenarios",)):
+        out["data_options"]["scenarios"] = _flag_values(argv, ("--scenarios",))[-1]
+    for key in ("head", "batching"):
+        values = _flag_values(argv, _FLAGS[key])
+        if values:
+            out[key] = values[-1]
+    return out
+
+
+def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(run_hash, values as given)`` for each reading of a record's configuration."""
+    from mssbench.config import RunConfig  # config imports nothing from here; avoid a cycle
+
+    names = {f for f in RunConfig.__dataclass_fields__}
+    config = record["config"]
+    base = {k: v for k, v in config.items() if k in names and k not in REQUESTED_FIELDS}
+    requested = config.get("requested")
+    candidates = (
+        [requested]
+        if isinstance(requested, dict)
+        else [
+            _requested_from_command(record),
+            {
+                "params": config.get("params") or {},
+                "data_options": config.get("data_options") or {},
+                "head": "auto",
+                "batching": "auto",
+            },
+        ]
+    )
+    out = []
+    for given in candidates:
+        merged = {**base, **{k: v for k, v in given.items() if k in REQUESTED_FIELDS}}
+        try:
+            out.append((RunConfig(**merged).result_hash(), given))
+        except TypeError:
+            continue
+    return out
+
+
+def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
+    """The ``run_hash`` values a record's configuration gives.
+
+    One for a record with ``config.requested``; for a version 1 record, the hash of the values
+    read from its command line and of the resolved values (a run started from Python).
+    """
+    return [h for h, _ in _hash_candidates(record)]
+
+
+def _check_requested(config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
+    """The values as given must resolve to the recorded ones (params, data options, head...)."""
+    from mssbench.config import resolve
+
+    for key in ("params", "data_options"):
+        given = requested.get(key) or {}
+        resolved = config.get(key) or {}
+        try:
+            again = resolve("value", f"config.{key}", resolved, given)
+        except ConfigError as exc:
+            raise ValueError(f"config.requested.{key} does not match config.{key}: {exc}") from None
+        if again != resolved:
+            bad = sorted(k for k in resolved if again.get(k) != resolved[k])
+            raise ValueError(
+                f"config.{key} {', '.join(bad)} differ from the values requested "
+                f"(config.requested.{key})"
+            )
+    for key in ("head", "batching"):
+        given = requested.get(key, "auto")
+        if given != "auto" and given != config.get(key):
+            raise ValueError(f"config.{key} {config.get(key)!r} is not the {given!r} requested")
+
+
+def summary_from_cells(cells: list[Mapping[str, Any]]) -> dict[str, float]:
+    """The headline summary (:func:`mssbench.metrics.report.summary_of_cells`) of test cells."""
+    from mssbench.metrics.report import summary_of_cells
+
+    return summary_of_cells(
+        (c.get("scenario"), c.get("task"), c.get("metric"), c.get("value")) for c in cells
+    )
+
+
+def _same_summary(stated: Mapping[str, Any], cells: list[Mapping[str, Any]], where: str) -> None:
+    expected = summary_from_cells(cells)
+    for key in sorted(set(stated) | set(expected)):
+        a, b = stated.get(key, "missing"), expected.get(key, "missing")
+        a = math.nan if a is None else a
+        same = a == b or (
+            isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        )
+        if not same:
+            raise ValueError(f"{where}.summary[{key!r}] is {a!r}, but its cells give {b!r}")
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _describe_errors(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    text = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] in ("float_type", "int_type", "string_type", "bool_type", "dict_type"):
+        kind = first["type"].split("_")[0]
+        word = {"float": "a number", "int": "an integer", "string": "a string"}.get(kind, kind)
+        text = f"must be {word}, got {first.get('input')!r:.60}"
+    where = _loc(tuple(p for p in first["loc"] if not str(p).startswith("function-")))
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if not where:
+        return f"{text}{more}"
+    return f"{where}{' ' if text.startswith('must be') else ': '}{text}{more}"
+
+
+#: Longest reason given for refusing a record (record text can be arbitrarily long).
+MAX_REASON_CHARS = 400
+
+
+def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def verify_record(record: Any, source: str = "<record>") -> dict[str, Any]:
+    """Check that ``record`` is a genuine finished run record.
+
+    In order: it is a :class:`RunRecord` (types, value ranges), its content digest matches
+    (required from record version 2 on), its ``run_hash`` is what its configuration gives, the
+    configuration as given resolves to the recorded one, and ``test.summary`` (and the oracle
+    summary) equal what the test cells give.
+
+    Returns:
+        ``record`` itself.
+
+    Raises:
+        DataError: ``"<source>: <field>: <what is wrong>"``.
+    """
+    if not isinstance(record, dict):
+        raise DataError(f"{source}: a run record must be a JSON object")
+    required = [n for n, f in RunRecord.model_fields.items() if f.is_required()]
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise DataError(f"{source}: not a run record, missing key(s) {', '.join(missing)}")
+    if record["status"] != "finished":
+        raise DataError(f"{source}: status is {clip(repr(record['status']), 60)}, not 'finished'")
+    try:
+        RunRecord.model_validate(record)
+    except ValidationError as exc:
+        raise DataError(f"{source}: {clip(_describe_errors(exc))}") from None
+    try:
+        _check_integrity(record)
+    except ValueError as exc:
+        raise DataError(f"{source}: {clip(str(exc))}") from None
+    except (TypeError, KeyError, AttributeError, RecursionError) as exc:  # one file, never all
+        reason = clip(f"cannot be checked: {type(exc).__name__}: {exc}")
+        raise DataError(f"{source}: {reason}") from None
+    return record
+
+
+def is_legacy(record: Mapping[str, Any]) -> bool:
+    """A record of a version read without a content digest (and carrying none)."""
+    return record.get("record_version") in LEGACY_RECORD_VERSIONS and not record.get("digest")
+
+
+def _check_integrity(record: dict[str, Any]) -> None:
+    digest = record.get("digest")
+    if digest is None and not is_legacy(record):
+        raise ValueError(
+            f"digest: missing (required from record version {RECORD_SCHEMA_VERSION} on)"
+        )
+    if digest is not None and digest != content_digest(record):
+        raise ValueError(
+            "digest: does not match the content (the record was changed after the run)"
+        )
+    candidates = _hash_candidates(record)
+    matching = [given for h, given in candidates if h == record["run_hash"]]
+    if not matching:
+        raise ValueError(
+            f"run_hash {record['run_hash']!r} is not what its config gives "
+            f"({candidates[0][0] if candidates else 'no valid config'})"
+        )
+    _check_requested(record["config"], matching[0])
+    test = record["test"]
+    if test.get("summary") is not None:
+        _same_summary(test["summary"], test["metrics"], "test")
+    if test.get("oracle_summary") is not None and test.get("oracle_metrics"):
+        _same_summary(test["oracle_summary"], test["oracle_metrics"], "test.oracle")
+
+
+def run_identity(record: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """What names one run: ``(model, dataset, started_at)``.
+
+    Two files with the same identity claim to be the same run. None without ``started_at``.
+    """
+    started = record.get("started_at")
+    if not started:
+        return None
+    return (str(record["model"]["name"]), str(record["dataset"]["name"]), str(started))
+
+
+# --- Plugin provenance ---------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plugin_source(registry: Any, plugin: str) -> dict[str, Any]:
+    """Where the plugin ``plugin`` of a loaded registry came from (:class:`PluginSource`).
+
+    An entry point of the ``mssbench`` group: its distribution and version. A ``--plugin``
+    file: its path as given and its sha256. A module: the installed distribution that provides
+    it, else just the module name.
+    """
+    from mssbench.plugins import ENTRY_POINT_GROUP, is_plugin_file
+
+    module = registry.pm.get_plugin(plugin)
+    file = getattr(module, "__file__", None)
+    if is_plugin_file(plugin) and file:
+        return {"kind": "file", "path": plugin, "sha256": file_sha256(file)}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == plugin and ep.dist is not None:
+            return {
+                "kind": "distribution",
+                "distribution": ep.dist.metadata["Name"],
+                "version": ep.dist.version,
+            }
+    name = getattr(module, "__name__", None)
+    if not isinstance(name, str):
+        return {"kind": "unknown"}
+    dists = importlib.metadata.packages_distributions().get(name.split(".")[0]) or []
+    if dists:
+        return {
+            "kind": "distribution",
+            "distribution": dists[0],
+            "version": importlib.metadata.version(dists[0]),
+        }
+    return {"kind": "module", "module": name}
+
+
+def source_label(source: Any) -> str | None:
+    """``mssbench-aitm 0.1.0``, ``file sha256 0123456789ab`` or ``module x``; None if unknown."""
+    if not isinstance(source, dict):
+        return None
+    kind = source.get("kind")
+    if kind == "distribution" and source.get("distribution"):
+        return f"{source['distribution']} {source.get('version') or '?'}"
+    if kind == "file" and source.get("sha256"):
+        return f"file sha256 {str(source['sha256'])[:12]}"
+    if kind == "module" and source.get("module"):
+        return f"module {source['module']}"
+    return None
+
+
+# --- Building a record ------------------------------------------------------------------------
+
+
+def nan_to_none(value: Any) -> Any:
+    """NaN floats (undefined metrics) become JSON null, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return value
+
+
+def start_record(
+    config: Any,
+    resolved: Mapping[str, Any],
+    registry: Any,
+    data: Any,
+    *,
+    rows: Mapping[str, int],
+    counts: Mapping[str, Any],
+    n_params: int,
+    load_seconds: float,
+    metric_specs: list[Any],
+    device: torch.device,
+    started_at: str,
+) -> dict[str, Any]:
+    """The record of a run that has started (``status: running``), as lifecycle hooks see it.
+
+    Args:
+        config: The :class:`mssbench.config.RunConfig` as given.
+        resolved: Its resolved form (``to_dict()`` with every hyper-parameter and data option,
+            the head and batching chosen, and the training facts such as ``shuffle``).
+        registry: The loaded plugins.
+        data: The :class:`mssbench.spec.LoadedDataset`.
+        rows: Rows per split.
+        counts: Rows and positives per split and scenario (:func:`mssbench.data.contract.validate`).
+        n_params: Parameters of the built model.
+        load_seconds: Time to load the data.
+        metric_specs: The plugin metrics computed.
+        device: The training device.
+        started_at: ISO time stamp.
+    """
+    model_spec = registry.model(config.model)
+    model_plugin = registry.plugin_of("model", config.model)
+    dataset_plugin = registry.plugin_of("dataset", config.dataset)
+    requested = {k: getattr(config, k) for k in REQUESTED_FIELDS}
+    return {
+        "record_version": RECORD_SCHEMA_VERSION,
+        "status": "running",
+        "run_hash": config.result_hash(),
+        "started_at": started_at,
+        "command": command_line(),
+        "model": {
+            "name": config.model,
+            "summary": model_spec.summary,
+            "paper": model_spec.paper,
+            "plugin": model_plugin,
+            "source": plugin_source(registry, model_plugin),
+            "version": model_spec.version,
+            "n_params": n_params,
+        },
+        "dataset": {
+            "name": config.dataset,
+            "plugin": dataset_plugin,
+            "source": plugin_source(registry, dataset_plugin),
+            "schema": data.schema.to_dict(),
+            "rows": dict(rows),
+            "counts": jsonable(dict(counts)),
+            "info": dict(data.info),
+            "load_seconds": load_seconds,
+        },
+        "protocol": data.protocol.to_dict(),
+        "config": {**resolved, "requested": jsonable(requested)},
+        "metrics": [_metric_info(registry, m) for m in metric_specs],
+        "environment": {
+            "versions": package_versions(),
+            "git": git_commit(),
+            "hardware": hardware(device),
+        },
+    }
+
+
+def _metric_info(registry: Any, spec: Any) -> dict[str, Any]:
+    plugin = registry.plugin_of("metric", spec.name)
+    return {
+        "name": spec.name,
+        "plugin": plugin,
+        "source": plugin_source(registry, plugin),
+        "version": spec.version,
+        "higher_is_better": spec.higher_is_better,
+        "summary": spec.summary,
+        "reference": spec.reference,
+    }
+
+
+def finish_record(
+    record: Mapping[str, Any],
+    *,
+    finished_at: str,
+    wall_seconds: float,
+    training: Mapping[str, Any],
+    test_cells: list[dict[str, Any]],
+    oracle_cells: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The finished record: training facts, test cells and their summary, the digest.
+
+    The summaries are derived from the cells here (the same function the check at read time
+    uses), NaN becomes null, and the result is checked against :class:`RunRecord`.
+
+    Raises:
+        DataError: The finished record is not valid (e.g. an infinite log loss).
+    """
+    out = dict(record)
+    out.update(
+        {
+            "status": "finished",
+            "finished_at": finished_at,
+            "wall_seconds": wall_seconds,
+            "training": dict(training),
+            "test": {
+                "summary": summary_from_cells(test_cells),
+                "metrics": test_cells,
+                "oracle_summary": (
+                    None if oracle_cells is None else summary_from_cells(oracle_cells)
+                ),
+                "oracle_metrics": oracle_cells,
+            },
+        }
+    )
+    out = jsonable(nan_to_none(out))
+    out["digest"] = content_digest(out)
+    verify_record(out, "the finished run record")
+    return out
+
+
+def relocated(record: Mapping[str, Any], out: str) -> dict[str, Any]:
+    """``record`` with ``config.out`` set to where it is stored, its digest recomputed.
+
+    For a record made elsewhere (a Ray worker's temporary directory) and written by the
+    driver: ``out`` changes no number and is not in the run hash.
+    """
+    moved = {**record, "config": {**record["config"], "out": out}}
+    if record.get("digest") is not None:
+        moved["digest"] = content_digest(moved)
+    return moved

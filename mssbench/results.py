@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from mssbench.errors import DataError
-from mssbench.records import RECORD_SCHEMA_VERSION
-
-#: Keys every finished record must hold.
-REQUIRED_KEYS = (
-    "record_version",
-    "status",
-    "run_hash",
-    "model",
-    "dataset",
-    "protocol",
-    "config",
-    "environment",
-    "training",
-    "test",
+from mssbench.records import (
+    CONTRIBUTOR_KEY,
+    clip,
+    content_digest,
+    read_record_file,
+    run_identity,
+    source_label,
+    verify_record,
 )
+
+#: The distribution of the built-in plugins: its version is mssbench's own.
+FIRST_PARTY = "mssbench"
 
 RESULT_COLUMNS = [
     "run_hash",
@@ -51,75 +49,65 @@ RESULT_COLUMNS = [
 ]
 
 
-#: Optional top-level key of a run record naming who produced it (a contributed result):
-#: a string (``"Jane Doe (ACME Labs)"``) or an object ``{"name": ..., "url": ..., "affiliation":
-#: ...}`` of strings. ``mssbench run`` does not write it; a contributor adds it by hand.
-CONTRIBUTOR_KEY = "contributor"
-
-
 def validate_record(record: Any, source: str = "<record>") -> dict[str, Any]:
-    """Check that ``record`` is a finished run record; :class:`DataError` naming what is wrong."""
-    if not isinstance(record, dict):
-        raise DataError(f"{source}: a run record must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise DataError(f"{source}: not a run record, missing key(s) {', '.join(missing)}")
-    if record["record_version"] != RECORD_SCHEMA_VERSION:
-        raise DataError(
-            f"{source}: record_version {record['record_version']!r} is not supported "
-            f"(expected {RECORD_SCHEMA_VERSION})"
-        )
-    if record["status"] != "finished":
-        raise DataError(f"{source}: status is {record['status']!r}, not 'finished'")
-    metrics = record["test"].get("metrics") if isinstance(record["test"], dict) else None
-    if not isinstance(metrics, list) or not metrics:
-        raise DataError(f"{source}: test.metrics must be a non-empty list")
-    for i, row in enumerate(metrics):
-        for key in ("scenario", "task", "metric", "value"):
-            if not isinstance(row, dict) or key not in row:
-                raise DataError(f"{source}: test.metrics[{i}] lacks {key!r}")
-    if not isinstance(record["protocol"], dict) or "id" not in record["protocol"]:
-        raise DataError(f"{source}: protocol.id is missing")
-    _validate_structure(record, source)
-    return record
+    """Check that ``record`` is a genuine finished run record (:func:`records.verify_record`).
+
+    Raises:
+        DataError: ``"<source>: <field>: <what is wrong>"``.
+    """
+    return verify_record(record, source)
 
 
-def _validate_structure(record: dict[str, Any], source: str) -> None:
-    """The shape checks a record from elsewhere (a contributed result) needs before it is read."""
-    for key in ("model", "dataset"):
-        part = record[key]
-        if not isinstance(part, dict) or not isinstance(part.get("name"), str) or not part["name"]:
-            raise DataError(f"{source}: {key}.name must be a non-empty string")
-    if not isinstance(record["protocol"]["id"], str) or not record["protocol"]["id"]:
-        raise DataError(f"{source}: protocol.id must be a non-empty string")
-    for key in ("config", "environment", "training"):
-        if not isinstance(record[key], dict):
-            raise DataError(f"{source}: {key} must be a JSON object")
-    seed = record["config"].get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise DataError(f"{source}: config.seed must be an integer, got {seed!r}")
-    for i, row in enumerate(record["test"]["metrics"]):
-        for key in ("scenario", "task", "metric"):
-            if not isinstance(row[key], str) or not row[key]:
-                raise DataError(f"{source}: test.metrics[{i}].{key} must be a non-empty string")
-        value = row["value"]
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise DataError(
-                f"{source}: test.metrics[{i}].value must be a number or null, got {value!r}"
+def _record_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every ``*.json`` entry below ``root`` (hidden ones skipped; symlinks not followed).
+
+    Directories named ``*.json`` are listed too, so that they are refused with a reason.
+
+    Returns:
+        ``(entries, problems)``: the entries, and ``(directory, reason)`` for each directory
+        that could not be listed.
+    """
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        problems.append((Path(exc.filename), f"cannot be listed: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in [*filenames, *dirnames]:
+            if name.endswith(".json") and not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return sorted(found), problems
+
+
+def _same_run_refusals(records: list[dict[str, Any]]) -> dict[str, str]:
+    """``{path: reason}`` for records that claim to be the same run (:func:`run_identity`).
+
+    Byte-for-byte the same content: the first path is kept, the others are duplicates. Any
+    difference: every one of them is refused, as none can be told to be the original.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        identity = run_identity(rec)
+        if identity is not None:
+            groups.setdefault(identity, []).append(rec)
+    out = {}
+    for identity, group in groups.items():
+        if len(group) < 2:
+            continue
+        paths = [r["_path"] for r in group]
+        if len({content_digest(r) for r in group}) == 1:
+            for path in paths[1:]:
+                out[path] = f"a copy of {paths[0]} (the same run, counted once)"
+            continue
+        for path in paths:
+            others = ", ".join(p for p in paths if p != path)
+            out[path] = clip(
+                f"claims to be the same run as {others} (model {identity[0]}, dataset "
+                f"{identity[1]}, started {identity[2]}) with different content"
             )
-    if CONTRIBUTOR_KEY in record:
-        contributor = record[CONTRIBUTOR_KEY]
-        ok = (isinstance(contributor, str) and contributor.strip()) or (
-            isinstance(contributor, dict)
-            and isinstance(contributor.get("name"), str)
-            and contributor["name"].strip()
-            and all(isinstance(v, str) for v in contributor.values())
-        )
-        if not ok:
-            raise DataError(
-                f"{source}: {CONTRIBUTOR_KEY} must be a non-empty string or an object with a "
-                f'"name" (and optional "url", "affiliation") of strings'
-            )
+    return out
 
 
 def load_records(
@@ -138,19 +126,14 @@ def load_records(
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"results directory {str(root)!r} does not exist")
-    records, rejected = [], []
-    for path in sorted(root.rglob("*.json")):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
+    records = []
+    files, rejected = _record_files(root)
+    if rejected and strict:
+        path, reason = rejected[0]
+        raise DataError(f"{path}: {reason}")
+    for path in files:
         try:
-            with open(path, encoding="utf-8") as fh:
-                record = json.load(fh)
-            validate_record(record, str(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if strict:
-                raise DataError(f"{path}: not valid JSON: {exc}") from None
-            rejected.append((path, f"not valid JSON: {exc}"))
-            continue
+            record = validate_record(read_record_file(path), str(path))
         except DataError as exc:
             if strict:
                 raise
@@ -158,7 +141,13 @@ def load_records(
             continue
         record["_path"] = str(path)
         records.append(record)
-    return records, rejected
+    refused = _same_run_refusals(records)
+    if refused and strict:
+        path, reason = next(iter(refused.items()))
+        raise DataError(f"{path}: {reason}")
+    rejected += [(Path(r["_path"]), refused[r["_path"]]) for r in records if r["_path"] in refused]
+    records = [r for r in records if r["_path"] not in refused]
+    return records, sorted(rejected)
 
 
 def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -272,12 +261,13 @@ _BATCHING_WORDS = {"mixed": "mixed batches", "scenario_pure": "scenario-pure bat
 
 
 def dataset_version(record: dict[str, Any]) -> str:
-    """The dataset plugin and the version of the package that provided it, e.g. ``mmoe 0.1.0``.
+    """The dataset plugin and the release that provided it, e.g. ``aitm (mssbench-aitm 0.1.0)``.
 
-    Uses ``dataset.version`` when the record states one, else the plugin's own entry in
-    ``environment.versions`` (a third-party distribution ``mssbench-<plugin>``), else the
-    ``mssbench`` version (first-party plugins ship with mssbench). Records with different
-    values are never ranked together.
+    Uses ``dataset.version`` when the record states one, else the plugin's recorded
+    ``dataset.source`` (its distribution and version, or a ``--plugin`` file's sha256), else
+    (records of version 1) the plugin's own entry in ``environment.versions`` (a third-party
+    distribution ``mssbench-<plugin>``), else the ``mssbench`` version (first-party plugins ship
+    with mssbench). Records with different values are never ranked together.
     """
     ds = record["dataset"]
     plugin = str(ds.get("plugin") or "?")
@@ -286,10 +276,25 @@ def dataset_version(record: dict[str, Any]) -> str:
         versions = {}
     if ds.get("version") is not None:
         return f"{plugin} {ds['version']}"
+    provided = source_label(ds.get("source"))
+    if provided is not None:
+        return f"{plugin} ({provided})"
     for name in (plugin, f"mssbench-{plugin}", f"mssbench_{plugin}"):
         if versions.get(name) is not None:
             return f"{plugin} {versions[name]}"
-    return f"{plugin} (mssbench {versions.get('mssbench', '?')})"
+    return f"{plugin} ({FIRST_PARTY} {versions.get(FIRST_PARTY, '?')})"
+
+
+def model_source(record: dict[str, Any]) -> str:
+    """The release of a third-party model plugin (``mssbench-aitm 0.1.0``; ``""`` if built in).
+
+    From the record's ``model.source``; built-in models (of the ``mssbench`` distribution) and
+    records without a source give ``""``.
+    """
+    source = record["model"].get("source")
+    if isinstance(source, dict) and source.get("distribution") == FIRST_PARTY:
+        return ""
+    return source_label(source) or ""
 
 
 def model_version(record: dict[str, Any]) -> int:
@@ -361,11 +366,16 @@ def _flat_config(record: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _plugin_name(record: dict[str, Any]) -> str:
+    return str(record["model"].get("plugin") or "")
+
+
 def _variant_identity(record: dict[str, Any]) -> tuple[str, str, str, str, str]:
     config = record["config"]
+    source = model_source(record)
     return (
         record["model"]["name"],
-        str(record["model"].get("plugin") or ""),
+        _plugin_name(record) + (f" ({source})" if source else ""),
         str(config.get("head") or ""),
         str(config.get("batching") or ""),
         json.dumps(_flat_config(record), sort_keys=True),
@@ -410,7 +420,7 @@ def variant_labels(
         configs_of: dict[tuple[str, str, str, str], dict[str, dict[str, str]]] = {}
         for i in indices:
             model, plugin, head, batching, cfg = identities[i]
-            plugins_of.setdefault(model, set()).add(plugin)
+            plugins_of.setdefault(model, set()).add(_plugin_name(records[i]))
             versions_of.setdefault(model, set()).add(model_version(records[i]))
             configs_of.setdefault((model, plugin, head, batching), {})[cfg] = _flat_config(
                 records[i]
@@ -420,7 +430,8 @@ def variant_labels(
             rec = records[i]
             model, plugin, head, batching, cfg = identities[i]
             default_head, default_batching = _default_head_batching(rec, model_tags)
-            parts = []
+            source = model_source(rec)
+            parts = [source] if source else []
             if head and head != default_head:
                 parts.append(_HEAD_WORDS.get(head, f"head={head}"))
             if batching and batching != default_batching:
@@ -445,7 +456,7 @@ def variant_labels(
                 ]
             label = model + (f" ({', '.join(parts)})" if parts else "")
             if len(plugins_of[model]) > 1:
-                label += f" [{plugin or '?'}]"
+                label += f" [{_plugin_name(rec) or '?'}]"
             if len(versions_of[model]) > 1:
                 label += f" v{model_version(rec)}"
             labels[i] = label

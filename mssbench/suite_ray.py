@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 from mssbench.config import RunConfig
 from mssbench.errors import ConfigError
 from mssbench.plugins import Registry, import_plugin, is_plugin_file, load_registry
-from mssbench.records import ensure_writable, write_record
+from mssbench.records import ensure_writable, relocated, write_record
 from mssbench.suite import SuiteJob, _finish, _finished, _guarded, _quiet, _worker_init
 
 INSTALL_HINT = "pip install 'mssbench[ray]'"
@@ -163,7 +163,7 @@ def _store(result: dict[str, Any], out: str) -> dict[str, Any]:
         return result
     record, stem = result.pop("record"), result.pop("stem")
     # Where the record lives, not the worker's temporary directory (out is not in the hash).
-    record = {**record, "config": {**record["config"], "out": out}}
+    record = relocated(record, out)
     try:
         path = write_record(Path(out).expanduser(), stem, record)
     except OSError as exc:

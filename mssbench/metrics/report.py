@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Iterable
 
 import pandas as pd
 from tabulate import tabulate
 
 from mssbench.metrics.core import COLUMNS, MACRO, POOLED
 
-__all__ = ["metrics_table", "summary"]
+__all__ = ["metrics_table", "summary", "summary_of_cells"]
 
 _HEADERS = {"auc": "AUC", "logloss": "logloss"}
 _METRIC_ORDER = ("auc", "logloss")
@@ -134,11 +135,26 @@ def summary(df: pd.DataFrame) -> dict[str, float]:
         ValueError: If ``df`` lacks the columns of an evaluate() frame.
     """
     _check_frame(df)
-    values = {(r.scenario, r.task, r.metric): float(r.value) for r in df.itertuples(index=False)}
-    tasks = list(pd.unique(df["task"]))
+    return summary_of_cells(
+        (r.scenario, r.task, r.metric, r.value) for r in df.itertuples(index=False)
+    )
+
+
+def summary_of_cells(cells: Iterable[tuple[str, str, str, Any]]) -> dict[str, float]:
+    """:func:`summary` of ``(scenario, task, metric, value)`` cells (None or NaN: undefined).
+
+    The one definition of the summary: a run record's ``test.summary`` is checked against it.
+    """
+    values: dict[tuple[str, str, str], float] = {}
+    tasks: dict[str, None] = {}
+    metrics: dict[str, None] = {}
+    for scenario, task, metric, value in cells:
+        values[(scenario, task, metric)] = math.nan if value is None else float(value)
+        tasks.setdefault(task)
+        metrics.setdefault(metric)
     out: dict[str, float] = {}
     keys = [("auc", POOLED, "auc"), ("logloss", POOLED, "logloss"), ("macro_auc", MACRO, "auc")]
-    for metric in pd.unique(df["metric"]):
+    for metric in metrics:
         if metric not in _METRIC_ORDER:
             keys += [(metric, POOLED, metric), (f"macro_{metric}", MACRO, metric)]
     for prefix, scen, metric in keys:
