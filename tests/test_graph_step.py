@@ -1,0 +1,172 @@
+"""``--step graph``: the static-buffer training step (CUDA graph on a GPU, eager elsewhere)."""
+
+import pytest
+import torch
+from conftest import SMALL_MMOE
+
+from mssbench.api import build_model
+from mssbench.errors import ConfigError, TrainingError
+from mssbench.runners.distributed import World
+from mssbench.runners.graph_step import StaticStep, check_step, device_indices, gather_batch
+from mssbench.runners.trainer import fit
+from mssbench.spec import ModelOutput
+from mssbench.testing.synthetic import make_dataset
+
+SMALL = {
+    "mmoe": dict(SMALL_MMOE),
+    "aesm": {"embed_dim": 4, "scenario_experts": 4, "scenario_expert_hidden": [8]},
+    "supermoe": {"d_model": 8, "n_heads": 2, "n_experts": 4, "expert_hidden": 16},
+}
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def train(registry, name, data, step_mode, device="cpu", **options):
+    torch.manual_seed(0)
+    model = build_model(registry, name, data.schema, dict(SMALL[name])).to(device)
+    result = fit(
+        model,
+        data.schema,
+        data.train,
+        data.valid,
+        model_name=name,
+        device=torch.device(device),
+        seed=1,
+        epochs=2,
+        batch_size=64,
+        eval_batch_size=256,
+        lr=1e-3,
+        weight_decay=0.0,
+        patience=5,
+        progress=False,
+        log=quiet,
+        step_mode=step_mode,
+        **options,
+    )
+    return model, result.state
+
+
+@pytest.mark.parametrize("name", ["mmoe", "aesm", "supermoe"])
+@pytest.mark.parametrize("scenario_pure", [False, True])
+def test_static_step_trains_bit_identically_to_the_eager_loop(registry, name, scenario_pure):
+    """Same batches, losses and weights, partial batches included (700 rows, batch 64)."""
+    data = make_dataset(n_train=700, n_valid=100, n_test=20)
+    eager, s_eager = train(registry, name, data, "eager", scenario_pure=scenario_pure)
+    static, s_static = train(registry, name, data, "graph", scenario_pure=scenario_pure)
+    assert [h["train_loss"] for h in s_static.history] == [
+        h["train_loss"] for h in s_eager.history
+    ]
+    assert s_static.train_samples == s_eager.train_samples == 2 * 700
+    for key, value in eager.state_dict().items():
+        assert torch.equal(value, static.state_dict()[key]), key
+
+
+class _Counting(StaticStep):
+    """Records the rows every step trains on."""
+
+    seen: list
+
+    def _step(self, index):
+        self.seen.append(index.clone())
+        super()._step(index)
+
+
+def test_every_row_is_trained_once_per_epoch_and_partial_batches_run_eagerly(registry):
+    data = make_dataset(n_train=300, n_valid=50, n_test=20)
+    model = build_model(registry, "mmoe", data.schema, dict(SMALL_MMOE))
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def loss_fn(batch):
+        logits, aux = model(batch)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels) + aux
+
+    step = _Counting(model, optimizer, data.train, 64, loss_fn, "mmoe")
+    step.seen = []
+    batches = list(torch.randperm(300).split(64))  # 4 full batches and one of 44 rows
+    for rows in device_indices(batches, torch.device("cpu")):
+        step.run(rows)
+    assert torch.equal(torch.cat(step.seen).sort().values, torch.arange(300))
+    assert [len(s) for s in step.seen] == [64, 64, 64, 64, 44]
+    assert step.eager_steps == 5  # on the CPU every step runs eagerly
+    assert bool(step.finite) and float(step.loss_sum) > 0
+
+
+def test_gathered_batch_equals_split_batch():
+    data = make_dataset(n_train=100, n_valid=10, n_test=10)
+    index = torch.tensor([5, 0, 99, 5, 42])
+    for a, b in zip(gather_batch(data.train, index), data.train.batch(index)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_step_option_is_checked():
+    with pytest.raises(ConfigError, match="--step must be one of eager, graph"):
+        check_step("graphs", distributed=False, compiled=False)
+    with pytest.raises(ConfigError, match="torchrun"):
+        check_step("graph", distributed=True, compiled=False)
+    with pytest.raises(ConfigError, match="--compile"):
+        check_step("graph", distributed=False, compiled=True)
+    check_step("graph", distributed=False, compiled=False)
+    check_step("eager", distributed=True, compiled=True)
+
+
+def test_graph_step_refuses_data_parallel_runs(registry):
+    data = make_dataset(n_train=100, n_valid=20, n_test=10)
+    with pytest.raises(ConfigError, match="torchrun"):
+        train(registry, "mmoe", data, "graph", world=World(rank=0, size=2, local_rank=0))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", ["mmoe", "aesm", "supermoe"])
+def test_cuda_graph_matches_eager_steps(registry, name):
+    """Replays equal eager steps (dropout and router noise included: graph-safe Philox RNG)."""
+    data = make_dataset(n_train=700, n_valid=100, n_test=20)
+    eager, s_eager = train(registry, name, data, "eager", device="cuda")
+    graph, s_graph = train(registry, name, data, "graph", device="cuda")
+    for a, b in zip(s_eager.history, s_graph.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-5)
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(graph.state_dict()[key], value, rtol=1e-3, atol=1e-4)
+
+
+class _HostSync(torch.nn.Module):
+    def __init__(self, schema):
+        super().__init__()
+        self.head = torch.nn.Linear(schema.n_numeric, schema.n_tasks)
+
+    def forward(self, batch):
+        logits = self.head(batch.numeric)
+        if float(logits.sum()) > 1e30:  # a host synchronisation: cannot be captured
+            logits = logits * 0
+        return ModelOutput(logits, logits.new_zeros(()))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_model_that_synchronises_with_the_host_is_refused_clearly():
+    data = make_dataset(n_train=300, n_valid=50, n_test=20)
+    model = _HostSync(data.schema).cuda()
+    with pytest.raises(TrainingError, match="cannot be captured in a CUDA graph.*--step eager"):
+        fit(
+            model,
+            data.schema,
+            data.train,
+            data.valid,
+            model_name="host-sync",
+            device=torch.device("cuda"),
+            seed=0,
+            epochs=1,
+            batch_size=64,
+            eval_batch_size=256,
+            lr=1e-3,
+            weight_decay=0.0,
+            patience=1,
+            progress=False,
+            log=quiet,
+            step_mode="graph",
+        )
