@@ -293,6 +293,7 @@ def _run(
         world=world,
         precision=config.precision,
         compile_model=config.compile,
+        step_mode=config.step,
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)

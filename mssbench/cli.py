@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 from tabulate import tabulate
 
-from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
+from mssbench.config import DEFAULT_OUT, PRECISIONS, STEPS, RunConfig, parse_assignments
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 
@@ -157,6 +157,14 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "compile",
             is_flag=True,
             help="Train through torch.compile (pays a compile time once; fastest on GPU).",
+        ),
+        click.option(
+            "--step",
+            type=click.Choice(STEPS),
+            default="eager",
+            show_default=True,
+            help="graph: replay each full training batch from one CUDA graph of the whole step "
+            "(GPU; training data kept on the GPU).",
         ),
         click.option(
             "--metric",

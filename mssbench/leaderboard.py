@@ -605,6 +605,8 @@ def run_command(record: dict[str, Any], defaults: Defaults, seed: str | None = N
         argv += ["--precision", str(config["precision"])]
     if config.get("compile"):
         argv.append("--compile")
+    if config.get("step", "eager") != "eager":
+        argv += ["--step", str(config["step"])]
     for name in config.get("metrics") or []:
         argv += ["--metric", str(name)]
     known = model in defaults.model_tags

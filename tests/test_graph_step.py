@@ -1,13 +1,18 @@
 """``--step graph``: the static-buffer training step (CUDA graph on a GPU, eager elsewhere)."""
 
+import json
+
 import pytest
 import torch
-from conftest import SMALL_MMOE
+from click.testing import CliRunner
+from conftest import SMALL_MMOE, tiny_run_args
 
 from mssbench.api import build_model
+from mssbench.cli import main
+from mssbench.config import check_step
 from mssbench.errors import ConfigError, TrainingError
 from mssbench.runners.distributed import World
-from mssbench.runners.graph_step import StaticStep, check_step, device_indices, gather_batch
+from mssbench.runners.graph_step import StaticStep, device_indices, gather_batch
 from mssbench.runners.trainer import fit
 from mssbench.spec import ModelOutput
 from mssbench.testing.synthetic import make_dataset
@@ -55,9 +60,7 @@ def test_static_step_trains_bit_identically_to_the_eager_loop(registry, name, sc
     data = make_dataset(n_train=700, n_valid=100, n_test=20)
     eager, s_eager = train(registry, name, data, "eager", scenario_pure=scenario_pure)
     static, s_static = train(registry, name, data, "graph", scenario_pure=scenario_pure)
-    assert [h["train_loss"] for h in s_static.history] == [
-        h["train_loss"] for h in s_eager.history
-    ]
+    assert [h["train_loss"] for h in s_static.history] == [h["train_loss"] for h in s_eager.history]
     assert s_static.train_samples == s_eager.train_samples == 2 * 700
     for key, value in eager.state_dict().items():
         assert torch.equal(value, static.state_dict()[key]), key
@@ -115,6 +118,19 @@ def test_graph_step_refuses_data_parallel_runs(registry):
     data = make_dataset(n_train=100, n_valid=20, n_test=10)
     with pytest.raises(ConfigError, match="torchrun"):
         train(registry, "mmoe", data, "graph", world=World(rank=0, size=2, local_rank=0))
+
+
+def test_run_records_the_step_and_hashes_it_apart(tmp_path):
+    """``--step graph`` is recorded, reruns with it, and is not confused with an eager run."""
+    out = tmp_path / "runs"
+    for extra in ((), ("--step", "graph")):
+        res = CliRunner().invoke(main, tiny_run_args(out, 1, *extra), catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert sorted(r["config"]["step"] for r in records) == ["eager", "graph"]
+    assert len({r["run_hash"] for r in records}) == 2
+    res = CliRunner().invoke(main, tiny_run_args(out, 1, "--step", "graph", "--compile"))
+    assert res.exit_code != 0 and "choose one of them" in res.output
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -40,25 +40,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from mssbench.errors import ConfigError, TrainingError
+from mssbench.errors import TrainingError
 from mssbench.spec import Batch, Split
 
-#: ``--step`` values: ``eager`` (one launch per kernel) or ``graph`` (one CUDA graph per step).
-STEPS = ("eager", "graph")
 #: Eager steps run before capturing (side stream), then undone.
 WARMUP_STEPS = 3
-
-
-def check_step(step: str, *, distributed: bool, compiled: bool) -> None:
-    """Raise :class:`ConfigError` when ``--step`` cannot be used with the other options."""
-    if step not in STEPS:
-        raise ConfigError(f"--step must be one of {', '.join(STEPS)}, got {step!r}")
-    if step == "graph" and distributed:
-        raise ConfigError("--step graph trains one process; it cannot be used with torchrun")
-    if step == "graph" and compiled:
-        raise ConfigError(
-            "--step graph and --compile both remove launch overhead; choose one of them"
-        )
 
 
 def gather_batch(data: Split, index: torch.Tensor) -> Batch:

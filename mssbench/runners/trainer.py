@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mssbench.config import check_step
 from mssbench.errors import ConfigError, TrainingError
 from mssbench.metrics import evaluate, summary
 from mssbench.runners.distributed import (
@@ -34,7 +35,7 @@ from mssbench.runners.distributed import (
     shard,
     shard_range,
 )
-from mssbench.runners.graph_step import StaticStep, check_step, run_epoch
+from mssbench.runners.graph_step import StaticStep, run_epoch
 from mssbench.runners.host_memory import retained_host_memory
 from mssbench.spec import Batch, DatasetSchema, Split
 
