@@ -30,6 +30,7 @@ Usage::
     python benchmarks/train_efficiency.py                          # all models and configs
     python benchmarks/train_efficiency.py --models mmoe --configs published --steps 20
     python benchmarks/train_efficiency.py --device cuda --bf16 --json out.json
+    python benchmarks/train_efficiency.py --device cuda --bf16 --step graph   # CUDA graphs
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mssbench
 from mssbench.api import build_model, load_dataset
+from mssbench.config import STEPS
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
 from mssbench.records import cpu_name
@@ -292,6 +294,7 @@ def measure_ours(
     common["precision"] = _precision(args.bf16)  # the runner's own autocast
     common["compile_model"] = args.compile  # torch.compile, compiled in the untimed warm-up
     common["retain_host_memory"] = not args.release_host_memory
+    common["step_mode"] = args.step  # graph: the whole step replayed from one CUDA graph
     if args.warmup:
         warmup = min(args.warmup, full)
         fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
@@ -456,6 +459,12 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (matmul peak in bf16)")
     p.add_argument(
         "--compile", action="store_true", help="ours with torch.compile (the runner's --compile)"
+    )
+    p.add_argument(
+        "--step",
+        choices=STEPS,
+        default="eager",
+        help="ours with the runner's --step (graph: one CUDA graph per training step)",
     )
     p.add_argument("--row-layout", choices=("fields", "arrays"), default="fields")
     p.add_argument(

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from mssbench.errors import TrainingError
+from mssbench.runners.streaming import ChunkStream
 from mssbench.spec import Batch, Split
 
 #: Eager steps run before capturing (side stream), then undone.
@@ -207,14 +208,23 @@ def run_epoch(
     check_every: int,
     check: Callable[[int], None],
     advance: Callable[[int], None],
+    stream: ChunkStream | None = None,
 ) -> None:
     """Train one epoch of ``batches`` (CPU index tensors) through ``static``.
 
     ``check(step)`` runs every ``check_every`` steps and after the last one (the only points
-    where the host waits for the device); ``advance(rows)`` after each step (progress).
+    where the host waits for the device); ``advance(rows)`` after each step (progress). With
+    ``stream`` the rows come chunk by chunk into ``static.data`` (``stream.current``) and the
+    batches index that buffer; otherwise ``static.data`` holds every training row.
     """
-    for step, rows in enumerate(device_indices(batches, static.device), 1):
-        static.run(rows)
-        if step % check_every == 0 or step == len(batches):
-            check(step)
-        advance(len(rows))
+    chunks = (
+        stream.epoch(batches) if stream is not None else [device_indices(batches, static.device)]
+    )
+    step = 0
+    for local in chunks:
+        for rows in local:
+            step += 1
+            static.run(rows)
+            if step % check_every == 0 or step == len(batches):
+                check(step)
+            advance(len(rows))

@@ -37,6 +37,7 @@ from mssbench.runners.distributed import (
 )
 from mssbench.runners.graph_step import StaticStep, run_epoch
 from mssbench.runners.host_memory import retained_host_memory
+from mssbench.runners.streaming import DEFAULT_CHUNK_ROWS, ChunkStream
 from mssbench.spec import Batch, DatasetSchema, Split
 
 #: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
@@ -417,6 +418,7 @@ def fit(
     prefetch: bool | None = None,
     retain_host_memory: bool = True,
     step_mode: str = "eager",
+    stream_chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -454,7 +456,11 @@ def fit(
             (:mod:`mssbench.runners.host_memory`; changes no value, only the speed).
         step_mode: ``eager``, or ``graph``: full batches replay one CUDA graph of the whole step
             over device-resident data (:mod:`mssbench.runners.graph_step`; on the CPU the same
-            static-buffer step runs eagerly).
+            static-buffer step runs eagerly). Memory-mapped training rows (``block_rows``)
+            are streamed to the device in chunks (:mod:`mssbench.runners.streaming`), other
+            rows are moved to the device once.
+        stream_chunk_rows: Rows per streamed chunk (``step_mode="graph"`` with memory-mapped
+            rows).
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
@@ -495,10 +501,21 @@ def fit(
     if compile_model:
         net = torch.compile(net)
 
-    static = None
+    static, stream = None, None
     if step_mode == "graph":
+        if block_rows:
+            # Memory-mapped rows: streamed to the device chunk by chunk, not moved whole.
+            stream = ChunkStream(train, device, max(stream_chunk_rows, batch_size))
         static = _static_step(
-            model, optimizer, train, device, batch_size, precision, weights, schema, model_name
+            model,
+            optimizer,
+            stream.current if stream else train,
+            device,
+            batch_size,
+            precision,
+            weights,
+            schema,
+            model_name,
         )
     with retained_host_memory(enabled=retain_host_memory and device.type == "cpu"):
         while state.epoch < epochs and not state.stopped_early:
@@ -548,6 +565,7 @@ def fit(
                         bar=bar,
                     ),
                     advance=bar.update,
+                    stream=stream,
                 )
             else:
                 for step, (idx, batch) in enumerate(
