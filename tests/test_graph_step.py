@@ -12,7 +12,7 @@ from mssbench.cli import main
 from mssbench.config import check_step
 from mssbench.errors import ConfigError, TrainingError
 from mssbench.runners.distributed import World
-from mssbench.runners.graph_step import StaticStep, device_indices, gather_batch
+from mssbench.runners.graph_step import StaticStep, device_indices, gather_batch, unsafe_reasons
 from mssbench.runners.trainer import fit
 from mssbench.spec import ModelOutput
 from mssbench.testing.synthetic import make_dataset
@@ -186,3 +186,37 @@ def test_a_model_that_synchronises_with_the_host_is_refused_clearly():
             log=quiet,
             step_mode="graph",
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "unsafe"),
+    [
+        ("mmoe", {}, False),
+        ("aesm", {}, False),
+        ("dephn", {}, False),
+        ("supermoe", {}, False),
+        ("star", {}, True),
+        ("single_task", {"per_scenario": True}, True),
+    ],
+)
+def test_models_that_cannot_be_captured_say_why_and_are_refused(registry, name, params, unsafe):
+    data = make_dataset(n_train=100, n_valid=10, n_test=10)
+    spec_small = dict(registry.model(name).check_params)
+    model = build_model(registry, name, data.schema, {**spec_small, **params})
+    assert bool(unsafe_reasons(model)) == unsafe
+    step = StaticStep(model, torch.optim.Adam(model.parameters()), data.train, 8, None, name)
+    if unsafe:
+        with pytest.raises(TrainingError, match=f"model '{name}' cannot be captured.*--step eager"):
+            step.capture()
+
+
+def test_supermoe_loop_dispatch_is_declared_unsafe(registry):
+    data = make_dataset(n_train=100, n_valid=10, n_test=10)
+    model = build_model(registry, "supermoe", data.schema, dict(SMALL["supermoe"]))
+    assert unsafe_reasons(model) == []
+    for module in model.modules():
+        if hasattr(module, "dispatch"):
+            module.dispatch = "loop"
+    assert unsafe_reasons(model) == [
+        "MoEFFN: dispatch 'loop' reads the per-expert token counts on the host"
+    ]

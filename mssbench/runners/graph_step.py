@@ -29,8 +29,12 @@ On the CPU (no graphs) the same object runs its step function directly: the test
 check that the static-buffer path gives the eager path's batches, losses and weights.
 
 A model whose forward synchronises with the host (``.item()``, ``.tolist()``, shapes that
-depend on data) cannot be captured; the capture error is turned into a :class:`TrainingError`
-that names the model and says to train with ``--step eager``.
+depend on data) cannot be captured. Such a module says so with a ``cuda_graph_unsafe``
+attribute holding the reason (:data:`UNSAFE_ATTRIBUTE`; built in: STAR's per-domain row
+groups, single-task's per-scenario networks, SUPERMOE-style's ``loop`` dispatch), and the step
+is refused before anything runs with a :class:`TrainingError` that names the model, the reason
+and ``--step eager``. A module that synchronises without saying so fails during capture, and
+that error is turned into the same message.
 """
 
 from __future__ import annotations
@@ -46,6 +50,18 @@ from mssbench.spec import Batch, Split
 
 #: Eager steps run before capturing (side stream), then undone.
 WARMUP_STEPS = 3
+#: A module attribute naming why the module cannot run inside a CUDA graph (falsy: it can).
+UNSAFE_ATTRIBUTE = "cuda_graph_unsafe"
+
+
+def unsafe_reasons(model: torch.nn.Module) -> list[str]:
+    """Why ``model`` cannot be captured: the ``cuda_graph_unsafe`` reasons of its modules."""
+    reasons = []
+    for module in model.modules():
+        reason = getattr(module, UNSAFE_ATTRIBUTE, None)
+        if reason:
+            reasons.append(f"{type(module).__name__}: {reason}")
+    return sorted(set(reasons))
 
 
 def gather_batch(data: Split, index: torch.Tensor) -> Batch:
@@ -126,6 +142,13 @@ class StaticStep:
 
     def capture(self) -> None:
         """Warm up on the side stream, undo the warm-up, record the step (needs ``self.index``)."""
+        reasons = unsafe_reasons(self.model)
+        if reasons:
+            raise TrainingError(
+                f"model {self.model_name!r} cannot be captured in a CUDA graph ("
+                + "; ".join(reasons)
+                + "). Train it with --step eager."
+            )
         saved = _snapshot(self.model, self.optimizer, self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -155,12 +178,17 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer, non-persistent buffers (running estimates) included."""
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
 def _snapshot(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
 ) -> dict[str, Any]:
     """Copies of everything the warm-up steps change."""
     return {
-        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().clone() for k, v in _tensors(model)},
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "cpu_rng": torch.get_rng_state(),
@@ -175,7 +203,7 @@ def _restore(
 ) -> None:
     """Put back ``saved`` in place (the tensors keep their addresses for the graph)."""
     with torch.no_grad():
-        for k, v in model.state_dict().items():
+        for k, v in _tensors(model):
             v.copy_(saved["model"][k])
         before = saved["optimizer"]["state"]
         params = [p for group in optimizer.param_groups for p in group["params"]]

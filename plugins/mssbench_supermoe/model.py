@@ -98,6 +98,13 @@ class MoEFFN(nn.Module):
         #: ``auto`` (``loop`` on the CPU, ``grouped`` elsewhere), ``grouped`` or ``loop``.
         self.dispatch = "auto"
 
+    @property
+    def cuda_graph_unsafe(self) -> str:
+        """Why this layer cannot run in a CUDA graph ("" when it can; ``--step graph``)."""
+        if self.dispatch == "loop":
+            return "dispatch 'loop' reads the per-expert token counts on the host"
+        return ""
+
     def route(self, x: torch.Tensor) -> Routing:
         """Route tokens ``x`` ``[N, d]``; noise is added only in training mode."""
         logits = self.router(x)  # [N, E]
