@@ -10,8 +10,7 @@ each epoch is not timed). The same data, seed and initial weights for every vari
 Sections (``--sections``, comma list; each writes ``<out>/<section>.json`` and prints one line
 per figure):
 
-* ``step``: the published MMoE at batch 2048: ``eager``, ``graph`` (``--step graph``) and
-  ``compile`` (the runner's ``--compile``).
+* ``step``: the published MMoE at batch 2048: ``eager`` and ``graph`` (``--step graph``).
 * ``ceiling``: the published MMoE at batch 16384, eager and graph, as a share of its bf16 matmul
   ceiling (matmul FLOPs per sample counted by ``FlopCounterMode``, against the best
   ``torch.mm`` rate measured in the same run; ``benchmarks/train_efficiency.py``).
@@ -24,6 +23,9 @@ per figure):
 * ``stream``: an epoch over memory-mapped data streamed to the GPU in pinned, prefetched chunks
   (:mod:`mssbench.runners.streaming`), eager and graph; minutes per epoch at 50M and 170M
   training rows are extrapolated from the measured rate (and labelled so).
+* ``compile``: the ``step`` configuration with the runner's ``--compile`` (last, since compiling
+  takes up to a minute; skipped when less than a minute of the budget is left, and in
+  ``--tiny``).
 
 ``--tiny`` runs every section on the CPU at toy sizes (for CI: it checks that the script works,
 its figures mean nothing).
@@ -60,7 +62,7 @@ from mssbench.api import BLOCK_ROWS, load_dataset  # noqa: E402
 from mssbench.plugins import load_registry  # noqa: E402
 from mssbench.runners.trainer import fit, resolve_device  # noqa: E402
 
-SECTIONS = ("step", "ceiling", "models", "grouping", "stream")
+SECTIONS = ("step", "ceiling", "models", "grouping", "stream", "compile")
 PUBLISHED_MMOE = te.CONFIGS["published"]["mmoe"]
 #: Built-in models, in the issue's table order.
 MODELS = (
@@ -233,6 +235,10 @@ def _variants(
     out: dict[str, Any] = {}
     bench.partial[label] = out
     for mode in modes:
+        if mode == "compile" and bench.tiny:
+            out[mode] = {"error": "skipped: --tiny (compiling on a CPU takes minutes)"}
+            log(f"[{label}] {mode:>8}: SKIPPED (--tiny)")
+            continue
         if bench.left() < (60 if mode == "compile" else 0):
             out[mode] = {"error": "skipped: time budget spent"}
             log(f"[{label}] {mode:>8}: SKIPPED (time budget spent)")
@@ -265,13 +271,27 @@ def _variants(
 
 def section_step(bench: Bench) -> dict[str, Any]:
     b = bench.size["b_step"]
-    modes = ["eager", "graph"] + ([] if bench.args.no_compile or bench.tiny else ["compile"])
+    modes = ["eager", "graph"]
     res = _variants(
         bench,
         f"step mmoe published b{b}",
         lambda: bench.model("mmoe", PUBLISHED_MMOE),
         b,
         modes,
+        steps=bench.size["steps_step"],
+    )
+    return {"model": "mmoe", "config": PUBLISHED_MMOE, "batch_size": b, "results": res}
+
+
+def section_compile(bench: Bench) -> dict[str, Any]:
+    """The runner's ``--compile`` on the ``step`` configuration (last: compiling takes a while)."""
+    b = bench.size["b_step"]
+    res = _variants(
+        bench,
+        f"step mmoe published b{b}",
+        lambda: bench.model("mmoe", PUBLISHED_MMOE),
+        b,
+        ["compile"],
         steps=bench.size["steps_step"],
     )
     return {"model": "mmoe", "config": PUBLISHED_MMOE, "batch_size": b, "results": res}
@@ -477,6 +497,7 @@ RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "models": section_models,
     "grouping": section_grouping,
     "stream": section_stream,
+    "compile": section_compile,
 }
 
 
@@ -528,7 +549,7 @@ def _section_table(name: str, data: dict[str, Any]) -> list[str]:
         return f"| {label} | {_cell(e)} | {_cell(g)} | {_cell(res.get('compile'))} | {ratio} |"
 
     b = data.get("batch_size")
-    if name in ("step", "ceiling"):
+    if name in ("step", "ceiling", "compile"):
         rows.append(row(f"mmoe published, batch {b} (samples/s)", data["results"]))
         if name == "ceiling":
             shares = {k: v.get("share_of_ceiling") for k, v in data["results"].items()}
@@ -575,7 +596,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.environ.get("OUT") or str(HERE / "gpu-results"))
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="CPU smoke run at toy sizes")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--report", action="store_true", help="only merge results into results.md")
     p.add_argument(
         "--budget", type=float, default=280.0, help="seconds after which no measurement starts"
