@@ -30,7 +30,8 @@ def quiet(_line: str) -> None:
 
 def train(registry, name, data, step_mode, device="cpu", **options):
     torch.manual_seed(0)
-    model = build_model(registry, name, data.schema, dict(SMALL[name])).to(device)
+    params = SMALL.get(name) or registry.model(name).check_params
+    model = build_model(registry, name, data.schema, dict(params)).to(device)
     result = fit(
         model,
         data.schema,
