@@ -253,7 +253,9 @@ def _variants(
             )
         except Exception as exc:  # one failing variant must not hide the others
             out[mode] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            log(f"[{label}] {mode:>8}: FAILED {out[mode]['error']}")
+            # A model that declares it cannot be captured is refused by design, not a failure.
+            verdict = "REFUSED" if "cannot be captured" in str(exc) else "FAILED"
+            log(f"[{label}] {mode:>8}: {verdict} {out[mode]['error']}")
             continue
         out[mode] = m
         bench.flush()
@@ -510,7 +512,9 @@ def _cell(m: dict[str, Any] | None) -> str:
     if not m:
         return ""
     if "error" in m:
-        return "failed"
+        if m["error"].startswith("skipped"):
+            return "skipped"
+        return "refused" if "cannot be captured" in m["error"] else "failed"
     return f"{m['samples_per_s']:,.0f}"
 
 
