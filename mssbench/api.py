@@ -212,7 +212,11 @@ def _run(
     config_dict["batching"] = batching
     config_dict["head"] = head
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
-    config_dict["optimizer"] = "Adam (fused)" if device.type == "cuda" else "Adam"
+    config_dict["optimizer"] = (
+        "Adam"
+        if device.type != "cuda"
+        else ("Adam (fused, capturable)" if config.step == "graph" else "Adam (fused)")
+    )
     config_dict["distributed"] = world.describe()
     record: dict[str, Any] = {
         "record_version": RECORD_SCHEMA_VERSION,
