@@ -30,6 +30,7 @@ Usage::
     python benchmarks/train_efficiency.py                          # all models and configs
     python benchmarks/train_efficiency.py --models mmoe --configs published --steps 20
     python benchmarks/train_efficiency.py --device cuda --bf16 --json out.json
+    python benchmarks/train_efficiency.py --device cuda --bf16 --step graph   # CUDA graphs
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 
 import mssbench
+from mssbench import flops
 from mssbench.api import build_model, load_dataset
+from mssbench.config import STEPS
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
 from mssbench.records import cpu_name
@@ -87,9 +89,6 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 #: ``[M, K] @ [K, N]`` shapes timed for the machine's matmul throughput: the MMoE expert
 #: layers at batch 2048 and a square one.
 PEAK_SHAPES = ((2048, 2048, 512), (2048, 512, 512), (2048, 512, 256), (2048, 2048, 2048))
-#: Matmul ops that FlopCounterMode counts (its other entries, convolutions and attention, do
-#: not occur in these models).
-MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm")
 TARGET_EFFICIENCY = 0.80  # published configuration on CPU: ours >= 80% of the ceiling
 TARGET_SPEEDUP = 2.0  # small configuration: ours >= 2x the per-row loop
 
@@ -163,23 +162,8 @@ def _loss(model: torch.nn.Module, batch: Batch, weights: torch.Tensor) -> torch.
 def count_matmul_flops(
     model: torch.nn.Module, batch: Batch, schema: DatasetSchema, bf16: bool
 ) -> tuple[float, dict[str, float]]:
-    """Matmul FLOPs of one training step (forward + backward) on ``batch``.
-
-    Returns:
-        ``(total, by_op)``: the matmul total and the FLOPs of every counted op (``mm``, ...).
-    """
-    model.train()
-    weights = task_weights(model, schema.n_tasks, batch.labels.device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        with autocast(batch.labels.device, _precision(bf16)):
-            loss = _loss(model, batch, weights)
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    counts = counter.get_flop_counts()["Global"]
-    by_op = {str(op).split(".")[-1]: float(v) for op, v in counts.items()}
-    total = sum(v for op, v in by_op.items() if op in MATMUL_OPS)
-    return total, by_op
+    """Matmul FLOPs of one training step on ``batch`` (:func:`mssbench.flops.count_matmul_flops`)."""
+    return flops.count_matmul_flops(model, batch, schema, _precision(bf16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,6 +276,7 @@ def measure_ours(
     common["precision"] = _precision(args.bf16)  # the runner's own autocast
     common["compile_model"] = args.compile  # torch.compile, compiled in the untimed warm-up
     common["retain_host_memory"] = not args.release_host_memory
+    common["step_mode"] = args.step  # graph: the whole step replayed from one CUDA graph
     if args.warmup:
         warmup = min(args.warmup, full)
         fit(model, data.schema, train, valid, epochs=1, max_steps_per_epoch=warmup, **common)
@@ -456,6 +441,12 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (matmul peak in bf16)")
     p.add_argument(
         "--compile", action="store_true", help="ours with torch.compile (the runner's --compile)"
+    )
+    p.add_argument(
+        "--step",
+        choices=STEPS,
+        default="eager",
+        help="ours with the runner's --step (graph: one CUDA graph per training step)",
     )
     p.add_argument("--row-layout", choices=("fields", "arrays"), default="fields")
     p.add_argument(

@@ -250,7 +250,11 @@ def _run(
     config_dict["batching"] = batching
     config_dict["head"] = head
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
-    config_dict["optimizer"] = "Adam (fused)" if device.type == "cuda" else "Adam"
+    config_dict["optimizer"] = (
+        "Adam"
+        if device.type != "cuda"
+        else ("Adam (fused, capturable)" if config.step == "graph" else "Adam (fused)")
+    )
     config_dict["distributed"] = world.describe()
     record = start_record(
         config,
@@ -318,6 +322,7 @@ def _run(
         world=world,
         precision=config.precision,
         compile_model=config.compile,
+        step_mode=config.step,
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)

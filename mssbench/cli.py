@@ -15,6 +15,7 @@ from mssbench.config import (
     DEFAULT_OUT,
     PRECISIONS,
     PRETRAIN_METHODS,
+    STEPS,
     RunConfig,
     parse_assignments,
 )
@@ -164,6 +165,14 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "compile",
             is_flag=True,
             help="Train through torch.compile (pays a compile time once; fastest on GPU).",
+        ),
+        click.option(
+            "--step",
+            type=click.Choice(STEPS),
+            default="eager",
+            show_default=True,
+            help="graph: replay each full training batch from one CUDA graph of the whole step "
+            "(GPU; training data kept on the GPU).",
         ),
         click.option(
             "--metric",

@@ -15,6 +15,21 @@ DEFAULT_OUT = "mssbench-runs"
 
 #: ``--precision`` values (the runner maps them to autocast dtypes).
 PRECISIONS = ("fp32", "bf16")
+#: ``--step`` values: ``eager`` (one launch per kernel) or ``graph`` (the whole training step
+#: replayed from one CUDA graph; :mod:`mssbench.runners.graph_step`).
+STEPS = ("eager", "graph")
+
+
+def check_step(step: str, *, distributed: bool, compiled: bool) -> None:
+    """Raise :class:`ConfigError` when ``--step`` cannot be used with the other options."""
+    if step not in STEPS:
+        raise ConfigError(f"--step must be one of {', '.join(STEPS)}, got {step!r}")
+    if step == "graph" and distributed:
+        raise ConfigError("--step graph trains one process; it cannot be used with torchrun")
+    if step == "graph" and compiled:
+        raise ConfigError(
+            "--step graph and --compile both remove launch overhead; choose one of them"
+        )
 
 #: ``--pretrain`` values (``contrastive``: :mod:`mssbench.runners.pretrain`).
 PRETRAIN_METHODS = ("none", "contrastive")
@@ -45,6 +60,8 @@ class RunConfig:
         max_steps_per_epoch: Cap on training steps per epoch (0 = a full pass); for smoke runs.
         precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward passes.
         compile: Train through ``torch.compile``.
+        step: ``eager``, or ``graph``: each full training batch replays one CUDA graph of the
+            whole step over GPU-resident data (same numbers up to float reordering).
         metrics: Registered plugin metrics (:class:`~mssbench.spec.MetricSpec` names) added to
             the test report, beside AUC and log loss.
         out: Directory of run records.
@@ -75,6 +92,7 @@ class RunConfig:
     max_steps_per_epoch: int = 0
     precision: str = "fp32"
     compile: bool = False
+    step: str = "eager"
     metrics: list[str] = field(default_factory=list)
     train_rows: int = 0
     pretrain: str = "none"
@@ -90,6 +108,7 @@ class RunConfig:
     LATER_FIELDS: ClassVar[dict[str, Any]] = {
         "precision": "fp32",
         "compile": False,
+        "step": "eager",
         "metrics": [],
         "train_rows": 0,
         "pretrain": "none",
@@ -119,6 +138,7 @@ class RunConfig:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        check_step(self.step, distributed=False, compiled=self.compile)
         if self.head not in ("auto", "direct", "esmm"):
             raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
         if self.batching not in ("auto", "mixed", "scenario_pure"):

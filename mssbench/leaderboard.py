@@ -534,6 +534,10 @@ _RUN_FLAGS = (
     ("patience", "--patience"),
     ("device", "--device"),
     ("max_steps_per_epoch", "--max-steps-per-epoch"),
+    ("step", "--step"),
+    ("train_rows", "--train-rows"),
+    ("pretrain", "--pretrain"),
+    ("pretrain_epochs", "--pretrain-epochs"),
 )
 
 

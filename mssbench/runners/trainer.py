@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import time
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mssbench.config import check_step
 from mssbench.errors import ConfigError, TrainingError
 from mssbench.metrics import evaluate, summary
 from mssbench.runners.distributed import (
@@ -33,7 +35,9 @@ from mssbench.runners.distributed import (
     shard,
     shard_range,
 )
+from mssbench.runners.graph_step import StaticStep, run_epoch
 from mssbench.runners.host_memory import retained_host_memory
+from mssbench.runners.streaming import DEFAULT_CHUNK_ROWS, ChunkStream
 from mssbench.spec import Batch, DatasetSchema, Split
 
 #: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
@@ -159,8 +163,13 @@ def batch_indices(
     return [batches[i] for i in shuffle]
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast region of ``--precision`` (a no-op for ``fp32``)."""
+def autocast(
+    device: torch.device, precision: str, cache: bool = True
+) -> contextlib.AbstractContextManager:
+    """The autocast region of ``--precision`` (a no-op for ``fp32``).
+
+    ``cache=False`` turns off autocast's cache of cast weights, as CUDA graph capture requires.
+    """
     if precision not in AUTOCAST_DTYPES:
         raise ConfigError(
             f"--precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}"
@@ -168,7 +177,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 @torch.no_grad()
@@ -305,13 +314,72 @@ def training_loss(
 
 
 def make_optimizer(
-    model: torch.nn.Module, device: torch.device, lr: float, weight_decay: float
+    model: torch.nn.Module,
+    device: torch.device,
+    lr: float,
+    weight_decay: float,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer:
-    """Adam; the fused kernel on CUDA (one launch for all parameters), the default elsewhere."""
+    """Adam; the fused kernel on CUDA (one launch for all parameters), the default elsewhere.
+
+    ``capturable`` (CUDA only) keeps the step counter on the device, so that the update can be
+    recorded in a CUDA graph (:mod:`mssbench.runners.graph_step`).
+    """
     fused = device.type == "cuda"
     return torch.optim.Adam(
-        model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None
+        model.parameters(),
+        lr=lr,
+        weight_decay=weight_decay,
+        fused=fused or None,
+        capturable=capturable and fused,
     )
+
+
+def _static_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    device: torch.device,
+    batch_size: int,
+    precision: str,
+    weights: torch.Tensor,
+    schema: DatasetSchema,
+    model_name: str,
+) -> StaticStep:
+    """The ``--step graph`` step: training rows on ``device``, the same loss as eager steps."""
+    if train.scenario.device != device:
+        train = train.to(device)  # once; graphs gather their batches on the device
+    validated = []
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        with autocast(device, precision, cache=False):
+            out = model(batch)
+        if not validated:
+            _validate_output(out, len(batch), schema.n_tasks, model_name)
+            validated.append(True)
+        logits, aux = out
+        return training_loss(logits, aux, batch.labels, weights)
+
+    return StaticStep(model, optimizer, train, batch_size, loss_fn, model_name)
+
+
+def _check_finite(
+    static: StaticStep,
+    step: int,
+    epoch: int,
+    check_every: int,
+    lr: float,
+    model_name: str,
+    bar: Any,
+) -> None:
+    """Stop a ``--step graph`` epoch whose running loss is no longer finite (one sync)."""
+    if not bool(static.finite):
+        bar.close()
+        raise TrainingError(
+            f"training loss became non-finite at epoch {epoch}, step {step} (or up to "
+            f"{check_every - 1} steps before) of model {model_name!r}; the run is stopped. "
+            f"Try a lower --lr (now {lr})."
+        )
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -349,6 +417,8 @@ def fit(
     compile_model: bool = False,
     prefetch: bool | None = None,
     retain_host_memory: bool = True,
+    step_mode: str = "eager",
+    stream_chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -384,11 +454,19 @@ def fit(
             feeding a GPU.
         retain_host_memory: On the CPU, keep freed buffers in the process for the next step
             (:mod:`mssbench.runners.host_memory`; changes no value, only the speed).
+        step_mode: ``eager``, or ``graph``: full batches replay one CUDA graph of the whole step
+            over device-resident data (:mod:`mssbench.runners.graph_step`; on the CPU the same
+            static-buffer step runs eagerly). Memory-mapped training rows (``block_rows``)
+            are streamed to the device in chunks (:mod:`mssbench.runners.streaming`), other
+            rows are moved to the device once.
+        stream_chunk_rows: Rows per streamed chunk (``step_mode="graph"`` with memory-mapped
+            rows).
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
     """
-    optimizer = make_optimizer(model, device, lr, weight_decay)
+    check_step(step_mode, distributed=world.enabled, compiled=compile_model)
+    optimizer = make_optimizer(model, device, lr, weight_decay, capturable=step_mode == "graph")
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
     best = copy.deepcopy(model.state_dict())
@@ -423,6 +501,22 @@ def fit(
     if compile_model:
         net = torch.compile(net)
 
+    static, stream = None, None
+    if step_mode == "graph":
+        if block_rows:
+            # Memory-mapped rows: streamed to the device chunk by chunk, not moved whole.
+            stream = ChunkStream(train, device, max(stream_chunk_rows, batch_size))
+        static = _static_step(
+            model,
+            optimizer,
+            stream.current if stream else train,
+            device,
+            batch_size,
+            precision,
+            weights,
+            schema,
+            model_name,
+        )
     with retained_host_memory(enabled=retain_host_memory and device.type == "cpu"):
         while state.epoch < epochs and not state.stopped_early:
             epoch = state.epoch + 1
@@ -454,35 +548,55 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             finite = torch.ones((), dtype=torch.bool, device=device)
             t0 = time.perf_counter()
-            for step, (idx, batch) in enumerate(
-                iter_batches(train, batches, device, world, prefetch), 1
-            ):
-                with autocast(device, precision):
-                    out = net(batch)
-                if step == 1:
-                    _validate_output(out, len(batch), schema.n_tasks, model_name)
-                logits, aux = out
-                # DDP averages gradients over ranks: scaling each shard's sum by
-                # world / global rows makes that average the gradient of the global mean.
-                row_scale = world.size / len(idx) if world.enabled else None
-                loss = training_loss(logits, aux, batch.labels, weights, row_scale)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                detached = loss.detach()
-                loss_sum += detached
-                finite &= torch.isfinite(detached)
-                if step % check_every == 0 or step == len(batches):
-                    if not all_true(finite, world):
-                        bar.close()
-                        raise TrainingError(
-                            f"training loss became {detached.item()} at epoch {epoch}, step "
-                            f"{step} (or up to {check_every - 1} steps before) of model "
-                            f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
-                        )
-                bar.update(len(idx))
-                if progress and step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
+            if static is not None:
+                static.reset_loss()
+                loss_sum = static.loss_sum
+                run_epoch(
+                    static,
+                    batches,
+                    check_every,
+                    check=functools.partial(
+                        _check_finite,
+                        static,
+                        epoch=epoch,
+                        check_every=check_every,
+                        lr=lr,
+                        model_name=model_name,
+                        bar=bar,
+                    ),
+                    advance=bar.update,
+                    stream=stream,
+                )
+            else:
+                for step, (idx, batch) in enumerate(
+                    iter_batches(train, batches, device, world, prefetch), 1
+                ):
+                    with autocast(device, precision):
+                        out = net(batch)
+                    if step == 1:
+                        _validate_output(out, len(batch), schema.n_tasks, model_name)
+                    logits, aux = out
+                    # DDP averages gradients over ranks: scaling each shard's sum by
+                    # world / global rows makes that average the gradient of the global mean.
+                    row_scale = world.size / len(idx) if world.enabled else None
+                    loss = training_loss(logits, aux, batch.labels, weights, row_scale)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    detached = loss.detach()
+                    loss_sum += detached
+                    finite &= torch.isfinite(detached)
+                    if step % check_every == 0 or step == len(batches):
+                        if not all_true(finite, world):
+                            bar.close()
+                            raise TrainingError(
+                                f"training loss became {detached.item()} at epoch {epoch}, step "
+                                f"{step} (or up to {check_every - 1} steps before) of model "
+                                f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
+                            )
+                    bar.update(len(idx))
+                    if progress and step % 20 == 0:
+                        bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0

@@ -52,7 +52,8 @@ def mssbench_register_models():
                 "experts per sample; scenario indicator embedding in the gate input",
             },
             # 2: debiased batch-norm moving averages; loss weights by task role.
-            version=2,
+            # 3: one GEMM for the shared-input expert layer (float summation order).
+            version=3,
             check_params={
                 "embed_dim": 8,
                 "scenario_embed_dim": 4,

@@ -202,12 +202,15 @@ class ExpertBank(nn.Module):
         Returns:
             ``[B, n, out]``.
         """
-        b = x.shape[0]
-        y = x.unsqueeze(1).expand(-1, self.n_experts, -1)  # [B, n, in]
+        b, n = x.shape[0], self.n_experts
+        y = x
         for weight, norm in zip(self.weights, self.norms):
-            y = torch.einsum("bni,nio->bno", y, weight)  # [B, n, h]
-            h = y.shape[2]
-            y = self.dropout(self.act(norm(y.reshape(b, -1)).view(b, self.n_experts, h)))
+            if y.dim() == 2:
+                # Shared input: one GEMM for all experts, [B, in] @ [in, n*h].
+                y = y @ weight.permute(1, 0, 2).reshape(weight.shape[1], -1)  # [B, n*h]
+            else:
+                y = torch.einsum("bni,nio->bno", y, weight).reshape(b, -1)  # [B, n*h]
+            y = self.dropout(self.act(norm(y)).view(b, n, weight.shape[2]))
         return y
 
 

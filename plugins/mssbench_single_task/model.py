@@ -143,6 +143,12 @@ class SingleTask(nn.Module):
         super().__init__()
         self.S, self.T = schema.n_scenarios, schema.n_tasks
         self.per_scenario = per_scenario
+        #: ``--step graph`` refuses per-scenario networks: each selects its rows with nonzero().
+        self.cuda_graph_unsafe = (
+            "per-scenario networks select their rows with data-dependent sizes"
+            if per_scenario
+            else ""
+        )
         # networks[s] holds scenario s's T task networks (a single entry without per_scenario).
         self.networks = nn.ModuleList(
             SeparateNetworks(

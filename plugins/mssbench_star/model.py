@@ -165,6 +165,10 @@ class STAR(nn.Module):
     batches ("STAR (mixed batches)" variant); on domain-pure batches it is the paper's PN.
     """
 
+    #: ``--step graph`` refuses the model: its per-domain row groups have data-dependent sizes
+    #: (the domain counts are read on the host every step).
+    cuda_graph_unsafe = "per-domain row groups with data-dependent sizes (counts read on the host)"
+
     def __init__(
         self,
         schema: DatasetSchema,

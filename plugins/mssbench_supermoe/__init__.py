@@ -31,6 +31,9 @@ def mssbench_register_models():
             paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
             "Representation with Sparse Mixture of Experts, ICML 2022 Pre-training Workshop, "
             "https://arxiv.org/abs/2207.04648",
+            # 2: grouped expert dispatch on GPUs (every expert on every token, mixed by the
+            # routing weights): the same function, float summation order changed.
+            version=2,
             check_params={
                 "d_model": 16,
                 "n_heads": 2,

@@ -48,8 +48,10 @@ def load_balance_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tenso
         token goes to one expert with probability 1 (``k = 1``).
     """
     n_experts = probs.shape[-1]
-    counts = torch.bincount(experts.reshape(-1), minlength=n_experts)
-    f = counts.to(probs.dtype) / max(experts.numel(), 1)  # [E]
+    slots = experts.reshape(-1)
+    # A scatter, not bincount: bincount sizes its output from the data (a host sync on GPUs).
+    counts = probs.new_zeros(n_experts).scatter_add_(0, slots, probs.new_ones(slots.shape))
+    f = counts / max(experts.numel(), 1)  # [E]
     return n_experts * (f * probs.mean(0)).sum()
 
 
@@ -58,11 +60,25 @@ class MoEFFN(nn.Module):
 
     Each token goes to its ``k`` most probable experts (``FFN_i = Linear -> GELU -> Linear``) and
     receives ``sum_{i in top-k} r_i * FFN_i(x)`` with the ``r_i`` renormalised over the top-``k``.
-    Dispatch is sparse: (token, slot) pairs are grouped by expert, each expert runs on its own
-    tokens only, and the outputs are put back in token order. There is no capacity limit, so no
-    token is ever dropped and a token's output never depends on the other tokens of the batch.
-    An expert that receives no token gets an all-zero gradient (its weights are slices of one
-    stacked tensor), which is exactly the gradient of a sparse layer.
+    There is no capacity limit, so no token is ever dropped and a token's output never depends
+    on the other tokens of the batch.
+
+    Two dispatches compute the same function (up to float summation order), chosen by
+    :attr:`dispatch`:
+
+    * ``grouped`` (:meth:`forward_grouped`; default on GPUs, version 2): every expert runs on
+      every token as two batched matmuls over the stacked expert weights (``[N, d] @ [d, E*h]``,
+      then ``[E, N, h] @ [E, h, d]``), and the outputs are mixed with the ``[N, E]`` routing
+      weights, which are zero outside each token's top-``k``. An expert gets exactly zero
+      gradient from a token it was not chosen for. ``E / k`` times the sparse matmul work, but a
+      fixed number of kernels, no Python loop over experts and no host synchronisation (CUDA
+      graph safe): on a launch-bound GPU the extra work is cheaper than the launches.
+    * ``loop`` (:meth:`forward_loop`; default on the CPU, where arithmetic, not launches, is
+      the cost): (token, slot) pairs are grouped by expert and each expert runs on its own
+      tokens only. Its loop reads the per-expert counts on the host.
+
+    Either way an expert that receives no token gets an all-zero gradient (its weights are
+    slices of one stacked tensor), which is exactly the gradient of a sparse layer.
 
     Args:
         d_model: Token width.
@@ -79,6 +95,15 @@ class MoEFFN(nn.Module):
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.fc1 = GroupedLinear(n_experts, d_model, d_hidden)
         self.fc2 = GroupedLinear(n_experts, d_hidden, d_model)
+        #: ``auto`` (``loop`` on the CPU, ``grouped`` elsewhere), ``grouped`` or ``loop``.
+        self.dispatch = "auto"
+
+    @property
+    def cuda_graph_unsafe(self) -> str:
+        """Why this layer cannot run in a CUDA graph ("" when it can; ``--step graph``)."""
+        if self.dispatch == "loop":
+            return "dispatch 'loop' reads the per-expert token counts on the host"
+        return ""
 
     def route(self, x: torch.Tensor) -> Routing:
         """Route tokens ``x`` ``[N, d]``; noise is added only in training mode."""
@@ -95,7 +120,7 @@ class MoEFFN(nn.Module):
         return h @ self.fc2.weight[e] + self.fc2.bias[e]  # [n, d]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixture output and the layer's load-balance loss.
+        """Mixture output and the layer's load-balance loss (grouped dispatch).
 
         Args:
             x: ``[..., d]`` tokens.
@@ -103,6 +128,26 @@ class MoEFFN(nn.Module):
         Returns:
             ``[..., d]`` outputs and the scalar ``L_bal`` of these tokens.
         """
+        mode = self.dispatch
+        if mode == "auto":
+            mode = "loop" if x.device.type == "cpu" else "grouped"
+        if mode == "loop":
+            return self.forward_loop(x)
+        return self.forward_grouped(x)
+
+    def forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every expert on every token, mixed by the sparse routing weights (graph safe)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # [N, d]
+        route = self.route(x)
+        mix = route.weights.new_zeros(route.probs.shape).scatter(1, route.experts, route.weights)
+        h = F.gelu(self.fc1(x))  # [N, E, h]: one GEMM for every expert
+        out = self.fc2(h)  # [N, E, d]: one batched matmul over the experts
+        y = torch.einsum("ne,ned->nd", mix.to(out.dtype), out)
+        return y.view(shape), load_balance_loss(route.probs, route.experts)
+
+    def forward_loop(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse dispatch: each expert on its own tokens (a loop; reads counts on the host)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, d]
         route = self.route(x)
@@ -242,7 +287,8 @@ class SUPERMoE(nn.Module):
         self.last_balance: tuple[torch.Tensor, ...] = ()
 
     def _check_scenarios(self, scenario: torch.Tensor) -> None:
-        if not scenario.numel():
+        if not scenario.numel() or (scenario.is_cuda and torch.cuda.is_current_stream_capturing()):
+            # A CUDA graph cannot read values back; the eager warm-up steps checked the batch.
             return
         lo, hi = torch.aminmax(scenario)
         if int(lo) < 0 or int(hi) >= self.S:
