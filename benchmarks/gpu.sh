@@ -46,6 +46,12 @@ if [ ${#TINY[@]} -eq 0 ]; then
     2>&1 | tee "$DEST/pytest-gpu.txt" | tail -15
 fi
 
+if [ ${#TINY[@]} -eq 0 ]; then
+  echo "== how large a model trains: benchmarks/scaling_size.py (limit 60s)"
+  timeout --kill-after=5 60 "$PY" benchmarks/scaling_size.py --device cuda --precision bf16 \
+    --factors 1,4,8,16,24 --batch-size 4096 --steps 10 --warmup 2 --json "$DEST/scaling_size.json"
+fi
+
 echo "== results ($DEST/results.md)"
 "$PY" benchmarks/gpu_speed.py --report --out "$DEST"
 echo "== gpu.sh done in $(( $(date +%s) - started )) s"

@@ -162,7 +162,7 @@ def _loss(model: torch.nn.Module, batch: Batch, weights: torch.Tensor) -> torch.
 def count_matmul_flops(
     model: torch.nn.Module, batch: Batch, schema: DatasetSchema, bf16: bool
 ) -> tuple[float, dict[str, float]]:
-    """Matmul FLOPs of one training step on ``batch`` (:func:`mssbench.flops.count_matmul_flops`)."""
+    """Matmul FLOPs of one training step (:func:`mssbench.flops.count_matmul_flops`)."""
     return flops.count_matmul_flops(model, batch, schema, _precision(bf16))
 
 
