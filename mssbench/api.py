@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from mssbench.config import RunConfig, resolve
-from mssbench.errors import ConfigError, MssbenchError, PluginError
+from mssbench.errors import ConfigError, MssbenchError, PluginError, brief
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
@@ -26,6 +29,7 @@ from mssbench.records import (
     package_versions,
     write_record,
 )
+from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
 from mssbench.runners.trainer import (
     SELECTION_METRIC,
@@ -56,6 +60,9 @@ class RunResult:
     path: Path | None
     test_metrics: pd.DataFrame
     oracle_metrics: pd.DataFrame | None = None
+    #: The configuration was already finished in ``--out`` (``skip_finished``): ``record`` and
+    #: ``path`` are that earlier run's, nothing was trained.
+    skipped: bool = False
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -100,11 +107,21 @@ def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> Load
 def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -> torch.nn.Module:
     """Build a registered model with its hyper-parameters checked against the declared defaults."""
     spec = registry.model(name)
-    resolved = resolve("param", f"model {name!r}", spec.defaults, params)
+    resolved = resolve("param", f"model {name!r}", spec.defaults, params, spec.constraints)
     try:
         model = spec.build(schema, **resolved)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {exc}") from exc
+        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {brief(exc)}") from exc
+    except MssbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name and place
+        plugin = registry.plugin_of("model", name)
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+        raise PluginError(
+            f'model {name!r} (plugin "{plugin}") failed to build: '
+            f"{type(exc).__name__}: {brief(str(exc))}{where}"
+        ) from exc
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"model {name!r}: build() must return a torch.nn.Module")
     return model
@@ -131,28 +148,105 @@ def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
     return specs
 
 
+def checkpoint_path(out_dir: str | Path, config: RunConfig, model_version: int) -> Path:
+    """Where a run keeps its resumable state: ``OUT/.partial/<dataset>_<model>[_vN]_<hash>.pt``.
+
+    A checkpoint of another model version is not resumed (its state means something else).
+    """
+    version = f"_v{model_version}" if model_version > 1 else ""
+    name = f"{config.dataset}_{config.model}{version}_{config.result_hash()}.pt"
+    return Path(out_dir) / ".partial" / name
+
+
+def finished_record(out_dir: str | Path, config: RunConfig, version: int) -> dict | None:
+    """A finished record in ``out_dir`` of ``config`` (same hash) at model ``version``."""
+    if not Path(out_dir).is_dir():
+        return None
+    records, _ = load_records(out_dir)
+    want = config.result_hash()
+    for record in records:
+        if record["run_hash"] == want and model_version(record) == version:
+            return record
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(checkpoint: Path, wait: bool) -> Iterator[None]:
+    """Hold the lock of one configuration in one output directory while it runs.
+
+    The lock file sits beside the checkpoint. With ``wait`` the call blocks until another
+    process running the same configuration into the same directory is done; without it such
+    a process is a :class:`ConfigError` ("already running"). When the run finishes (its
+    record written, its checkpoint removed) the lock file and an empty ``.partial`` folder
+    are removed too; a process that was waiting then finds the finished record.
+    """
+    lock_path = checkpoint.with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"this configuration is already running into {checkpoint.parent.parent} "
+            f"(lock {lock_path} is held by another process); wait for it to finish, or use "
+            "another --out"
+        ) from None
+    finished = False
+    try:
+        yield
+        finished = not checkpoint.exists()
+    finally:
+        lock.release()
+        if finished:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+            with contextlib.suppress(OSError):
+                lock_path.parent.rmdir()  # only when empty
+
+
 def run(
     config: RunConfig,
     registry: Registry | None = None,
     log: Callable[[str], None] = print,
+    *,
+    wait: bool = False,
+    skip_finished: bool = False,
 ) -> RunResult:
     """Train one model on one dataset, evaluate on test and write the run record.
 
     Under ``torchrun`` (more than one process) the run is data-parallel; see
-    :mod:`mssbench.runners.distributed`.
+    :mod:`mssbench.runners.distributed`. One configuration runs at most once at a time in one
+    output directory (:func:`run_lock`).
 
     Args:
         config: The run configuration.
         registry: Loaded plugins (default: :func:`mssbench.plugins.load_registry`).
         log: Where status lines go.
+        wait: When another process is running this configuration into ``config.out``, wait
+            for it instead of failing with "already running".
+        skip_finished: Once the lock is held, return the finished record of this
+            configuration and model version if ``config.out`` has one (``skipped=True``)
+            instead of training again (what suites do).
 
     Returns:
         The finished run.
     """
     config.validate()
+    registry = registry or load_registry()
     world, device = distributed.setup(resolve_device(config.device))
     try:
-        return _run(config, registry or load_registry(), log, world, device)
+        if not world.is_main:
+            return _run(config, registry, log, world, device)
+        version = registry.model(config.model).version
+        checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
+        with run_lock(checkpoint, wait):
+            if skip_finished:
+                done = finished_record(config.out, config, version)
+                if done is not None:
+                    frame = pd.DataFrame(done["test"]["metrics"])
+                    path = Path(done.pop("_path"))
+                    return RunResult(done, path, frame, skipped=True)
+            return _run(config, registry, log, world, device)
     finally:
         distributed.teardown(world)
 
@@ -169,7 +263,10 @@ def _run(
         log = _silent
     model_spec = registry.model(config.model)
     dataset_spec = registry.dataset(config.dataset)
-    params = resolve("param", f"model {config.model!r}", model_spec.defaults, config.params)
+    params = resolve(
+        "param", f"model {config.model!r}", model_spec.defaults, config.params,
+        model_spec.constraints,
+    )
     data_options = resolve(
         "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
     )
@@ -264,10 +361,7 @@ def _run(
         + (f", {world.size} processes ({world.backend})" if world.enabled else "")
     )
 
-    # A checkpoint of another model version is not resumed (its state means something else).
-    version = f"_v{model_spec.version}" if model_spec.version > 1 else ""
-    name = f"{config.dataset}_{config.model}{version}_{record['run_hash']}.pt"
-    checkpoint = out_dir / ".partial" / name
+    checkpoint = checkpoint_path(out_dir, config, model_spec.version)
     result = fit(
         model,
         schema,
@@ -293,6 +387,7 @@ def _run(
         world=world,
         precision=config.precision,
         compile_model=config.compile,
+        started=started,
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
@@ -305,7 +400,8 @@ def _run(
         {
             "status": "finished",
             "finished_at": datetime.now(timezone.utc).isoformat(),
-            "wall_seconds": time.perf_counter() - started,
+            # Every process of a resumed run: earlier ones up to their last checkpoint.
+            "wall_seconds": result.earlier_wall_seconds + time.perf_counter() - started,
             "training": {
                 "epochs_run": state.epoch,
                 "best_epoch": state.best_epoch,
