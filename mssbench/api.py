@@ -181,16 +181,22 @@ def run_lock(checkpoint: Path, wait: bool) -> Iterator[None]:
     are removed too; a process that was waiting then finds the finished record.
     """
     lock_path = checkpoint.with_suffix(".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(
-            f"this configuration is already running into {checkpoint.parent.parent} "
-            f"(lock {lock_path} is held by another process); wait for it to finish, or use "
-            "another --out"
-        ) from None
+    for _attempt in range(100):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+            break
+        except FileNotFoundError:
+            continue  # the holder finished and removed .partial while this one waited
+        except Timeout:
+            raise ConfigError(
+                f"this configuration is already running into {checkpoint.parent.parent} "
+                f"(lock {lock_path} is held by another process); wait for it to finish, or "
+                "use another --out"
+            ) from None
+    else:
+        raise ConfigError(f"cannot take the run lock {lock_path}: its folder keeps vanishing")
     finished = False
     try:
         yield
