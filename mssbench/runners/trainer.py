@@ -11,6 +11,7 @@ import copy
 import math
 import pickle
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -334,6 +335,21 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+#: Lines of torch's weights-only refusal that say nothing about the file.
+_TORCH_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """What the weights-only unpickler objected to, in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next(
+        (ln for ln in lines if not ln.lower().startswith(_TORCH_BOILERPLATE)), _first_line(exc)
+    )
+    if "GLOBAL" in detail:  # an object of some Python class: loading it could run code
+        return f"it holds Python objects other than tensors and plain values (refused: {detail})"
+    return f"not a checkpoint ({detail})"
+
+
 def _unreadable(path: Path, why: str) -> ConfigError:
     return ConfigError(
         f"checkpoint {path} cannot be resumed: {brief(why)}; delete it to start the run over"
@@ -351,12 +367,11 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         ConfigError: The file is not a checkpoint of this harness (one line naming it).
     """
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of odd files
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = _first_line(exc)
-        if "weights only" in first.lower() or "weights_only" in first.lower():
-            first = "it holds Python objects other than tensors and plain values (refused)"
-        raise _unreadable(path, first) from None
+        raise _unreadable(path, _unpickling_reason(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
         raise _unreadable(path, f"not a checkpoint ({_first_line(exc)})") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
