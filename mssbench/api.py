@@ -111,7 +111,8 @@ def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -
     try:
         model = spec.build(schema, **resolved)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {brief(exc)}") from exc
+        why = brief(str(exc), 500)
+        raise ConfigError(f"model {name!r} rejected its hyper-parameters: {why}") from exc
     except MssbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name and place

@@ -262,7 +262,7 @@ def resolve(
     for key, rule in (constraints or {}).items():
         if key in out and not rule.allows(out[key]):
             raise ConfigError(
-                f"{owner} {kind} {key!r} must be {rule.describe()}, "
+                f"{owner} {kind} {key!r} must be {rule.describe(out[key])}, "
                 f"got {brief(json.dumps(out[key], default=str))}"
             )
     return out

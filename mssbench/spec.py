@@ -395,8 +395,11 @@ class Constraint:
     high_open: bool = False
     non_empty: bool = False
 
-    def describe(self) -> str:
-        """The rule in words: ``"> 0"``, ``"in [0, 1)"``, ``"a non-empty list of values > 0"``."""
+    def describe(self, value: Any = None) -> str:
+        """The rule in words: ``"> 0"``, ``"in [0, 1)"``, ``"a non-empty list of values > 0"``.
+
+        With a list ``value`` the words say that the rule applies to each element.
+        """
         if self.low is not None and self.high is not None:
             rule = (
                 f"in {'(' if self.low_open else '['}{_bound(self.low)}, "
@@ -410,6 +413,8 @@ class Constraint:
             rule = ""
         if self.non_empty:
             return "a non-empty list" + (f" of values {rule}" if rule else "")
+        if isinstance(value, (list, tuple)):
+            return f"a list of values {rule}"
         return rule
 
     def _number_ok(self, x: Any) -> bool:
