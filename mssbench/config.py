@@ -101,8 +101,10 @@ class RunConfig:
         """Raise :class:`ConfigError` on an out-of-range value, naming the option."""
         for name, low in self.MIN_INTS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{_flag(name)} must be an integer >= {low}, got {brief(value)}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{_flag(name)} must be an integer, got {brief_repr(value)}")
+            if value < low:
+                raise ConfigError(f"{_flag(name)} must be >= {low}, got {value}")
         for name, positive in (("lr", True), ("weight_decay", False)):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and math.isfinite(value)
@@ -164,8 +166,6 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
             and isinstance(value, (int, float))
             and not isinstance(value, bool)
         ):
-            if not math.isfinite(value):
-                raise bad()
             return float(value)
         if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -190,13 +190,9 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
             raise bad() from None
     if isinstance(default, float):
         try:
-            number = float(text)
+            return float(text)
         except ValueError:
             raise bad() from None
-        if not math.isfinite(number):
-            expected = "a finite float"
-            raise bad()
-        return number
     if isinstance(default, (list, tuple)):
         items: Any
         if text.startswith("["):
