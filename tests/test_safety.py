@@ -15,6 +15,7 @@ from filelock import FileLock
 from hypothesis import given
 from hypothesis import strategies as st
 
+import mssbench
 from mssbench.api import checkpoint_path, run
 from mssbench.cli import main
 from mssbench.config import RunConfig
@@ -209,17 +210,31 @@ def test_a_garbage_checkpoint_is_one_line(tmp_path, content, expect):
     assert str(path) in line and expect in line
 
 
-def test_a_checkpoint_of_another_shape_is_one_line(registry, tmp_path):
+@pytest.mark.parametrize("broken", ["model", "best", "state"])
+def test_a_checkpoint_of_another_shape_is_one_line(registry, tmp_path, broken):
     out = tmp_path / "runs"
-    run(config(out, epochs=1), registry=registry, log=quiet)  # a real run leaves no checkpoint
     other = config(out, epochs=2, resume=True)
     ck = checkpoint_path(out, other, 1)
-    small = {"model": {"w": torch.zeros(1)}, "optimizer": {}, "best": {}, "state": {},
-             "generator": torch.Generator().get_state()}
-    ck.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(small, ck)
-    with pytest.raises(ConfigError, match="does not fit this run"):
+    registry.pm.register(Interrupt(1), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
         run(other, registry=registry, log=quiet)
+    registry.pm.unregister(name="interrupt")
+    good = torch.load(ck, weights_only=True)
+    good[broken] = {"w": torch.zeros(1)} if broken != "state" else {"epoch": "one", "x": 1}
+    torch.save(good, ck)
+    reason = "its training state has unknown fields" if broken == "state" else "does not fit"
+    with pytest.raises(ConfigError, match=reason):
+        run(other, registry=registry, log=quiet)
+
+
+class Interrupt:
+    def __init__(self, at):
+        self.at = at
+
+    @mssbench.hookimpl
+    def mssbench_epoch_end(self, run, epoch, metrics):
+        if epoch == self.at:
+            raise KeyboardInterrupt
 
 
 KILLER = """

@@ -394,6 +394,7 @@ def _restore(
 ) -> TrainState:
     """Load a checkpoint's weights, optimizer, RNG streams and training state."""
     try:
+        model.load_state_dict(ck["best"])  # checked now, restored after the last epoch
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         state = TrainState(**ck["state"])
