@@ -177,9 +177,10 @@ def run_lock(checkpoint: Path, wait: bool) -> Iterator[None]:
 
     The lock file sits beside the checkpoint. With ``wait`` the call blocks until another
     process running the same configuration into the same directory is done; without it such
-    a process is a :class:`ConfigError` ("already running"). When the run finishes (its
-    record written, its checkpoint removed) the lock file and an empty ``.partial`` folder
-    are removed too; a process that was waiting then finds the finished record.
+    a process is a :class:`ConfigError` ("already running"). On release the lock file is
+    removed, and the ``.partial`` folder when nothing else is in it (a finished run removed
+    its checkpoint); a process that was waiting then takes a new lock (and, for a suite, finds
+    the finished record).
     """
     lock_path = checkpoint.with_suffix(".lock")
     lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
@@ -198,17 +199,15 @@ def run_lock(checkpoint: Path, wait: bool) -> Iterator[None]:
             ) from None
     else:
         raise ConfigError(f"cannot take the run lock {lock_path}: its folder keeps vanishing")
-    finished = False
     try:
         yield
-        finished = not checkpoint.exists()
     finally:
         lock.release()
-        if finished:
-            with contextlib.suppress(OSError):
-                lock_path.unlink()
-            with contextlib.suppress(OSError):
-                lock_path.parent.rmdir()  # only when empty
+        # Safe with filelock >= 4: a waiter that locked the removed file notices and retries.
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        with contextlib.suppress(OSError):
+            lock_path.parent.rmdir()  # only when empty (no checkpoint to resume)
 
 
 def run(
@@ -245,6 +244,7 @@ def run(
         if not world.is_main:
             return _run(config, registry, log, world, device)
         version = registry.model(config.model).version
+        registry.dataset(config.dataset)  # an unknown name: an error before anything is written
         checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
         with run_lock(checkpoint, wait):
             if skip_finished:

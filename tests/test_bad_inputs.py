@@ -73,8 +73,10 @@ CASES = [
     ("mode-unknown", run_args("-p", "mode=zz"),
      "model 'mmoe' rejected its hyper-parameters: mode must be 'st' or 't', got 'zz'"),
     # --- run: names, data options, metrics, output, checkpoints -------------------------------
-    ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth"], "nosuch"),
-    ("dataset-unknown", ["run", *TESTING, "-m", "mmoe", "-d", "nosuch"], "nosuch"),
+    ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth", "--out",
+                       "{tmp}/runs"], "unknown model 'nosuch'. Known models: aesm"),
+    ("dataset-unknown", ["run", *TESTING, "-m", "mmoe", "-d", "nosuch", "--out", "{tmp}/runs"],
+     "unknown dataset 'nosuch'. Known datasets: aliexpress"),
     ("data-option-unknown", run_args("-D", "nosuch=1"), "takes no data option 'nosuch'"),
     ("data-option-no-equals", run_args("-D", "rows"), "--data-option expects KEY=VALUE"),
     ("metric-unknown", run_args("--metric", "nosuch"), "nosuch"),
@@ -193,3 +195,6 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path, args, expect):
     assert expect in errors[0], errors[0]
     assert len(errors[0]) <= len("Error: ") + MESSAGE_CHARS + 40
     assert not list((tmp_path / "runs").glob("*.json"))  # nothing was recorded
+    # Nothing is left behind by a run refused before it started (a planted checkpoint stays).
+    partial = tmp_path / "runs" / ".partial"
+    assert sorted(p.suffix for p in partial.iterdir()) in ([], [".pt"])
