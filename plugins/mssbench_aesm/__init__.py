@@ -1,7 +1,7 @@
 """AESM² model plugin (``aesm``)."""
 
-from mssbench import ModelSpec, hookimpl
-from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
+from mssbench import Constraint, ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_aesm.model import AESM2
 
 #: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
@@ -39,20 +39,20 @@ CONSTRAINTS = {
     "embed_dim": POSITIVE,
     "scenario_embed_dim": POSITIVE,
     "task_embed_dim": POSITIVE,
-    "scenario_layers": POSITIVE,
+    "scenario_layers": NON_NEGATIVE,
     "scenario_experts": POSITIVE,
     "scenario_topk_specific": NON_NEGATIVE,
     "scenario_topk_shared": NON_NEGATIVE,
     "scenario_expert_hidden": WIDTHS,
     "scenario_noise_scale": NON_NEGATIVE,
-    "task_layers": POSITIVE,
+    "task_layers": NON_NEGATIVE,
     "task_experts": POSITIVE,
     "task_topk_specific": NON_NEGATIVE,
     "task_topk_shared": NON_NEGATIVE,
     "task_expert_hidden": WIDTHS,
     "task_noise_scale": NON_NEGATIVE,
     "dropout": DROPOUT,
-    "bn_momentum": PROBABILITY,
+    "bn_momentum": Constraint(low=0, high=1, low_open=True),
     "tower_hidden": OPTIONAL_WIDTHS,
     "lambda_sp": NON_NEGATIVE,
     "lambda_sh": NON_NEGATIVE,

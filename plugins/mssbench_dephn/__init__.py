@@ -6,7 +6,6 @@ from mssbench.spec import (
     NON_NEGATIVE,
     OPTIONAL_WIDTHS,
     POSITIVE,
-    PROBABILITY,
     WIDTHS,
     Constraint,
 )
@@ -40,7 +39,7 @@ CONSTRAINTS = {
     "tower_hidden": OPTIONAL_WIDTHS,
     "dropout": DROPOUT,
     "vg_beta": NON_NEGATIVE,
-    "rho_ema": PROBABILITY,
+    "rho_ema": Constraint(low=0, high=1, high_open=True),
 }
 
 

@@ -1,7 +1,7 @@
 """PLE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_ple.model import PLE
 
 DEFAULTS = {
@@ -18,7 +18,7 @@ DEFAULTS = {
 CONSTRAINTS = {
     "embed_dim": POSITIVE,
     "level_widths": WIDTHS,
-    "n_specific_experts": POSITIVE,
+    "n_specific_experts": NON_NEGATIVE,
     "n_shared_experts": POSITIVE,
     "tower_hidden": OPTIONAL_WIDTHS,
     "dropout": DROPOUT,
