@@ -20,7 +20,14 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
-__all__ = ["atomic_write", "recover_dir", "replace_dir", "write_json", "write_text"]
+__all__ = [
+    "atomic_write",
+    "recover_dir",
+    "replace_dir",
+    "work_dir",
+    "write_json",
+    "write_text",
+]
 
 
 def _tmp_name(path: Path) -> Path:
@@ -96,6 +103,19 @@ def write_json(path: str | Path, payload: Mapping[str, Any], *, overwrite: bool 
         fh.write("\n")
 
     return atomic_write(path, write, overwrite=overwrite)
+
+
+def work_dir(final: str | Path, tag: str = "tmp") -> Path:
+    """A new empty hidden directory beside ``final`` to build it in: ``.{name}.{tag}-{pid}-{id}``.
+
+    Unlike :func:`tempfile.mkdtemp` (always ``0700``) it is created with the user's umask, so
+    the directory renamed into place later has the permissions of any other the user makes.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f".{final.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
 
 
 def _old_name(dest: Path, pid: int) -> Path:

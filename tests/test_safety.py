@@ -333,3 +333,16 @@ def test_two_overlapping_suites_train_and_record_once(tmp_path):
     logs = "".join(stderr for _, stderr in results)
     assert "finished by another process" in logs or "1 already finished" in logs
     assert not (out / ".partial").exists()
+
+
+def test_a_generated_data_cache_follows_the_umask(tmp_path):
+    from mssbench_aliexpress_synth import loader as synth
+
+    old = os.umask(0o022)
+    try:
+        synth.load({"n_rows": 20_000, "seed": 5, "cache": str(tmp_path)})
+    finally:
+        os.umask(old)
+    [cache] = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert cache.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in cache.iterdir() if p.is_file())
