@@ -346,3 +346,19 @@ def test_a_generated_data_cache_follows_the_umask(tmp_path):
     [cache] = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
     assert cache.stat().st_mode & 0o777 == 0o755
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in cache.iterdir() if p.is_file())
+
+
+def test_an_unexpected_exception_is_one_line_with_its_place(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nnobody expected " + "x" * 5000)
+
+    monkeypatch.setattr("mssbench.api.run", broken)
+    res = CliRunner().invoke(main, tiny_run_args(tmp_path / "runs", 1))
+    assert res.exit_code == 3 and "Traceback" not in res.output
+    [line] = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert line.startswith("Error: unexpected RuntimeError: something nobody expected xxx")
+    assert "more characters" in line and "test_safety.py, line" in line
+    assert "MSSBENCH_DEBUG=1" in line and len(line) < 1000
+    monkeypatch.setenv("MSSBENCH_DEBUG", "1")
+    res = CliRunner().invoke(main, tiny_run_args(tmp_path / "runs", 1))
+    assert isinstance(res.exception, RuntimeError)
