@@ -5,6 +5,7 @@ import pluggy
 from mssbench.spec import (
     Batch,
     CategoricalField,
+    Constraint,
     DatasetSchema,
     DatasetSpec,
     Implies,
@@ -25,6 +26,7 @@ hookimpl = pluggy.HookimplMarker("mssbench")
 __all__ = [
     "Batch",
     "CategoricalField",
+    "Constraint",
     "DatasetSchema",
     "DatasetSpec",
     "Implies",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from mssbench.config import RunConfig, resolve
 from mssbench.data import contract
@@ -19,6 +21,7 @@ from mssbench.metrics import evaluate
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, load_registry
 from mssbench.records import ensure_writable, finish_record, start_record, write_record
+from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
 from mssbench.runners.pretrain import pretrain_contrastive
 from mssbench.runners.trainer import (
@@ -50,6 +53,9 @@ class RunResult:
     path: Path | None
     test_metrics: pd.DataFrame
     oracle_metrics: pd.DataFrame | None = None
+    #: The configuration was already finished in ``--out`` (``skip_finished``): ``record`` and
+    #: ``path`` are that earlier run's, nothing was trained.
+    skipped: bool = False
 
 
 def _silent(_message: str) -> None:
@@ -117,7 +123,7 @@ def _train_rows(train: Split, rows: int, dataset: str) -> Split:
 def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -> torch.nn.Module:
     """Build a registered model with its hyper-parameters checked against the declared defaults."""
     spec = registry.model(name)
-    resolved = resolve("param", f"model {name!r}", spec.defaults, params)
+    resolved = resolve("param", f"model {name!r}", spec.defaults, params, spec.constraints)
     try:
         model = spec.build(schema, **resolved)
     except MssbenchError:
@@ -165,28 +171,111 @@ def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
     return specs
 
 
+def checkpoint_path(out_dir: str | Path, config: RunConfig, model_version: int) -> Path:
+    """Where a run keeps its resumable state: ``OUT/.partial/<dataset>_<model>[_vN]_<hash>.pt``.
+
+    A checkpoint of another model version is not resumed (its state means something else).
+    """
+    version = f"_v{model_version}" if model_version > 1 else ""
+    name = f"{config.dataset}_{config.model}{version}_{config.result_hash()}.pt"
+    return Path(out_dir) / ".partial" / name
+
+
+def finished_record(out_dir: str | Path, config: RunConfig, version: int) -> dict | None:
+    """A finished record in ``out_dir`` of ``config`` (same hash) at model ``version``."""
+    if not Path(out_dir).is_dir():
+        return None
+    records, _ = load_records(out_dir)
+    want = config.result_hash()
+    for record in records:
+        if record["run_hash"] == want and model_version(record) == version:
+            return record
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(checkpoint: Path, wait: bool) -> Iterator[None]:
+    """Hold the lock of one configuration in one output directory while it runs.
+
+    The lock file sits beside the checkpoint. With ``wait`` the call blocks until another
+    process running the same configuration into the same directory is done; without it such
+    a process is a :class:`ConfigError` ("already running"). On release the lock file is
+    removed, and the ``.partial`` folder when nothing else is in it (a finished run removed
+    its checkpoint); a process that was waiting then takes a new lock (and, for a suite, finds
+    the finished record).
+    """
+    lock_path = checkpoint.with_suffix(".lock")
+    lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
+    for _attempt in range(100):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+            break
+        except FileNotFoundError:
+            continue  # the holder finished and removed .partial while this one waited
+        except Timeout:
+            raise ConfigError(
+                f"this configuration is already running into {checkpoint.parent.parent} "
+                f"(lock {lock_path} is held by another process); wait for it to finish, or "
+                "use another --out"
+            ) from None
+    else:
+        raise ConfigError(f"cannot take the run lock {lock_path}: its folder keeps vanishing")
+    try:
+        yield
+    finally:
+        lock.release()
+        # Safe with filelock >= 4: a waiter that locked the removed file notices and retries.
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        with contextlib.suppress(OSError):
+            lock_path.parent.rmdir()  # only when empty (no checkpoint to resume)
+
+
 def run(
     config: RunConfig,
     registry: Registry | None = None,
     log: Callable[[str], None] = print,
+    *,
+    wait: bool = False,
+    skip_finished: bool = False,
 ) -> RunResult:
     """Train one model on one dataset, evaluate on test and write the run record.
 
     Under ``torchrun`` (more than one process) the run is data-parallel; see
-    :mod:`mssbench.runners.distributed`.
+    :mod:`mssbench.runners.distributed`. One configuration runs at most once at a time in one
+    output directory (:func:`run_lock`).
 
     Args:
         config: The run configuration.
         registry: Loaded plugins (default: :func:`mssbench.plugins.load_registry`).
         log: Where status lines go.
+        wait: When another process is running this configuration into ``config.out``, wait
+            for it instead of failing with "already running".
+        skip_finished: Once the lock is held, return the finished record of this
+            configuration and model version if ``config.out`` has one (``skipped=True``)
+            instead of training again (what suites do).
 
     Returns:
         The finished run.
     """
     config.validate()
+    registry = registry or load_registry()
     world, device = distributed.setup(resolve_device(config.device))
     try:
-        return _run(config, registry or load_registry(), log, world, device)
+        if not world.is_main:
+            return _run(config, registry, log, world, device)
+        version = registry.model(config.model).version
+        registry.dataset(config.dataset)  # an unknown name: an error before anything is written
+        checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
+        with run_lock(checkpoint, wait):
+            if skip_finished:
+                done = finished_record(config.out, config, version)
+                if done is not None:
+                    frame = pd.DataFrame(done["test"]["metrics"])
+                    path = Path(done.pop("_path"))
+                    return RunResult(done, path, frame, skipped=True)
+            return _run(config, registry, log, world, device)
     finally:
         distributed.teardown(world)
 
@@ -203,7 +292,10 @@ def _run(
         log = _silent
     model_spec = registry.model(config.model)
     dataset_spec = registry.dataset(config.dataset)
-    params = resolve("param", f"model {config.model!r}", model_spec.defaults, config.params)
+    params = resolve(
+        "param", f"model {config.model!r}", model_spec.defaults, config.params,
+        model_spec.constraints,
+    )
     data_options = resolve(
         "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
     )
@@ -293,10 +385,7 @@ def _run(
             log=log,
         )
 
-    # A checkpoint of another model version is not resumed (its state means something else).
-    version = f"_v{model_spec.version}" if model_spec.version > 1 else ""
-    name = f"{config.dataset}_{config.model}{version}_{record['run_hash']}.pt"
-    checkpoint = out_dir / ".partial" / name
+    checkpoint = checkpoint_path(out_dir, config, model_spec.version)
     result = fit(
         model,
         schema,
@@ -323,6 +412,7 @@ def _run(
         precision=config.precision,
         compile_model=config.compile,
         step_mode=config.step,
+        started=started,
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
@@ -347,7 +437,8 @@ def _run(
     record = finish_record(
         record,
         finished_at=datetime.now(timezone.utc).isoformat(),
-        wall_seconds=time.perf_counter() - started,
+        # Every process of a resumed run: earlier ones up to their last checkpoint.
+        wall_seconds=result.earlier_wall_seconds + time.perf_counter() - started,
         training=training,
         test_cells=test_df.to_dict(orient="records"),
         oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),

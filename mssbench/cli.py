@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 from typing import Any, Callable
 
 import click
@@ -19,19 +20,34 @@ from mssbench.config import (
     RunConfig,
     parse_assignments,
 )
-from mssbench.errors import ConfigError, MssbenchError
+from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
 
 
 def _fail(message: str, code: int = 2) -> None:
+    if len(message) > MESSAGE_CHARS:  # a huge value must not flood the terminal
+        message = brief(message, MESSAGE_CHARS)
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
+
+
+def _internal(exc: Exception) -> str:
+    """One line for an unexpected exception: its type, message and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    text = " ".join(str(exc).split())
+    return (
+        f"unexpected {type(exc).__name__}: {brief(text, 500)}{where}. This is a bug; "
+        "MSSBENCH_DEBUG=1 shows the traceback"
+    )
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn harness errors into one ``Error:`` line and exit status 2.
 
-    Set ``MSSBENCH_DEBUG=1`` to see the traceback instead.
+    Any other exception is a bug: it is reported as one line naming its type and the file and
+    line that raised it, with exit status 3. Set ``MSSBENCH_DEBUG=1`` to see the traceback
+    instead.
     """
 
     @functools.wraps(func)
@@ -42,6 +58,12 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("MSSBENCH_DEBUG"):
                 raise
             _fail(str(exc))
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a bare traceback for a user
+            if os.environ.get("MSSBENCH_DEBUG"):
+                raise
+            _fail(_internal(exc), code=3)
         except KeyboardInterrupt:
             ctx = click.get_current_context(silent=True)
             command = ctx.info_name if ctx is not None else None

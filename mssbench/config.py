@@ -6,10 +6,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from mssbench.errors import ConfigError
+from mssbench.errors import ConfigError, brief, brief_repr
+from mssbench.spec import Constraint
 
 DEFAULT_OUT = "mssbench-runs"
 
@@ -118,33 +120,42 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
 
+    #: Options that must be whole numbers >= the given minimum.
+    MIN_INTS: ClassVar[dict[str, int]] = {
+        "epochs": 1,
+        "batch_size": 2,  # batch normalisation needs two rows
+        "eval_batch_size": 1,
+        "patience": 1,
+        "max_steps_per_epoch": 0,  # 0 = a full pass
+    }
+    #: Allowed values of the choice options.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "precision": PRECISIONS,
+        "head": ("auto", "direct", "esmm"),
+        "batching": ("auto", "mixed", "scenario_pure"),
+    }
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on an out-of-range value."""
-        positive = ("epochs", "batch_size", "eval_batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
+        """Raise :class:`ConfigError` on an out-of-range value, naming the option."""
+        for name, low in self.MIN_INTS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{_flag(name)} must be an integer, got {brief_repr(value)}")
+            if value < low:
+                raise ConfigError(f"{_flag(name)} must be >= {low}, got {value}")
+        for name, positive in (("lr", True), ("weight_decay", False)):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            if not ok or value < 0 or (positive and value == 0):
+                rule = "a finite number > 0" if positive else "a finite number >= 0"
+                raise ConfigError(f"{_flag(name)} must be {rule}, got {brief(value)}")
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                    f"{_flag(name)} must be one of {', '.join(allowed)}, "
+                    f"got {brief_repr(getattr(self, name))}"
                 )
-        if self.batch_size < 2:
-            raise ConfigError("--batch-size must be >= 2 (batch normalisation needs two rows)")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.patience < 1:
-            raise ConfigError(f"--patience must be >= 1, got {self.patience}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
         check_step(self.step, distributed=False, compiled=self.compile)
-        if self.head not in ("auto", "direct", "esmm"):
-            raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
-        if self.batching not in ("auto", "mixed", "scenario_pure"):
-            raise ConfigError(
-                f"--batching must be auto, mixed or scenario_pure, got {self.batching!r}"
-            )
         if self.train_rows < 0:
             raise ConfigError(f"--train-rows must be >= 0 (0 = all), got {self.train_rows}")
         if self.pretrain not in PRETRAIN_METHODS:
@@ -173,6 +184,11 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of a :class:`RunConfig` field."""
+    return "--" + name.replace("_", "-")
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -183,7 +199,8 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
 
     def bad() -> ConfigError:
         return ConfigError(
-            f"{kind} {key!r} expects {expected} (default {json.dumps(default)}), got {value!r}"
+            f"{kind} {brief_repr(key)} expects {expected} (default "
+            f"{brief(json.dumps(default))}), got {brief_repr(value)}"
         )
 
     if not isinstance(value, str):
@@ -256,14 +273,21 @@ def _number_or_text(text: str) -> Any:
     return text
 
 
-def resolve(kind: str, owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict:
-    """Merge user values over declared defaults, rejecting unknown keys and wrong types.
+def resolve(
+    kind: str,
+    owner: str,
+    defaults: Mapping[str, Any],
+    given: Mapping[str, Any],
+    constraints: Mapping[str, Constraint] | None = None,
+) -> dict:
+    """Merge user values over declared defaults, rejecting unknown keys, wrong types and values.
 
     Args:
         kind: ``"param"`` or ``"data option"`` (for messages).
         owner: The model or dataset name (for messages).
         defaults: Declared keys and defaults.
         given: User values (strings from the command line, or typed values from the API).
+        constraints: Declared allowed values (:class:`~mssbench.spec.Constraint`) by key.
 
     Returns:
         The resolved dict, every declared key present.
@@ -272,12 +296,18 @@ def resolve(kind: str, owner: str, defaults: Mapping[str, Any], given: Mapping[s
     for key, value in given.items():
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "(none)"
-            msg = f"{owner} takes no {kind} {key!r}. Valid {kind}s: {known}."
+            msg = f"{owner} takes no {kind} {brief_repr(key)}. Valid {kind}s: {known}."
             close = difflib.get_close_matches(key, list(defaults), n=1)
             if close:
                 msg += f" Did you mean {close[0]!r}?"
             raise ConfigError(msg)
         out[key] = _coerce(f"{owner} {kind}", key, value, defaults[key])
+    for key, rule in (constraints or {}).items():
+        if key in out and not rule.allows(out[key]):
+            raise ConfigError(
+                f"{owner} {kind} {key!r} must be {rule.describe(out[key])}, "
+                f"got {brief(json.dumps(out[key], default=str))}"
+            )
     return out
 
 
@@ -287,6 +317,6 @@ def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {brief_repr(item)}")
         out[key.strip()] = value
     return out

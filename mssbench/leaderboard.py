@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shlex
-import tempfile
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tabulate import tabulate
 
 from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
+from mssbench.io import atomic_write, write_text
 from mssbench.records import is_legacy
 from mssbench.results import (
     LEADERBOARD_COLUMNS,
@@ -1190,30 +1190,15 @@ def plot_cost(page: Page, table: pd.DataFrame):  # noqa: ANN201
 # --- Writing --------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-
-    _atomic_write(path, write)
+    write_text(path, text)
 
 
 def _write_png(path: Path, fig: Any) -> None:
-    _atomic_write(
-        path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    atomic_write(
+        path,
+        lambda fh: fig.savefig(fh, format="png", dpi=100, metadata={"Software": None}),
+        binary=True,
     )
 
 

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from mssbench.errors import ConfigError, DataError
+from mssbench.io import write_json
 
 #: Version of the record layout :func:`finish_record` writes. Version 2 added ``digest``,
 #: ``config.requested`` and the plugins' ``source``; version 1 records (no digest) are read as
@@ -132,30 +133,12 @@ def ensure_writable(directory: str | Path) -> Path:
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any], overwrite: bool = False) -> Path:
-    """Write JSON to ``path`` atomically.
+    """Write JSON to ``path`` atomically (:func:`mssbench.io.write_json`).
 
-    The content goes to a temporary file in the same directory, is flushed to disk, then linked
-    into place. Without ``overwrite`` an existing file is never replaced: the call raises
+    Without ``overwrite`` an existing file is never replaced: the call raises
     ``FileExistsError`` instead.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=False, allow_nan=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails with FileExistsError rather than replace
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_json(path, payload, overwrite=overwrite)
 
 
 def write_record(directory: Path, stem: str, record: Mapping[str, Any]) -> Path:

@@ -9,6 +9,7 @@ defined here. They are deliberately small: a model plugin needs :class:`ModelSpe
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
@@ -20,6 +21,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*$")
 __all__ = [
     "Batch",
     "CategoricalField",
+    "Constraint",
     "DatasetSchema",
     "DatasetSpec",
     "Implies",
@@ -361,6 +363,93 @@ class LoadedDataset:
                 )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """The allowed values of one hyper-parameter, declared in :attr:`ModelSpec.constraints`.
+
+    For a number, the bounds apply to the value; for a list, to each element (and
+    ``non_empty`` requires at least one). NaN never satisfies a bound. The core checks every
+    constrained value before ``build`` is called and reports a violation as one line naming
+    the parameter; the shortcuts :data:`POSITIVE`, :data:`NON_NEGATIVE`, :data:`DROPOUT`,
+    :data:`PROBABILITY`, :data:`WIDTHS` and :data:`OPTIONAL_WIDTHS` cover the usual cases.
+
+    Attributes:
+        low: Smallest allowed value (``None``: no lower bound).
+        high: Largest allowed value (``None``: no upper bound).
+        low_open: ``low`` itself is not allowed (``> low``).
+        high_open: ``high`` itself is not allowed (``< high``).
+        non_empty: A list value must hold at least one element.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    non_empty: bool = False
+
+    def describe(self, value: Any = None) -> str:
+        """The rule in words: ``"> 0"``, ``"in [0, 1)"``, ``"a non-empty list of values > 0"``.
+
+        With a list ``value`` the words say that the rule applies to each element.
+        """
+        if self.low is not None and self.high is not None:
+            rule = (
+                f"in {'(' if self.low_open else '['}{_bound(self.low)}, "
+                f"{_bound(self.high)}{')' if self.high_open else ']'}"
+            )
+        elif self.low is not None:
+            rule = f"{'>' if self.low_open else '>='} {_bound(self.low)}"
+        elif self.high is not None:
+            rule = f"{'<' if self.high_open else '<='} {_bound(self.high)}"
+        else:
+            rule = ""
+        if self.non_empty:
+            return "a non-empty list" + (f" of values {rule}" if rule else "")
+        if isinstance(value, (list, tuple)):
+            return f"a list of values {rule}"
+        return rule
+
+    def _number_ok(self, x: Any) -> bool:
+        if not _is_number(x) or math.isnan(x):
+            return False
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return not (self.high is not None and (x >= self.high if self.high_open else x > self.high))
+
+    def allows(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the constraint."""
+        bounded = self.low is not None or self.high is not None
+        if isinstance(value, (list, tuple)):
+            if self.non_empty and not value:
+                return False
+            return not bounded or all(self._number_ok(v) for v in value)
+        if self.non_empty:
+            return False
+        return not bounded or self._number_ok(value)
+
+
+#: A number (or every element of a list) greater than 0.
+POSITIVE = Constraint(low=0, low_open=True)
+#: A number greater than or equal to 0.
+NON_NEGATIVE = Constraint(low=0)
+#: A dropout probability: in [0, 1).
+DROPOUT = Constraint(low=0, high=1, high_open=True)
+#: A probability or mixing weight: in [0, 1].
+PROBABILITY = Constraint(low=0, high=1)
+#: Layer widths: a non-empty list of positive numbers.
+WIDTHS = Constraint(low=0, low_open=True, non_empty=True)
+#: Layer widths that may be empty (no hidden layer): a list of positive numbers.
+OPTIONAL_WIDTHS = POSITIVE
+
+
 def _check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise SpecError(
@@ -387,6 +476,10 @@ class ModelSpec:
         expected_failed_checks: ``{check_name: reason}`` for conformance checks known to fail.
         check_params: Hyper-parameter overrides the conformance suite builds with, to keep the
             checks fast (smaller widths); keys must be keys of ``defaults``.
+        constraints: ``{key: Constraint}`` for hyper-parameters with a restricted range
+            (widths > 0, dropout in [0, 1)); keys must be keys of ``defaults``, and the
+            defaults and ``check_params`` must satisfy them. User values are checked before
+            ``build``.
         version: Bumped whenever a change alters the numbers the model gives at an unchanged
             configuration. Every record states it; ``mssbench suite`` runs a configuration
             again when its finished record is of another version, and a leaderboard page shows
@@ -402,6 +495,24 @@ class ModelSpec:
     expected_failed_checks: Mapping[str, str] = field(default_factory=dict)
     check_params: Mapping[str, Any] = field(default_factory=dict)
     version: int = 1
+    constraints: Mapping[str, Constraint] = field(default_factory=dict)
+
+    def _validate_constraints(self) -> None:
+        unknown = sorted(set(self.constraints) - set(self.defaults))
+        if unknown:
+            raise SpecError(f"model {self.name!r}: constraints keys not in defaults: {unknown}")
+        for key, rule in self.constraints.items():
+            if not isinstance(rule, Constraint):
+                raise SpecError(
+                    f"model {self.name!r}: constraints[{key!r}] must be a mssbench.Constraint, "
+                    f"got {type(rule).__name__}"
+                )
+            for where, values in (("default", self.defaults), ("check_params", self.check_params)):
+                if key in values and not rule.allows(values[key]):
+                    raise SpecError(
+                        f"model {self.name!r}: {where} of {key!r} is {values[key]!r}, "
+                        f"which breaks its constraint ({rule.describe()})"
+                    )
 
     def validate(self) -> None:
         """Raise :class:`SpecError` if the spec is malformed."""
@@ -419,6 +530,7 @@ class ModelSpec:
         unknown = sorted(set(self.check_params) - set(self.defaults))
         if unknown:
             raise SpecError(f"model {self.name!r}: check_params keys not in defaults: {unknown}")
+        self._validate_constraints()
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise SpecError(
                 f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}"

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 import torch
 
-from mssbench.config import RunConfig
+from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 from mssbench.results import load_records, model_version
@@ -113,6 +113,9 @@ def plan(
     for d in dataset_names:
         registry.dataset(d)
     per_model, notes = split_params(registry, model_names, params)
+    for m in model_names:  # wrong types and declared ranges: one error before anything runs
+        spec = registry.model(m)
+        resolve("param", f"model {m!r}", spec.defaults, per_model[m], spec.constraints)
     jobs = [
         SuiteJob(replace(base, model=m, dataset=d, seed=seed, params=dict(per_model[m])))
         for d in dataset_names
@@ -175,9 +178,12 @@ def _guarded(attempt: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finished(result: Any) -> dict[str, Any]:
-    """The result of a finished :class:`mssbench.api.RunResult`: record path and test summary."""
+    """The result of a finished :class:`mssbench.api.RunResult`: record path and test summary.
+
+    A run another process finished meanwhile (an overlapping suite) counts as ``skipped``.
+    """
     return {
-        "status": "finished",
+        "status": "skipped" if getattr(result, "skipped", False) else "finished",
         "path": str(result.path),
         "summary": result.record["test"]["summary"],
     }
@@ -189,7 +195,10 @@ def _run_one(config: RunConfig, plugins: tuple[str, ...], disabled: tuple[str, .
 
     def attempt() -> dict[str, Any]:
         registry = load_registry(plugins=plugins, disable=disabled)
-        return _finished(api.run(config, registry=registry, log=_quiet))
+        # An overlapping suite running this configuration into the same --out: wait for it,
+        # then take its record instead of training the configuration a second time.
+        result = api.run(config, registry=registry, log=_quiet, wait=True, skip_finished=True)
+        return _finished(result)
 
     return _guarded(attempt)
 
@@ -201,7 +210,9 @@ def _finish(job: SuiteJob, result: dict, done: int, total: int, log: Callable[[s
     job.error = result.get("error")
     job.summary = result.get("summary") or {}
     d, m, s = job.key
-    what = job.path if job.status == "finished" else f"ERROR {job.error}"
+    what = {"finished": job.path, "skipped": f"finished by another process: {job.path}"}.get(
+        job.status, f"ERROR {job.error}"
+    )
     log(f"[{done}/{total}] {d} {m} seed {s}: {what}")
 
 

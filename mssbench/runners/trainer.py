@@ -10,10 +10,11 @@ import contextlib
 import copy
 import functools
 import math
-import os
+import pickle
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mssbench.config import check_step
-from mssbench.errors import ConfigError, TrainingError
+from mssbench.errors import ConfigError, TrainingError, brief
+from mssbench.io import atomic_write
 from mssbench.metrics import evaluate, summary
 from mssbench.runners.distributed import (
     SINGLE,
@@ -253,6 +255,8 @@ class TrainState:
     train_seconds: float = 0.0
     train_samples: int = 0
     stopped_early: bool = False
+    #: Wall seconds of the processes that ran the epochs so far (up to the last checkpoint).
+    wall_seconds: float = 0.0
 
 
 @dataclass
@@ -261,6 +265,8 @@ class TrainResult:
 
     state: TrainState
     best_state_dict: dict[str, torch.Tensor]
+    #: Wall seconds spent by earlier processes of a resumed run (0 for a fresh one).
+    earlier_wall_seconds: float = 0.0
 
 
 def _validate_output(out: Any, batch_rows: int, n_tasks: int, model_name: str) -> None:
@@ -382,11 +388,92 @@ def _check_finite(
         )
 
 
+#: Keys every checkpoint holds (tensors, state dicts and plain Python values only).
+#: (``rng``, one entry per process, is absent from checkpoints of single-process runs written
+#: before data-parallel training: their RNG states sit at the top level.)
+CHECKPOINT_KEYS = ("model", "optimizer", "best", "state", "generator")
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(payload, fh), binary=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+#: Lines of torch's weights-only refusal that say nothing about the file.
+_TORCH_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """What the weights-only unpickler objected to, in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next(
+        (ln for ln in lines if not ln.lower().startswith(_TORCH_BOILERPLATE)), _first_line(exc)
+    )
+    if "GLOBAL" in detail:  # an object of some Python class: loading it could run code
+        return f"it holds Python objects other than tensors and plain values (refused: {detail})"
+    return f"not a checkpoint ({detail})"
+
+
+def _unreadable(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"checkpoint {path} cannot be resumed: {brief(why)}; delete it to start the run over"
+    )
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit`, refusing anything that could run code.
+
+    The file is read with ``torch.load(weights_only=True)``: only tensors, state dicts and
+    plain Python values are accepted, so a planted pickle whose objects would execute code on
+    loading is refused.
+
+    Raises:
+        ConfigError: The file is not a checkpoint of this harness (one line naming it).
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of odd files
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _unreadable(path, _unpickling_reason(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise _unreadable(path, f"not a checkpoint ({_first_line(exc)})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise _unreadable(path, f"not a checkpoint of mssbench (missing {', '.join(missing)})")
+    known = {f.name for f in fields(TrainState)}
+    if not isinstance(ck["state"], dict) or set(ck["state"]) - known:
+        raise _unreadable(path, "its training state has unknown fields")
+    return ck
+
+
+def _restore(
+    ck: dict[str, Any],
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: torch.device,
+    world: World,
+) -> TrainState:
+    """Load a checkpoint's weights, optimizer, RNG streams and training state."""
+    try:
+        model.load_state_dict(ck["best"])  # checked now, restored after the last epoch
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        state = TrainState(**ck["state"])
+        generator.set_state(ck["generator"])
+        rng = ck["rng"][world.rank] if "rng" in ck else ck
+        torch.set_rng_state(rng["torch_rng"])
+        if device.type == "cuda" and rng.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(rng["cuda_rng"], device)
+    except (RuntimeError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise _unreadable(path, f"it does not fit this run ({_first_line(exc)})") from None
+    return state
 
 
 def fit(
@@ -419,6 +506,7 @@ def fit(
     retain_host_memory: bool = True,
     step_mode: str = "eager",
     stream_chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    started: float | None = None,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -461,27 +549,24 @@ def fit(
             rows are moved to the device once.
         stream_chunk_rows: Rows per streamed chunk (``step_mode="graph"`` with memory-mapped
             rows).
+        started: ``time.perf_counter()`` when this process started the run (default: now);
+            checkpoints add the time since then to the wall time of earlier processes.
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
     """
     check_step(step_mode, distributed=world.enabled, compiled=compile_model)
+    started = time.perf_counter() if started is None else started
     optimizer = make_optimizer(model, device, lr, weight_decay, capturable=step_mode == "graph")
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
     best = copy.deepcopy(model.state_dict())
     if resume and checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
+        ck = load_checkpoint(checkpoint, device)
+        state = _restore(ck, checkpoint, model, optimizer, generator, device, world)
         best = ck["best"]
-        state = TrainState(**ck["state"])
-        generator.set_state(ck["generator"])
-        rng = ck["rng"][world.rank] if "rng" in ck else ck
-        torch.set_rng_state(rng["torch_rng"])
-        if device.type == "cuda" and rng.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(rng["cuda_rng"], device)
         log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
+    earlier_wall = state.wall_seconds
 
     weights = task_weights(model, schema.n_tasks, device)
     check_every = 1 if device.type == "cpu" else 50
@@ -646,6 +731,7 @@ def fit(
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 }
                 rngs = all_objects(rng, world)  # dropout streams differ between ranks
+                state.wall_seconds = earlier_wall + time.perf_counter() - started
                 if world.is_main:
                     _save_checkpoint(
                         checkpoint,
@@ -667,4 +753,4 @@ def fit(
             f"restoring epoch {state.best_epoch}."
         )
     model.load_state_dict(best)
-    return TrainResult(state=state, best_state_dict=best)
+    return TrainResult(state=state, best_state_dict=best, earlier_wall_seconds=earlier_wall)

@@ -1,6 +1,7 @@
 """AESM² model plugin (``aesm``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Constraint, ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_aesm.model import AESM2
 
 #: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
@@ -33,6 +34,30 @@ DEFAULTS = {
     "task_weights": [],
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "scenario_embed_dim": POSITIVE,
+    "task_embed_dim": POSITIVE,
+    "scenario_layers": NON_NEGATIVE,
+    "scenario_experts": POSITIVE,
+    "scenario_topk_specific": NON_NEGATIVE,
+    "scenario_topk_shared": NON_NEGATIVE,
+    "scenario_expert_hidden": WIDTHS,
+    "scenario_noise_scale": NON_NEGATIVE,
+    "task_layers": NON_NEGATIVE,
+    "task_experts": POSITIVE,
+    "task_topk_specific": NON_NEGATIVE,
+    "task_topk_shared": NON_NEGATIVE,
+    "task_expert_hidden": WIDTHS,
+    "task_noise_scale": NON_NEGATIVE,
+    "dropout": DROPOUT,
+    "bn_momentum": Constraint(low=0, high=1, low_open=True),
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "lambda_sp": NON_NEGATIVE,
+    "lambda_sh": NON_NEGATIVE,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -44,6 +69,7 @@ def mssbench_register_models():
             "scenario then task layers (ESMM head where ctcvr implies ctr, else direct heads)",
             build=AESM2,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "
             "Search, SIGIR 2022, https://arxiv.org/abs/2205.14321",
             tags={

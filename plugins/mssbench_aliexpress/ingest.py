@@ -60,6 +60,7 @@ import pyarrow.csv as pacsv
 import mssbench
 from mssbench.data.splits import holdout_mask
 from mssbench.errors import DataError
+from mssbench.io import recover_dir, replace_dir
 from mssbench_aliexpress.schema import (
     CATEGORICAL,
     COUNTRIES,
@@ -1039,13 +1040,16 @@ class _Counts:
     clicks: int = 0
     purchases: int = 0
     items_without_page: int = 0
+    #: Numeric cells outside the documented range [0, 1] (kept as they are, counted).
+    numeric_out_of_range: int = 0
     codes: list[np.ndarray] = field(
         default_factory=lambda: [np.zeros(0, np.int64) for _ in CATEGORICAL]
     )
     page_heads: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, cat: np.ndarray, labels: np.ndarray, sid: np.ndarray) -> None:
+    def add(self, cat: np.ndarray, num: np.ndarray, labels: np.ndarray, sid: np.ndarray) -> None:
         self.rows += len(labels)
+        self.numeric_out_of_range += int(np.count_nonzero((num < 0) | (num > 1)))
         self.clicks += int(labels[:, 0].sum(dtype=np.int64))
         self.purchases += int(labels[:, 1].sum(dtype=np.int64))
         for f in range(cat.shape[1]):
@@ -1071,6 +1075,7 @@ class _Counts:
             "purchases": self.purchases,
             "pages": pages,
             "items_without_page": self.items_without_page,
+            "numeric_out_of_range": self.numeric_out_of_range,
         }
 
     def code_counts(self) -> dict[str, dict[str, int]]:
@@ -1112,7 +1117,7 @@ class _Output:
         w["numeric"].append(num)
         w["labels"].append(lab)
         w["search_id"].append(sid)
-        counts.add(cat, lab, sid)
+        counts.add(cat, num, lab, sid)
 
     def finish(self, cc: str, counts: dict[str, _Counts]) -> None:
         self.countries[cc] = {
@@ -1368,12 +1373,12 @@ def oov_counts(
 
 
 def _stale_siblings(dest: Path, log: Log) -> None:
-    """Remove work folders of earlier prepares that were killed (their process is gone)."""
-    for p in dest.parent.glob(f".{dest.name}.*-*"):
-        m = re.match(rf"^\.{re.escape(dest.name)}\.(partial|old)-(\d+)$", p.name)
+    """Remove the work folders ``.{dest.name}.partial-{pid}`` of prepares that were killed."""
+    for p in dest.parent.glob(f".{dest.name}.partial-*"):
+        m = re.match(rf"^\.{re.escape(dest.name)}\.partial-(\d+)$", p.name)
         if not m or not p.is_dir():
             continue
-        pid = int(m[2])
+        pid = int(m[1])
         alive = True
         try:
             os.kill(pid, 0)
@@ -1447,6 +1452,8 @@ def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
     """
     source, dest = Path(source), Path(dest)
     layout = detect_layout(source)
+    # A prepare killed between the two renames of its swap left the previous cache aside.
+    recover_dir(dest, log)
     old = _check_dest(dest)
     if old is not None and old.get("cache_version") != CACHE_VERSION:
         log(f"{dest}: cache format v{old.get('cache_version')} is replaced by v{CACHE_VERSION}")
@@ -1566,14 +1573,12 @@ def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def _swap(work: Path, dest: Path) -> None:
-    """Put the finished ``work`` folder at ``dest``, replacing a previous cache."""
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.rename(dest, old)
-        os.rename(work, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(work, dest)
+    """Put the finished ``work`` folder at ``dest``, replacing a previous cache.
+
+    A kill between the two renames is undone by the next prepare or load
+    (:func:`mssbench.io.recover_dir`).
+    """
+    replace_dir(work, dest)
 
 
 def summary_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

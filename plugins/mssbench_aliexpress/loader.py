@@ -28,6 +28,7 @@ import torch
 
 from mssbench.data import dataset_dir
 from mssbench.errors import ConfigError, DataError
+from mssbench.io import recover_dir, replace_dir
 from mssbench.spec import LoadedDataset, Split
 from mssbench_aliexpress import ingest
 from mssbench_aliexpress.schema import (
@@ -93,6 +94,8 @@ def available_memory() -> int:
 
 
 def _open_cache(data_dir: Path) -> dict[str, Any]:
+    # A prepare killed in the middle of replacing the cache left the previous one aside.
+    recover_dir(data_dir)
     manifest = ingest.read_manifest(data_dir)
     if manifest is None:
         partial = list(data_dir.parent.glob(f".{data_dir.name}.partial-*"))
@@ -162,8 +165,7 @@ def _subset_cache(data_dir: Path, manifest: Mapping[str, Any], countries: Sequen
             "parent_created": manifest["created"],
         }
         ingest._write_manifest(work / ingest.MANIFEST, sub)
-        shutil.rmtree(root, ignore_errors=True)
-        os.rename(work, root)
+        replace_dir(work, root)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise DataError(

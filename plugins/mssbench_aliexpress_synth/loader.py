@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,6 +28,7 @@ from mssbench_aliexpress.schema import COUNTRIES, check_countries, make_protocol
 
 from mssbench.data import dataset_dir
 from mssbench.errors import ConfigError, DataError
+from mssbench.io import work_dir
 from mssbench.spec import LoadedDataset, Split
 from mssbench_aliexpress_synth.generator import (
     ARRAYS,
@@ -155,7 +155,7 @@ def _write_cache(
 ) -> None:
     """Generate into a temporary sibling of ``final``, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = work_dir(final)  # created with the user's umask, unlike mkdtemp
     try:
 
         def allocate(split: str, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Cross-stitch model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
 from mssbench_cross_stitch.model import CrossStitch
 
 DEFAULTS = {
@@ -16,6 +17,17 @@ DEFAULTS = {
     "scenario_as_feature": True,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "input_width": POSITIVE,
+    "column_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+    "alpha_self": PROBABILITY,
+    "alpha_lr_scale": POSITIVE,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -26,6 +38,7 @@ def mssbench_register_models():
             summary="Cross-stitch networks: one MLP column per task; scenario id as a feature",
             build=CrossStitch,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "
             "https://arxiv.org/abs/1604.03539",
             check_params={

@@ -1,6 +1,14 @@
 """DEPHN-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import (
+    DROPOUT,
+    NON_NEGATIVE,
+    OPTIONAL_WIDTHS,
+    POSITIVE,
+    WIDTHS,
+    Constraint,
+)
 from mssbench_dephn.model import DEPHN
 
 DEFAULTS = {
@@ -18,6 +26,22 @@ DEFAULTS = {
     "rho_ema": 0.99,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "expert_dim": POSITIVE,
+    "expert_types": Constraint(non_empty=True),
+    "n_expert_copies": POSITIVE,
+    "dnn_hidden": WIDTHS,
+    "n_cross_layers": NON_NEGATIVE,
+    "n_attention_layers": NON_NEGATIVE,
+    "n_heads": POSITIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+    "vg_beta": NON_NEGATIVE,
+    "rho_ema": Constraint(low=0, high=1, high_open=True),
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -29,6 +53,7 @@ def mssbench_register_models():
             "experts, per-(scenario, task) gates with a virtual gradient coefficient",
             build=DEPHN,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "
             "Network using virtual gradient optimization for Multi-task Learning, IJCNN 2023, "
             "https://arxiv.org/abs/2307.12519",

@@ -1,6 +1,7 @@
 """MMoE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_mmoe.model import MMoE
 
 DEFAULTS = {
@@ -13,6 +14,15 @@ DEFAULTS = {
     "scenario_as_feature": False,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -23,6 +33,7 @@ def mssbench_register_models():
             summary="MMoE with one gate and tower per (scenario, task) (MMoE-ST)",
             build=MMoE,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts, KDD 2018",
             check_params={"embed_dim": 8, "expert_hidden": [32, 16], "tower_hidden": [16]},

@@ -1,6 +1,7 @@
 """PLE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_ple.model import PLE
 
 DEFAULTS = {
@@ -13,6 +14,16 @@ DEFAULTS = {
     "scenario_towers": False,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "level_widths": WIDTHS,
+    "n_specific_experts": NON_NEGATIVE,
+    "n_shared_experts": POSITIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -23,6 +34,7 @@ def mssbench_register_models():
             summary="PLE (CGC levels, torch-rechub routing); scenario id as a feature",
             build=PLE,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "
             "Learning (MTL) Model for Personalized Recommendations, RecSys 2020, "
             "https://doi.org/10.1145/3383313.3412236",

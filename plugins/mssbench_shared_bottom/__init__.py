@@ -1,6 +1,7 @@
 """Shared-bottom model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_shared_bottom.model import SharedBottom
 
 DEFAULTS = {
@@ -9,6 +10,14 @@ DEFAULTS = {
     "tower_hidden": [128, 64],
     "dropout": 0.2,
     "scenario_towers": False,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "bottom_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -21,6 +30,7 @@ def mssbench_register_models():
             summary="Shared-bottom (hard parameter sharing); scenario id as a feature",
             build=SharedBottom,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Caruana, Multitask Learning, Machine Learning 28, 1997",
             check_params={"embed_dim": 8, "bottom_hidden": [32, 16], "tower_hidden": [16]},
             tags={"scenario_handling": "scenario as input feature"},

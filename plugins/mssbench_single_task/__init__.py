@@ -1,6 +1,7 @@
 """Single-task baseline model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_single_task.model import SingleTask
 
 DEFAULTS = {
@@ -9,6 +10,14 @@ DEFAULTS = {
     "tower_hidden": [128, 64],
     "dropout": 0.2,
     "per_scenario": False,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "bottom_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -22,6 +31,7 @@ def mssbench_register_models():
             "as a feature",
             build=SingleTask,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "
             "(https://github.com/easezyc/Multitask-Recommendation-Library)",
             check_params={"embed_dim": 8, "bottom_hidden": [32, 16], "tower_hidden": [8]},

@@ -1,6 +1,7 @@
 """STAR model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
 from mssbench_star.model import STAR
 
 DEFAULTS = {
@@ -11,6 +12,16 @@ DEFAULTS = {
     "aux_hidden": [64],
     "pn_momentum": 0.1,
     "pn_eps": 1e-5,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "hidden": WIDTHS,
+    "dropout": DROPOUT,
+    "aux_hidden": OPTIONAL_WIDTHS,
+    "pn_momentum": PROBABILITY,
+    "pn_eps": POSITIVE,
 }
 
 
@@ -24,6 +35,7 @@ def mssbench_register_models():
             "scenario-pure batches (--batching mixed: 'STAR (mixed batches)')",
             build=STAR,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
             "Multi-Domain CTR Prediction, CIKM 2021, https://arxiv.org/abs/2101.11427",
             check_params={"embed_dim": 4, "hidden": [16, 8], "aux_hidden": [8]},

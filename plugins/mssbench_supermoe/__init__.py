@@ -1,6 +1,7 @@
 """SUPERMOE-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE
 from mssbench_supermoe.model import SUPERMoE
 
 DEFAULTS = {
@@ -17,6 +18,20 @@ DEFAULTS = {
     "dropout": 0.1,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "d_model": POSITIVE,
+    "n_layers": POSITIVE,
+    "n_heads": POSITIVE,
+    "n_experts": POSITIVE,
+    "top_k": POSITIVE,
+    "expert_hidden": POSITIVE,
+    "router_noise": NON_NEGATIVE,
+    "balance_coef": NON_NEGATIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -28,6 +43,7 @@ def mssbench_register_models():
             "top-k MoE FFNs, scenario token and task-indicator tokens",
             build=SUPERMoE,
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
             "Representation with Sparse Mixture of Experts, ICML 2022 Pre-training Workshop, "
             "https://arxiv.org/abs/2207.04648",
