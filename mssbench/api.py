@@ -16,7 +16,7 @@ from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError, MssbenchError, PluginError
 from mssbench.metrics import evaluate, summary
 from mssbench.nn import ESMMHead
-from mssbench.plugins import Registry, load_registry
+from mssbench.plugins import Registry, RunHooks, load_registry
 from mssbench.records import (
     RECORD_SCHEMA_VERSION,
     command_line,
@@ -70,13 +70,6 @@ def _nan_to_none(value: Any) -> Any:
 
 def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
-
-
-class _NoHooks:
-    """Stands in for ``pm.hook`` on ranks other than 0: run hooks fire once per run."""
-
-    def __getattr__(self, _name: str) -> Callable[..., list]:
-        return lambda **_kwargs: []
 
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> LoadedDataset:
@@ -152,7 +145,14 @@ def run(
     config.validate()
     world, device = distributed.setup(resolve_device(config.device))
     try:
-        return _run(config, registry or load_registry(), log, world, device)
+        registry = registry or load_registry()
+        # Lifecycle hooks fire once per run: on rank 0 of a data-parallel run.
+        hooks = RunHooks(registry.pm, enabled=world.is_main)
+        try:
+            return _run(config, registry, log, world, device, hooks)
+        except BaseException as exc:
+            hooks.run_failed(exc)  # only if mssbench_run_start was called
+            raise
     finally:
         distributed.teardown(world)
 
@@ -163,6 +163,7 @@ def _run(
     log: Callable[[str], None],
     world: distributed.World,
     device: torch.device,
+    hooks: RunHooks,
 ) -> RunResult:
     started = time.perf_counter()
     if not world.is_main:
@@ -255,9 +256,7 @@ def _run(
             "hardware": hardware(device),
         },
     }
-    pm = registry.pm
-    hook = pm.hook if world.is_main else _NoHooks()
-    hook.mssbench_run_start(run=record)
+    hooks.run_start(record)
     log(
         f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
         f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, device {device}"
@@ -288,7 +287,7 @@ def _run(
         checkpoint=checkpoint,
         resume=config.resume,
         progress=config.progress and world.is_main,
-        on_epoch_end=lambda e, m: hook.mssbench_epoch_end(run=record, epoch=e, metrics=m),
+        on_epoch_end=lambda e, m: hooks.epoch_end(record, e, m),
         log=log,
         world=world,
         precision=config.precision,
@@ -334,5 +333,5 @@ def _run(
     path = write_record(out_dir, stem, record)
     if checkpoint.exists():
         checkpoint.unlink()
-    hook.mssbench_run_end(run=record, path=str(path))
+    hooks.run_end(record, str(path))
     return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)

@@ -1,8 +1,27 @@
-"""pytest plugin shipped to plugin authors (registered through the ``pytest11`` entry point)."""
+"""pytest plugin shipped to plugin authors (registered through the ``pytest11`` entry point).
 
-import os
+pytest loads it in every environment where mssbench is installed, so it must neither fail nor
+change anything for a project that does not ask for it: it needs nothing beyond pytest (no
+hypothesis) and loads no hypothesis profile. Where hypothesis is installed it registers a
+profile named ``mssbench`` (no deadline: the first call of a model builds it; failing examples
+printed as a reproduction blob), which a project opts into with
+``pytest --hypothesis-profile=mssbench`` or ``settings.load_profile("mssbench")``.
+"""
 
-from hypothesis import settings
+from __future__ import annotations
 
-settings.register_profile("ci", deadline=None, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+#: The hypothesis profile this plugin registers (never loads).
+PROFILE = "mssbench"
+
+
+def register_profile() -> bool:
+    """Register the ``mssbench`` hypothesis profile; False where hypothesis is not installed."""
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return False
+    settings.register_profile(PROFILE, deadline=None, print_blob=True)
+    return True
+
+
+register_profile()
