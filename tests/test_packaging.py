@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import textwrap
 import zipfile
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,10 @@ def test_settings_untouched(request):
 
 
 def _pytest(tmp_path: Path, test: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    if not any(
+        ep.value == "mssbench.testing.pytest_plugin" for ep in entry_points(group="pytest11")
+    ):
+        pytest.skip("mssbench is not installed (no pytest11 entry point to test)")
     (tmp_path / "test_other_project.py").write_text(textwrap.dedent(test))
     return _run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",

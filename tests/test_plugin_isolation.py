@@ -399,3 +399,30 @@ def test_hook_only_plugin_is_listed(tmp_path):
         "mssbench_run_failed,",
         "mssbench_run_start",
     ]
+
+
+def test_hook_wrappers_on_lifecycle_hooks_are_skipped_with_a_warning():
+    registry = load_registry(autoload=False)
+    calls, warned = [], []
+
+    class Wrapper:
+        @mssbench.hookimpl(wrapper=True)
+        def mssbench_run_start(self, run):
+            calls.append("wrapper")
+            yield
+
+    class Plain:
+        @mssbench.hookimpl
+        def mssbench_run_start(self, run):
+            calls.append(run["a"])
+
+    registry.pm.register(Wrapper(), name="wrapper")
+    registry.pm.register(Plain(), name="plain")
+    hooks = RunHooks(registry.pm, warn=warned.append)
+    hooks.run_start({"a": 1})
+    hooks.run_start({"a": 2})
+    assert calls == [1, 2]
+    assert warned == [
+        'Warning: plugin "wrapper" failed in mssbench_run_start: hook wrappers are not supported '
+        "here; the run goes on"
+    ]
