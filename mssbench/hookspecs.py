@@ -69,7 +69,7 @@ def mssbench_run_start(run: Mapping[str, Any]) -> None:
     Args:
         run: The run record as it stands (config, protocol, environment); read-only.
             From here on, the run ends with exactly one of ``mssbench_run_end`` and
-            ``mssbench_run_failed``.
+            ``mssbench_run_failed`` (unless the process is killed outright).
     """
 
 

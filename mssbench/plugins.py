@@ -382,7 +382,7 @@ class ReadOnlyDict(dict):
     """
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> None:
-        raise TypeError("the run record is read-only in hooks; copy it (dict(run)) to change it")
+        raise TypeError("the run record is read-only in hooks; change a copy.deepcopy(run)")
 
     __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
     clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
