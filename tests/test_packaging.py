@@ -67,7 +67,9 @@ def _dependencies_dir(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    pytest.importorskip("setuptools", reason="building the wheel needs setuptools (extra: test)")
+    pytest.importorskip(
+        "setuptools", minversion="70.1", reason="building the wheel needs setuptools >= 70.1"
+    )
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
