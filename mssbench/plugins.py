@@ -234,7 +234,7 @@ def load_registry(
     if autoload:
         _load_entry_points(pm, registry, blocked)
     explicit: set[str] = set()
-    for target in plugins:
+    for target in dict.fromkeys(plugins):  # a --plugin given twice is loaded once
         name, module = import_plugin(target)
         if pm.has_plugin(name) and not pm.is_registered(module):
             raise PluginError(

@@ -426,3 +426,9 @@ def test_hook_wrappers_on_lifecycle_hooks_are_skipped_with_a_warning():
         'Warning: plugin "wrapper" failed in mssbench_run_start: hook wrappers are not supported '
         "here; the run goes on"
     ]
+
+
+def test_the_same_plugin_given_twice_is_loaded_once(tmp_path):
+    path = write(tmp_path / "zero.py", MODEL.format(name="zero"))
+    reg = load_registry(plugins=[str(path), str(path)])
+    assert reg.plugin_of("model", "zero") == str(path) and not reg.problems
