@@ -432,3 +432,25 @@ def test_the_same_plugin_given_twice_is_loaded_once(tmp_path):
     path = write(tmp_path / "zero.py", MODEL.format(name="zero"))
     reg = load_registry(plugins=[str(path), str(path)])
     assert reg.plugin_of("model", "zero") == str(path) and not reg.problems
+
+
+def test_epoch_metrics_have_the_keys_the_hookspec_documents(registry, runs_dir):
+    from mssbench import hookspecs
+
+    seen = []
+
+    class Tracker:
+        @mssbench.hookimpl
+        def mssbench_epoch_end(self, run, epoch, metrics):
+            schema = run["dataset"]["schema"]
+            conditional = [r["conditional"] for r in schema["relations"] if r["conditional"]]
+            seen.append((set(metrics), [*schema["tasks"], *conditional]))
+
+    registry.pm.register(Tracker(), name="tracker")
+    run(tiny_config(runs_dir, epochs=1), registry=registry, log=lambda m: None)
+    [(keys, tasks)] = seen
+    per_task = {f"{m}/{t}" for m in ("auc", "logloss", "macro_auc") for t in tasks}
+    assert keys == {"train_loss", "selection_score"} | per_task
+    doc = hookspecs.mssbench_epoch_end.__doc__
+    for key in ("train_loss", "selection_score", "auc/<task>", "logloss/<task>", "macro_auc"):
+        assert f"``{key}" in doc
