@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What a wheel is built from: everything else in the checkout must not be needed.
-SOURCES = ("pyproject.toml", "README.md", "mssbench", "plugins")
+SOURCES = ("pyproject.toml", "README.md", "mssbench", "plugins", "mssbench_pytest.py")
 #: Site-packages entries of mssbench itself (an editable install included), hidden from the venv.
 OWN = ("mssbench", "__editable__", "_mssbench", "__editable___mssbench")
 
@@ -94,6 +94,7 @@ def test_wheel_ships_the_bundled_data_and_every_plugin_card(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "mssbench_census/data/census-income.test.gz" in names
     assert "mssbench_census/data/SOURCE.md" in names
+    assert "mssbench_pytest.py" in names  # the pytest11 entry point
     for plugin in sorted((ROOT / "plugins").iterdir()):
         if (plugin / "__init__.py").exists():
             assert f"{plugin.name}/README.md" in names, f"{plugin.name}/README.md not in the wheel"
@@ -146,8 +147,11 @@ def test_installed_wheel_runs_census_from_outside_the_repository(wheel, tmp_path
 
 
 PLUGIN_CHECK = """
+import sys
+
 def test_mssbench_plugin_loaded(request):
     assert request.config.pluginmanager.has_plugin("mssbench")
+    assert "torch" not in sys.modules and "mssbench" not in sys.modules
 """
 
 PROFILE_CHECK = """
@@ -161,9 +165,7 @@ def test_settings_untouched(request):
 
 
 def _pytest(tmp_path: Path, test: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    if not any(
-        ep.value == "mssbench.testing.pytest_plugin" for ep in entry_points(group="pytest11")
-    ):
+    if not any(ep.name == "mssbench" for ep in entry_points(group="pytest11")):
         pytest.skip("mssbench is not installed (no pytest11 entry point to test)")
     (tmp_path / "test_other_project.py").write_text(textwrap.dedent(test))
     return _run(

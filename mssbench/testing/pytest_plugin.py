@@ -1,27 +1,10 @@
-"""pytest plugin shipped to plugin authors (registered through the ``pytest11`` entry point).
+"""Former location of the pytest plugin, now :mod:`mssbench_pytest`.
 
-pytest loads it in every environment where mssbench is installed, so it must neither fail nor
-change anything for a project that does not ask for it: it needs nothing beyond pytest (no
-hypothesis) and loads no hypothesis profile. Where hypothesis is installed it registers a
-profile named ``mssbench`` (no deadline: the first call of a model builds it; failing examples
-printed as a reproduction blob), which a project opts into with
-``pytest --hypothesis-profile=mssbench`` or ``settings.load_profile("mssbench")``.
+The plugin moved outside the ``mssbench`` package so that pytest in other projects does not
+import torch. This module stays so that an install whose metadata still names it (made before
+the move and not reinstalled since) keeps loading.
 """
 
-from __future__ import annotations
+from mssbench_pytest import PROFILE, register_profile
 
-#: The hypothesis profile this plugin registers (never loads).
-PROFILE = "mssbench"
-
-
-def register_profile() -> bool:
-    """Register the ``mssbench`` hypothesis profile; False where hypothesis is not installed."""
-    try:
-        from hypothesis import settings
-    except ImportError:
-        return False
-    settings.register_profile(PROFILE, deadline=None, print_blob=True)
-    return True
-
-
-register_profile()
+__all__ = ["PROFILE", "register_profile"]
