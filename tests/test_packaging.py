@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What a wheel is built from: everything else in the checkout must not be needed.
-SOURCES = ("pyproject.toml", "README.md", "mssbench", "plugins", "mssbench_pytest.py")
+SOURCES = ("pyproject.toml", "README.md", "mssbench", "plugins", "pytest_mssbench.py")
 #: Site-packages entries of mssbench itself (an editable install included), hidden from the venv.
 OWN = ("mssbench", "__editable__", "_mssbench", "__editable___mssbench")
 
@@ -94,7 +94,7 @@ def test_wheel_ships_the_bundled_data_and_every_plugin_card(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "mssbench_census/data/census-income.test.gz" in names
     assert "mssbench_census/data/SOURCE.md" in names
-    assert "mssbench_pytest.py" in names  # the pytest11 entry point
+    assert "pytest_mssbench.py" in names  # the pytest11 entry point
     for plugin in sorted((ROOT / "plugins").iterdir()):
         if (plugin / "__init__.py").exists():
             assert f"{plugin.name}/README.md" in names, f"{plugin.name}/README.md not in the wheel"
