@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: What a wheel is built from: everything else in the checkout must not be needed.
 SOURCES = ("pyproject.toml", "README.md", "mssbench", "plugins", "pytest_mssbench.py")
 #: Site-packages entries of mssbench itself (an editable install included), hidden from the venv.
-OWN = ("mssbench", "__editable__", "_mssbench", "__editable___mssbench")
+OWN = ("mssbench", "pytest_mssbench", "__editable__", "_mssbench")
 
 
 def _env(**extra: str) -> dict[str, str]:
