@@ -19,7 +19,7 @@ from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
 from mssbench.metrics import evaluate
 from mssbench.nn import ESMMHead
-from mssbench.plugins import Registry, load_registry
+from mssbench.plugins import Registry, RunHooks, load_registry
 from mssbench.records import ensure_writable, finish_record, start_record, write_record
 from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
@@ -60,13 +60,6 @@ class RunResult:
 
 def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
-
-
-class _NoHooks:
-    """Stands in for ``pm.hook`` on ranks other than 0: run hooks fire once per run."""
-
-    def __getattr__(self, _name: str) -> Callable[..., list]:
-        return lambda **_kwargs: []
 
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any]) -> LoadedDataset:
@@ -263,19 +256,25 @@ def run(
     registry = registry or load_registry()
     world, device = distributed.setup(resolve_device(config.device))
     try:
-        if not world.is_main:
-            return _run(config, registry, log, world, device)
-        version = registry.model(config.model).version
-        registry.dataset(config.dataset)  # an unknown name: an error before anything is written
-        checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
-        with run_lock(checkpoint, wait):
-            if skip_finished:
-                done = finished_record(config.out, config, version)
-                if done is not None:
-                    frame = pd.DataFrame(done["test"]["metrics"])
-                    path = Path(done.pop("_path"))
-                    return RunResult(done, path, frame, skipped=True)
-            return _run(config, registry, log, world, device)
+        # Lifecycle hooks fire once per run: on rank 0 of a data-parallel run.
+        hooks = RunHooks(registry.pm, enabled=world.is_main)
+        try:
+            if not world.is_main:
+                return _run(config, registry, log, world, device, hooks)
+            version = registry.model(config.model).version
+            registry.dataset(config.dataset)  # an unknown name: an error before anything is written
+            checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
+            with run_lock(checkpoint, wait):
+                if skip_finished:
+                    done = finished_record(config.out, config, version)
+                    if done is not None:
+                        frame = pd.DataFrame(done["test"]["metrics"])
+                        path = Path(done.pop("_path"))
+                        return RunResult(done, path, frame, skipped=True)
+                return _run(config, registry, log, world, device, hooks)
+        except BaseException as exc:
+            hooks.run_failed(exc)  # only if mssbench_run_start was called
+            raise
     finally:
         distributed.teardown(world)
 
@@ -286,6 +285,7 @@ def _run(
     log: Callable[[str], None],
     world: distributed.World,
     device: torch.device,
+    hooks: RunHooks,
 ) -> RunResult:
     started = time.perf_counter()
     if not world.is_main:
@@ -361,9 +361,7 @@ def _run(
         device=device,
         started_at=stamp.isoformat(),
     )
-    pm = registry.pm
-    hook = pm.hook if world.is_main else _NoHooks()
-    hook.mssbench_run_start(run=record)
+    hooks.run_start(record)
     log(
         f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
         f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, device {device}"
@@ -406,7 +404,7 @@ def _run(
         checkpoint=checkpoint,
         resume=config.resume,
         progress=config.progress and world.is_main,
-        on_epoch_end=lambda e, m: hook.mssbench_epoch_end(run=record, epoch=e, metrics=m),
+        on_epoch_end=lambda e, m: hooks.epoch_end(record, e, m),
         log=log,
         world=world,
         precision=config.precision,
@@ -449,5 +447,5 @@ def _run(
     path = write_record(out_dir, stem, record)
     if checkpoint.exists():
         checkpoint.unlink()
-    hook.mssbench_run_end(run=record, path=str(path))
+    hooks.run_end(record, str(path))
     return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)

@@ -542,7 +542,10 @@ def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str
 @plugin_options
 @handle_errors
 def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool) -> None:
-    """List registered models, datasets and metrics with the plugin that provides each."""
+    """List registered models, datasets and metrics with the plugin that provides each.
+
+    Plugins that only implement lifecycle hooks (trackers) are listed as kind ``hooks``.
+    """
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict_plugins)
     rows = [
         ["model", name, reg.plugin, reg.spec.summary]
@@ -555,6 +558,10 @@ def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plug
     rows += [
         ["metric", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.metrics.items())
+    ]
+    rows += [
+        ["hooks", name, name, ", ".join(hooks) or "(no hooks)"]
+        for name, hooks in registry.hook_only_plugins().items()
     ]
     click.echo(tabulate(rows, headers=["kind", "name", "plugin", "summary"], tablefmt="simple"))
     if registry.problems:

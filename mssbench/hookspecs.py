@@ -2,7 +2,14 @@
 
 A plugin is any module (or object) with functions marked ``@mssbench.hookimpl`` whose names
 match the hooks below. Plugins are found through the entry-point group ``mssbench`` or given on
-the command line with ``--plugin MODULE_OR_FILE``.
+the command line with ``--plugin MODULE_OR_FILE``. A function named ``mssbench_*`` marked
+``@hookimpl`` that matches no hook below (a typo such as ``mssbench_epochs_end``) makes its plugin
+broken: it is reported by name and left out.
+
+The lifecycle hooks (``mssbench_run_start``, ``mssbench_epoch_end``, ``mssbench_run_end``,
+``mssbench_run_failed``) receive read-only copies: mappings refuse assignment (``TypeError``) and
+lists are tuples, so a hook cannot change the run or its record. A lifecycle hook that raises is
+reported once as a ``Warning:`` line naming its plugin, and the run goes on.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ def mssbench_run_start(run: Mapping[str, Any]) -> None:
 
     Args:
         run: The run record as it stands (config, protocol, environment); read-only.
+            From here on, the run ends with exactly one of ``mssbench_run_end`` and
+            ``mssbench_run_failed`` (unless the process is killed outright).
     """
 
 
@@ -71,8 +80,12 @@ def mssbench_epoch_end(run: Mapping[str, Any], epoch: int, metrics: Mapping[str,
     Args:
         run: The run record as it stands; read-only.
         epoch: 1-based epoch number.
-        metrics: Flat validation summary of the epoch (``train_loss``, ``valid_loss``,
-            ``valid_auc/<task>`` and so on).
+        metrics: The epoch's numbers, read-only: ``train_loss`` (mean training loss),
+            ``selection_score`` (what early stopping maximises: the mean over tasks of the
+            pooled validation AUC) and, per task of the schema (conditional tasks included),
+            the validation ``auc/<task>`` and ``logloss/<task>`` (pooled over scenarios) and
+            ``macro_auc/<task>`` (mean of the per-scenario AUCs). NaN where undefined.
+            (``--metric`` plugin metrics are computed on test only, not here.)
     """
 
 
@@ -83,4 +96,19 @@ def mssbench_run_end(run: Mapping[str, Any], path: str) -> None:
     Args:
         run: The final run record; read-only.
         path: Path of the written JSON record.
+    """
+
+
+@hookspec
+def mssbench_run_failed(run: Mapping[str, Any], error: BaseException) -> None:
+    """Called once when a started run raises, instead of ``mssbench_run_end``.
+
+    A started run is one for which ``mssbench_run_start`` was called. Trackers close the run
+    here (for example mark it failed); the error then goes on to the caller unchanged.
+    ``KeyboardInterrupt`` (Ctrl-C) is a failure too.
+
+    Args:
+        run: The run record as it stood when the error happened (``status`` is still
+            ``"running"``); read-only.
+        error: The exception that ended the run.
     """

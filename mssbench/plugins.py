@@ -4,13 +4,20 @@ Loading order (as in pytest): blocked plugins (``disable``) first, then the entr
 ``mssbench`` (first-party plugins in ``plugins/`` included, unless
 ``MSSBENCH_DISABLE_PLUGIN_AUTOLOAD`` is set), then ``--plugin MODULE_OR_FILE`` in the order given.
 
-A plugin that fails to import, returns an invalid spec or reuses a taken name is recorded as a
+A plugin that fails to import (``sys.exit`` at import included), implements a hook that does not
+exist (``mssbench_epochs_end``), returns an invalid spec or reuses a taken name is recorded as a
 :class:`PluginProblem` and left out; the others keep working. ``strict=True`` turns problems
-into a :class:`~mssbench.errors.PluginError`.
+into a :class:`~mssbench.errors.PluginError`. A ``--plugin`` that offers a name another plugin
+already registered is always an error naming both.
+
+Lifecycle hooks are called through :class:`RunHooks`: each implementation gets read-only copies
+of the run record and metrics, and one that raises is reported once by plugin name while the run
+goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import importlib.metadata
@@ -21,7 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -32,6 +39,8 @@ from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec, SpecError
 ENTRY_POINT_GROUP = "mssbench"
 _TRACE = "MSSBENCH_TRACE_PLUGINS"
 _NO_AUTOLOAD = "MSSBENCH_DISABLE_PLUGIN_AUTOLOAD"
+#: Longest exception text quoted in a problem or warning line.
+_MAX_MESSAGE = 500
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Registry:
         datasets: Registered datasets by name.
         metrics: Registered test metrics by name.
         problems: Plugins (or specs) that were left out, with the reason.
+        installed: Entry-point plugins by name: ``"<distribution> <version>"`` that provides it.
     """
 
     pm: pluggy.PluginManager
@@ -70,6 +80,7 @@ class Registry:
     datasets: dict[str, Registered] = field(default_factory=dict)
     metrics: dict[str, Registered] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
+    installed: dict[str, str] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelSpec:
         """The model spec called ``name``; a :class:`ConfigError` with hints otherwise."""
@@ -86,6 +97,17 @@ class Registry:
     def plugin_of(self, kind: str, name: str) -> str:
         """Name of the plugin that registered the model, dataset or metric ``name``."""
         return self._table(kind)[name].plugin
+
+    def hook_only_plugins(self) -> dict[str, list[str]]:
+        """Loaded plugins that register no model, dataset or metric, with their hooks."""
+        tables = (self.models, self.datasets, self.metrics)
+        providers = {r.plugin for table in tables for r in table.values()}
+        out: dict[str, list[str]] = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None or name in providers:
+                continue
+            out[name] = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+        return dict(sorted(out.items()))
 
     def _table(self, kind: str) -> dict[str, Registered]:
         return {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
@@ -113,7 +135,12 @@ def _describe(exc: BaseException) -> str:
         return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    text = " ".join(str(exc).split())
+    if len(text) > _MAX_MESSAGE:
+        text = text[:_MAX_MESSAGE] + f"... ({len(text):,} characters)"
+    if isinstance(exc, SystemExit):
+        text = f"exit status {exc.code!r} (sys.exit)"
+    return f"{type(exc).__name__}: {text}{where}"
 
 
 def is_plugin_file(target: str) -> bool:
@@ -145,13 +172,17 @@ def import_plugin(target: str) -> tuple[str, ModuleType]:
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - reported by name, never a bare traceback
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - sys.exit included: reported by name
             sys.modules.pop(mod_name, None)
             raise PluginError(f'Error importing plugin "{target}": {_describe(exc)}') from exc
         return str(target), module
     try:
         return target, importlib.import_module(target)
-    except Exception as exc:  # noqa: BLE001
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - sys.exit included
         raise PluginError(f'Error importing plugin "{target}": {_describe(exc)}') from exc
 
 
@@ -177,7 +208,8 @@ def load_registry(
 
     Args:
         plugins: Extra plugins, as module names or ``.py`` paths (``--plugin``). A plugin named
-            here that fails to import is always an error: the user asked for it.
+            here that fails to import, or that offers a name another plugin already has, is
+            always an error: the user asked for it.
         disable: Entry-point names to skip (``--disable-plugin``).
         strict: Raise :class:`PluginError` on any problem instead of leaving the plugin out.
         autoload: Load the entry-point group; default True unless
@@ -186,6 +218,10 @@ def load_registry(
 
     Returns:
         The registry.
+
+    Raises:
+        PluginError: A ``--plugin`` cannot be imported or clashes with another plugin, or
+            ``strict`` and some plugin is broken.
     """
     pm = get_plugin_manager()
     registry = Registry(pm=pm)
@@ -196,30 +232,49 @@ def load_registry(
         autoload = not os.environ.get(_NO_AUTOLOAD)
 
     if autoload:
-        seen: set[str] = set()
-        for ep in _entry_points():
-            if ep.name in blocked or ep.name in seen:
-                continue
-            seen.add(ep.name)
-            try:
-                module = ep.load()
-            except Exception as exc:  # noqa: BLE001
-                registry.problems.append(PluginProblem(ep.name, f"import failed: {_describe(exc)}"))
-                continue
-            _register(pm, registry, ep.name, module)
-    for target in plugins:
+        _load_entry_points(pm, registry, blocked)
+    explicit: set[str] = set()
+    for target in dict.fromkeys(plugins):  # a --plugin given twice is loaded once
         name, module = import_plugin(target)
+        if pm.has_plugin(name) and not pm.is_registered(module):
+            raise PluginError(
+                f'plugin name "{name}" given by --plugin {target} is already taken by '
+                f"{_owner(registry, name)}; rename the module or file"
+            )
+        explicit.add(name)
         _register(pm, registry, name, module)
     for name, obj in extra:
         _register(pm, registry, name, obj)
 
     pm.check_pending()
-    _collect(pm, registry, "model")
-    _collect(pm, registry, "dataset")
-    _collect(pm, registry, "metric")
+    for kind in ("model", "dataset", "metric"):
+        _collect(pm, registry, kind, explicit)
     if strict and registry.problems:
         raise PluginError("; ".join(str(p) for p in registry.problems))
     return registry
+
+
+def _load_entry_points(pm: pluggy.PluginManager, registry: Registry, blocked: set[str]) -> None:
+    for ep in _entry_points():
+        if ep.name in blocked or ep.name in registry.installed:
+            continue
+        dist = getattr(ep, "dist", None)
+        registry.installed[ep.name] = f"{dist.name} {dist.version}" if dist else ep.value
+        try:
+            module = ep.load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - sys.exit at import included
+            registry.problems.append(PluginProblem(ep.name, f"import failed: {_describe(exc)}"))
+            continue
+        _register(pm, registry, ep.name, module)
+
+
+def _owner(registry: Registry, plugin: str) -> str:
+    """``'installed plugin "mmoe" (mssbench 0.1.0)'`` or ``'plugin "./x.py"'``."""
+    if plugin in registry.installed:
+        return f'installed plugin "{plugin}" ({registry.installed[plugin]})'
+    return f'plugin "{plugin}"'
 
 
 def _register(pm: pluggy.PluginManager, registry: Registry, name: str, module: object) -> None:
@@ -229,10 +284,34 @@ def _register(pm: pluggy.PluginManager, registry: Registry, name: str, module: o
         pm.register(module, name=name)
         _trace(f"registered {name} from {getattr(module, '__file__', module)}")
     except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with an unknown argument
+        if pm.has_plugin(name):  # pluggy keeps the hooks it added before the bad one
+            pm.unregister(name=name)
         registry.problems.append(PluginProblem(name, f"cannot register: {exc}"))
+        return
+    unknown = _unknown_hooks(pm, module)
+    if unknown:
+        pm.unregister(name=name)
+        registry.problems.append(PluginProblem(name, "; ".join(unknown)))
 
 
-def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str) -> None:
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """One message per hook that ``plugin`` implements but no hookspec declares."""
+    known = sorted(caller.name for caller in vars(pm.hook).values() if caller.has_spec())
+    messages = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.has_spec():
+            continue
+        impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
+        if all(i.optionalhook for i in impls):
+            continue
+        msg = f"implements {caller.name}, which is not a mssbench hook"
+        close = difflib.get_close_matches(caller.name, known, n=1)
+        msg += f" (did you mean {close[0]}?)" if close else f" (hooks: {', '.join(known)})"
+        messages.append(msg)
+    return messages
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str, explicit: set[str]) -> None:
     caller = getattr(pm.hook, f"mssbench_register_{kind}s")
     table = registry._table(kind)
     expected = {"model": ModelSpec, "dataset": DatasetSpec, "metric": MetricSpec}[kind]
@@ -243,7 +322,9 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str) -> None:
         plugin = impl.plugin_name
         try:
             specs = impl.function()
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - sys.exit included
             registry.problems.append(
                 PluginProblem(plugin, f"mssbench_register_{kind}s raised {_describe(exc)}")
             )
@@ -258,27 +339,141 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str) -> None:
             )
             continue
         for spec in specs:
-            if not isinstance(spec, expected):
-                registry.problems.append(
-                    PluginProblem(
-                        plugin, f"expected {expected.__name__}, got {type(spec).__name__}"
-                    )
-                )
-                continue
-            try:
-                spec.validate()
-            except SpecError as exc:
-                registry.problems.append(PluginProblem(plugin, str(exc)))
-                continue
-            if spec.name in table:
-                owner = table[spec.name].plugin
-                registry.problems.append(
-                    PluginProblem(
-                        plugin,
-                        f"{kind} name {spec.name!r} is already registered by plugin "
-                        f'"{owner}"; this one is left out',
-                    )
-                )
+            problem = _check_spec(registry, kind, expected, spec, plugin, explicit)
+            if problem is not None:
+                registry.problems.append(PluginProblem(plugin, problem))
                 continue
             table[spec.name] = Registered(spec, plugin)
             _trace(f"{kind} {spec.name!r} from {plugin}")
+
+
+def _check_spec(
+    registry: Registry, kind: str, expected: type, spec: Any, plugin: str, explicit: set[str]
+) -> str | None:
+    """Why ``spec`` cannot be registered (``None`` if it can); a clash of a ``--plugin`` raises."""
+    if not isinstance(spec, expected):
+        return f"expected {expected.__name__}, got {type(spec).__name__}"
+    try:
+        spec.validate()
+    except SpecError as exc:
+        return str(exc)
+    table = registry._table(kind)
+    if spec.name not in table:
+        return None
+    owner = _owner(registry, table[spec.name].plugin)
+    if plugin in explicit:
+        raise PluginError(
+            f"--plugin {plugin} registers {kind} {spec.name!r}, which {owner} already "
+            f"registers; rename the {kind}, or leave the other plugin out"
+            + (
+                f" with --disable-plugin {table[spec.name].plugin}"
+                if table[spec.name].plugin in registry.installed
+                else ""
+            )
+        )
+    return f"{kind} name {spec.name!r} is already registered by {owner}; this one is left out"
+
+
+class ReadOnlyDict(dict):
+    """A ``dict`` that refuses changes: what lifecycle hooks receive instead of the record.
+
+    It is a ``dict`` so that ``json.dumps`` and ``dict(...)`` work on it as on the record;
+    ``copy.deepcopy`` and pickling give a plain (mutable) ``dict``.
+    """
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> None:
+        raise TypeError("the run record is read-only in hooks; change a copy.deepcopy(run)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type, tuple[dict]]:
+        return (dict, (dict(self),))
+
+
+def freeze(value: Any) -> Any:
+    """A deep read-only copy: mappings become :class:`ReadOnlyDict`, lists tuples."""
+    if isinstance(value, Mapping):
+        return ReadOnlyDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(freeze(v) for v in value)
+    if value is None or isinstance(value, (str, bytes, int, float, complex)):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - an object that cannot be copied is passed as is
+        return value
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+class RunHooks:
+    """Calls the lifecycle hooks of one run, each plugin's implementation on its own.
+
+    Every implementation receives read-only copies (:func:`freeze`) of the record and metrics,
+    so no hook can change what the record claims. An implementation that raises (``sys.exit``
+    included) is reported once per plugin and hook as a ``Warning:`` line, and the run goes on.
+
+    Args:
+        pm: The plugin manager of the registry.
+        enabled: False on the ranks other than 0 of a data-parallel run: hooks fire once per run.
+        warn: Where warning lines go (default: stderr).
+    """
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        enabled: bool = True,
+        warn: Callable[[str], None] = _warn,
+    ) -> None:
+        self._pm = pm
+        self._enabled = enabled
+        self._warn = warn
+        self._reported: set[tuple[str, str]] = set()
+        self._run: Mapping[str, Any] | None = None
+
+    def run_start(self, run: Mapping[str, Any]) -> None:
+        """``mssbench_run_start``; from now until the end, a failure calls ``run_failed``."""
+        self._run = run
+        self._call("mssbench_run_start", run=freeze(run))
+
+    def epoch_end(self, run: Mapping[str, Any], epoch: int, metrics: Mapping[str, float]) -> None:
+        """``mssbench_epoch_end``."""
+        self._run = run
+        self._call("mssbench_epoch_end", run=freeze(run), epoch=epoch, metrics=freeze(metrics))
+
+    def run_end(self, run: Mapping[str, Any], path: str) -> None:
+        """``mssbench_run_end``; the run is closed (a later failure calls nothing)."""
+        self._run = None
+        self._call("mssbench_run_end", run=freeze(run), path=str(path))
+
+    def run_failed(self, error: BaseException) -> None:
+        """``mssbench_run_failed`` with the record as it stood, if the run was started."""
+        run, self._run = self._run, None
+        if run is not None:
+            self._call("mssbench_run_failed", run=freeze(run), error=error)
+
+    def _call(self, hook: str, **kwargs: Any) -> None:
+        if not self._enabled:
+            return
+        caller = getattr(self._pm.hook, hook)
+        for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                self._report(impl.plugin_name, hook, "hook wrappers are not supported here")
+                continue
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a hook never stops a run
+                self._report(impl.plugin_name, hook, _describe(exc))
+
+    def _report(self, plugin: str, hook: str, reason: str) -> None:
+        if (plugin, hook) in self._reported:
+            return
+        self._reported.add((plugin, hook))
+        self._warn(f'Warning: plugin "{plugin}" failed in {hook}: {reason}; the run goes on')

@@ -1,5 +1,8 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 import mssbench.testing.plugin as testing_plugin
 from mssbench.plugins import load_registry
@@ -7,6 +10,11 @@ from mssbench.plugins import load_registry
 # Tests use tiny tensors: one thread avoids oversubscribing small CI machines, where a second
 # thread per process costs far more in contention than it gains.
 torch.set_num_threads(1)
+
+# The project's own hypothesis profile (the pytest11 plugin only registers one for plugin
+# authors and loads none): no deadline, since the first call of a model builds it.
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Small hyper-parameters so that harness tests train in a second.
 SMALL_MMOE = {"embed_dim": "8", "n_experts": "3", "expert_hidden": "16", "tower_hidden": "8"}

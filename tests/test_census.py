@@ -1,7 +1,7 @@
 """Tests of the Census-Income (KDD) dataset plugin (plugins/mssbench_census).
 
-Everything here runs from a fresh clone: the bundled ``datasets/census-income`` copy of the UCI
-test file is the only data read, and small fixture files are written to ``tmp_path`` from it.
+Everything here runs from a fresh clone: the bundled ``plugins/mssbench_census/data`` copy of the
+UCI test file is the only data read, and small fixture files are written to ``tmp_path`` from it.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def test_data_dir_not_a_directory(tmp_path):
 
 def test_default_dir_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(L, "default_data_dir", lambda: tmp_path / "gone")
-    with pytest.raises(DataError, match="editable") as exc:
+    with pytest.raises(DataError, match="package data of mssbench_census") as exc:
         L.load({"protocol": "bundled", "data_dir": ""})
     assert str(tmp_path / "gone") in str(exc.value)
     assert "census-income.test.gz" in str(exc.value)

@@ -31,16 +31,16 @@ def test_plugins_lists_models_and_datasets_with_their_plugin(cli):
 
 
 def test_plugins_shows_broken_plugin(cli, tmp_path):
-    bad = tmp_path / "dup.py"
+    bad = tmp_path / "bad.py"
     bad.write_text(
         "from mssbench import ModelSpec, hookimpl\n"
         "@hookimpl\n"
         "def mssbench_register_models():\n"
-        "    return [ModelSpec(name='mmoe', summary='x', build=lambda schema: None)]\n"
+        "    return [ModelSpec(name='Bad Name', summary='x', build=lambda schema: None)]\n"
     )
     res = invoke(cli, ["plugins", "--plugin", str(bad)])
     assert res.exit_code == 0
-    assert "Broken plugins" in res.output and "already registered" in res.output
+    assert "Broken plugins" in res.output and "model name 'Bad Name' is invalid" in res.output
 
 
 def test_run_prints_table_and_record(cli, tmp_path):

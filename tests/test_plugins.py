@@ -87,16 +87,24 @@ def test_missing_plugin_file_and_module():
         load_registry(plugins=["no_such_module_anywhere"])
 
 
-def test_duplicate_name_reported_by_name_and_others_keep_working(tmp_path):
-    path = write_plugin(tmp_path / "dup.py", GOOD.format(name="mmoe"))
-    reg = load_registry(plugins=[str(path)])
-    assert reg.plugin_of("model", "mmoe") == "mmoe"  # the built-in keeps its name
+def test_duplicate_name_reported_by_name_and_others_keep_working(monkeypatch, tmp_path):
+    """An installed plugin offering a taken name is left out (a --plugin doing so is an error)."""
+    site = tmp_path / "site"
+    (site / "mssbench_dup").mkdir(parents=True)
+    (site / "mssbench_dup" / "__init__.py").write_text(textwrap.dedent(GOOD.format(name="mmoe")))
+    dist = site / "mssbench_dup-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mssbench-dup\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mssbench]\ndup = mssbench_dup\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])  # installed after mssbench
+    reg = load_registry()
+    assert reg.plugin_of("model", "mmoe") == "mmoe"  # the first one found keeps its name
     assert "shared_bottom" in reg.models
     [problem] = reg.problems
-    assert problem.plugin == str(path)
-    assert "'mmoe' is already registered by plugin \"mmoe\"" in problem.message
+    assert problem.plugin == "dup"
+    assert "'mmoe' is already registered by installed plugin \"mmoe\" (mssbench " in problem.message
     with pytest.raises(PluginError, match="already registered"):
-        load_registry(plugins=[str(path)], strict=True)
+        load_registry(strict=True)
 
 
 def test_invalid_spec_and_raising_hook_are_left_out(tmp_path):
@@ -234,6 +242,36 @@ def test_hook_mssbench_run_start(registry, runs_dir):
 
 test_hook_mssbench_epoch_end = test_hook_mssbench_run_start
 test_hook_mssbench_run_end = test_hook_mssbench_run_start
+
+
+def test_hook_mssbench_run_failed(registry, runs_dir):
+    """A started run that raises calls mssbench_run_failed (not run_end); the error goes on."""
+    from mssbench.api import run
+    from mssbench.config import RunConfig
+
+    calls = []
+
+    class Tracker:
+        @mssbench.hookimpl
+        def mssbench_epoch_end(self, run, epoch, metrics):
+            raise KeyboardInterrupt  # stands in for Ctrl-C during training
+
+        @mssbench.hookimpl
+        def mssbench_run_end(self, run, path):
+            calls.append("end")
+
+        @mssbench.hookimpl
+        def mssbench_run_failed(self, run, error):
+            calls.append(("failed", run["status"], run["model"]["name"], type(error).__name__))
+
+    registry.pm.register(Tracker(), name="tracker")
+    config = RunConfig(
+        model="constant", dataset="tiny-synth", epochs=2, out=str(runs_dir), progress=False
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run(config, registry=registry, log=lambda m: None)
+    assert calls == [("failed", "running", "constant", "KeyboardInterrupt")]
+    assert not list(runs_dir.glob("*.json"))
 
 
 def test_every_hookspec_is_documented_and_tested():

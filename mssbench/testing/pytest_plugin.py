@@ -1,8 +1,10 @@
-"""pytest plugin shipped to plugin authors (registered through the ``pytest11`` entry point)."""
+"""Former location of the pytest plugin, now :mod:`pytest_mssbench`.
 
-import os
+The plugin moved outside the ``mssbench`` package so that pytest in other projects does not
+import torch. This module stays so that an install whose metadata still names it (made before
+the move and not reinstalled since) keeps loading.
+"""
 
-from hypothesis import settings
+from pytest_mssbench import PROFILE, register_profile
 
-settings.register_profile("ci", deadline=None, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+__all__ = ["PROFILE", "register_profile"]

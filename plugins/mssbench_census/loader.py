@@ -8,7 +8,7 @@ order, and encodes them with vocabularies and scalers fitted on the training spl
 
 Two protocols exist:
 
-* ``bundled`` (v1): only the UCI test file (bundled in ``datasets/census-income``) is used;
+* ``bundled`` (v1): only the UCI test file (package data in ``mssbench_census/data``) is used;
   ``bucket = hash(row) % 100`` puts buckets 0-59 in train, 60-79 in valid and 80-99 in test.
 * ``official`` (v1): the user-provided UCI training file is the train split; the UCI test file
   is split by bucket, 0-49 valid and 50-99 test.
@@ -176,8 +176,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def default_data_dir() -> Path:
-    """The directory holding the bundled file (``<repository>/datasets/census-income``)."""
-    return Path(__file__).resolve().parents[2] / "datasets" / DATASET
+    """The directory holding the bundled file: ``data/`` next to this module.
+
+    It is package data of ``mssbench_census``, so it is there in a wheel install as in a
+    checkout (no repository needed).
+    """
+    return Path(__file__).resolve().parent / "data"
 
 
 class RawFile:
@@ -561,8 +565,8 @@ def load(options: Mapping[str, Any]) -> LoadedDataset:
 
     Args:
         options: ``protocol`` (``"bundled"`` or ``"official"``, default ``"bundled"``) and
-            ``data_dir`` (directory with the UCI files; ``""`` means the bundled
-            ``datasets/census-income`` directory of the repository).
+            ``data_dir`` (directory with the UCI files; ``""`` means the bundled copy,
+            :func:`default_data_dir`).
 
     Returns:
         The loaded data set.
@@ -582,9 +586,9 @@ def load(options: Mapping[str, Any]) -> LoadedDataset:
         if not data_dir.is_dir():
             raise DataError(
                 f"census-income: bundled data directory {data_dir} does not exist; the bundled "
-                f"file census-income.test.gz is expected there. It ships with the repository, "
-                "so install mssbench as an editable install from a clone (pip install -e .) "
-                "or pass data_dir"
+                f"file census-income.test.gz is expected there. It ships as package data of "
+                "mssbench_census: reinstall mssbench (pip install --force-reinstall mssbench) "
+                "or pass -D data_dir=DIR"
             )
     else:
         data_dir = Path(str(data_dir_opt)).expanduser()
