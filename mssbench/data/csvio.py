@@ -15,6 +15,7 @@ makes after parsing (:meth:`CsvTable.check_binary`, :meth:`CsvTable.check_range`
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow.csv as pacsv
 from mssbench.data.manifest import file_facts
 from mssbench.errors import DataError
 
-__all__ = ["COLUMN_TYPES", "CsvTable", "read_csv"]
+__all__ = ["COLUMN_TYPES", "CsvTable", "find_file", "read_csv"]
 
 #: Column types :func:`read_csv` accepts, with the NumPy dtype each becomes.
 COLUMN_TYPES: Mapping[str, Any] = {"int": np.int64, "float": np.float64, "str": object}
@@ -131,15 +132,21 @@ def _value_ok(value: str, kind: str) -> bool:
     return True
 
 
+def _fields(line: str, delimiter: str, quote: bool) -> list[str]:
+    if quote and len(delimiter) == 1:
+        return next(csv.reader([line], delimiter=delimiter), [""])
+    return line.split(delimiter)
+
+
 def _diagnose(
     path: Path, names: Sequence[str], types: Mapping[str, str], skip: int, delimiter: str,
-    encoding: str, cause: Exception,
+    encoding: str, quote: bool, cause: Exception,
 ) -> DataError:  # fmt: skip
     """Find the first line that breaks the layout or a column type; the error to raise."""
     for number, line in _iter_lines(path, encoding):
         if number <= skip:
             continue
-        values = line.split(delimiter)
+        values = _fields(line, delimiter, quote)
         if len(values) != len(names):
             hint = " (truncated file?)" if len(values) < len(names) else ""
             got = 0 if line == "" else len(values)
@@ -197,6 +204,7 @@ def read_csv(
     names: Sequence[str] | None = None,
     delimiter: str = ",",
     encoding: str = "utf-8",
+    quote: bool = True,
 ) -> CsvTable:
     """Read the typed ``columns`` of a delimited text file.
 
@@ -210,6 +218,7 @@ def read_csv(
         names: Every column of a headerless file in order (default: ``columns``' keys).
         delimiter: Field separator; several characters are allowed (``"::"``, MovieLens).
         encoding: Text encoding of the file.
+        quote: Values may be quoted with ``"`` (a delimiter inside quotes is text).
 
     Returns:
         The table; ``facts`` has the file's size and sha256.
@@ -234,7 +243,7 @@ def read_csv(
     )
     parse = pacsv.ParseOptions(
         delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR,
-        quote_char=False,
+        quote_char='"' if quote else False,
         ignore_empty_lines=False,
     )
     convert = pacsv.ConvertOptions(
@@ -262,3 +271,31 @@ def read_csv(
             )
         out.columns[name] = col.to_numpy().astype(COLUMN_TYPES[kind], copy=False)
     return out
+
+
+def find_file(source: str | Path, names: Sequence[str], depth: int = 2) -> Path | None:
+    """The first file under ``source`` (at most ``depth`` folders deep) named one of ``names``.
+
+    Names are matched case-insensitively and in order of preference; shallower files win.
+    Returns None when there is none (the caller says what is missing and where to get it).
+    """
+    wanted = [n.lower() for n in names]
+    found: dict[str, Path] = {}
+    level = [Path(source)]
+    for _ in range(depth + 1):
+        nxt = []
+        for folder in level:
+            try:
+                entries = sorted(folder.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_file() and entry.name.lower() in wanted:
+                    found.setdefault(entry.name.lower(), entry)
+                elif entry.is_dir() and not entry.name.startswith("."):
+                    nxt.append(entry)
+        for name in wanted:
+            if name in found:
+                return found[name]
+        level = nxt
+    return None
