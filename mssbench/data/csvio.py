@@ -256,7 +256,9 @@ def read_csv(
         with _open_bytes(path, encoding, delimiter) as stream:
             table = pacsv.read_csv(stream, read, parse, convert)
     except (pa.ArrowInvalid, UnicodeDecodeError, EOFError, OSError) as exc:
-        raise _diagnose(path, layout, columns, int(has_header), delimiter, encoding, exc) from None
+        raise _diagnose(
+            path, layout, columns, int(has_header), delimiter, encoding, quote, exc
+        ) from None
     first_line = 1 + int(has_header)
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows")

@@ -64,8 +64,15 @@ _MERGED = {**_RATING, "genres": "str", "gender": "str", "age": "int", "occupatio
 SALT = 1_000_209
 PROTOCOLS: Mapping[str, dict[str, Any]] = {
     "m3oe": {
-        "scenarios": {1: "age_under25", 18: "age_under25", 25: "age_25_34",
-                      35: "age_35plus", 45: "age_35plus", 50: "age_35plus", 56: "age_35plus"},
+        "scenarios": {
+            1: "age_under25",
+            18: "age_under25",
+            25: "age_25_34",
+            35: "age_35plus",
+            45: "age_35plus",
+            50: "age_35plus",
+            56: "age_35plus",
+        },
         "scenario": "age",
         "tasks": (Task("click", "click"), Task("like", "like")),
         "relations": (Implies(child="like", parent="click", conditional="like_given_click"),),
