@@ -3,11 +3,9 @@
 from functools import partial
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_kuairand.loader import KUAIRAND_URL, load, prepare
+from mssbench_kuairand.loader import KUAIRAND_URL, TITLES, load, prepare
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
-
-_NAMES = {"kuairand-pure": "KuaiRand-Pure", "kuairand-1k": "KuaiRand-1K"}
 
 
 @hookimpl
@@ -34,5 +32,5 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
             ),
             prepare=partial(prepare, name),
         )
-        for name, title in _NAMES.items()
+        for name, title in TITLES.items()
     ]

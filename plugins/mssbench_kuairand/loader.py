@@ -73,6 +73,7 @@ SPLIT_RULES = {
     "min(duration_ms, 18000); vocabularies and scalers from train, unseen ids -> 0",
 }
 LAYOUTS = {"kuairand": "standard", "scenario-wise-rec": "swr"}
+TITLES = {"kuairand-pure": "KuaiRand-Pure", "kuairand-1k": "KuaiRand-1K"}
 MERGED_NAMES = ("kuairand.csv", "kuairand_sample.csv", "kuairand_1k.csv", "kuairand_pure.csv")
 
 
@@ -84,7 +85,7 @@ def protocol(dataset: str, name: str) -> Protocol:
 def missing_message(dataset: str) -> str:
     """What to download and run when nothing is prepared."""
     return (
-        f"download {dataset.replace('kuairand-', 'KuaiRand-').replace('pure', 'Pure')} from "
+        f"download {TITLES[dataset]} from "
         f"{KUAIRAND_URL} (CC BY-SA 4.0), extract it into a directory DIR and run: "
         f"mssbench data prepare {dataset} --source DIR"
     )
