@@ -60,7 +60,8 @@ def to_official(folder: Path, rows: list[dict[str, str]]) -> Path:
         like = int(r["is_click"] == "1" and i % 2 == 0)
         logs.append({**r, "date": str(DATES[i % len(DATES)]), "hourmin": "1200",
                      "time_ms": str(1649400000000 + i), "is_like": str(like),
-                     "long_view": str(int(play >= min(dur, 18000))), "tab": str(TAB_CYCLE[i % 6])})  # fmt: skip
+                     "long_view": str(int(play >= min(dur, 18000))),
+                     "tab": str(TAB_CYCLE[i % 6])})  # fmt: skip
     early = [r for r in logs if int(r["date"]) <= 20220421]
     late = [r for r in logs if int(r["date"]) > 20220421]
     write("log_standard_4_08_to_4_21_1k.csv", LOG_COLS, early)
