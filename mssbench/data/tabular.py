@@ -7,7 +7,7 @@ categorical columns get :class:`~mssbench.data.Vocabulary` ids fitted on the tra
 (unseen values -> 0), numeric columns are min-max scaled with the train minimum and maximum
 (or kept as they are), the scenario column is mapped to scenario ids, and ``info`` gets the
 counts a run record needs (rows, positives per task, rows per scenario, out-of-vocabulary
-cells, vocabulary sizes).
+cells per split: in all, rows with any, per field).
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def encode_splits(
             torch.from_numpy(scen),
             torch.from_numpy(labels.astype(np.float32)),
         )
-        per_field = (cat == OOV).sum(axis=0)
+        is_oov = cat == OOV
+        per_field = is_oov.sum(axis=0)
         info["rows"][split] = n
         info["positives"][split] = {
             t.name: int(labels[:, i].sum()) for i, t in enumerate(layout.tasks)
@@ -154,7 +155,9 @@ def encode_splits(
         counts = np.bincount(scen, minlength=len(names))
         info["scenario_rows"][split] = dict(zip(names, counts.tolist()))
         info["oov"][split] = {
-            c: int(k) for c, k in zip(layout.categorical, per_field.tolist()) if k
+            "cells": int(per_field.sum()),
+            "rows": int(is_oov.any(axis=1).sum()),
+            "fields": {c: int(k) for c, k in zip(layout.categorical, per_field.tolist()) if k},
         }
     schema = DatasetSchema(
         categorical=tuple(CategoricalField(c, vocabs[c].size) for c in layout.categorical),
@@ -164,7 +167,6 @@ def encode_splits(
         tasks=tuple(layout.tasks),
         relations=tuple(layout.relations),
     )
-    info["vocab_sizes"] = {c: vocabs[c].size for c in layout.categorical}
     if layout.numeric and layout.scale_numeric:
         info["numeric_min_max"] = scale
     return splits, schema, info
