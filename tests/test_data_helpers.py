@@ -307,3 +307,29 @@ def test_tabular_dataset_rejects_unknown_scenario_values():
         DataError, match=r"train split: scenario column 'site' holds 9, expected one of 1"
     ):
         tabular_dataset(parts, layout, Protocol("demo", "p", 1, ("a",), "x"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**40), 2**40), st.floats(-1e6, 1e6, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+    st.data(),
+)
+def test_read_csv_round_trip_and_the_line_of_a_bad_value(tmp_path_factory, rows, header, data):
+    folder = tmp_path_factory.mktemp("csv")
+    text = ("a,b\n" if header else "") + "".join(f"{a},{b!r}\n" for a, b in rows)
+    path = folder / "t.csv"
+    path.write_text(text)
+    t = read_csv(path, {"a": "int", "b": "float"}, header=header)
+    assert t["a"].tolist() == [a for a, _ in rows]
+    assert t["b"].tolist() == [b for _, b in rows]
+    bad = data.draw(st.integers(0, len(rows) - 1))
+    lines = text.splitlines()
+    lines[bad + header] = "1,oops"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"t.csv: line {bad + 1 + header}, column 'b'"):
+        read_csv(path, {"a": "int", "b": "float"}, header=header)
