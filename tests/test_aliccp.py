@@ -215,3 +215,25 @@ def test_deterministic(tmp_path):
     for s in ("train", "valid", "test"):
         assert torch.equal(getattr(a, s).categorical, getattr(b, s).categorical)
         assert np.array_equal(getattr(a, s).labels.numpy(), getattr(b, s).labels.numpy())
+
+
+def test_raw_skeleton_is_streamed_in_blocks(tmp_path, raw_dir, monkeypatch):
+    loader.prepare(raw_dir, tmp_path / "whole", log=lambda m: None)
+    monkeypatch.setattr(loader, "_BLOCK", 300)  # a few rows per block
+    loader.prepare(raw_dir, tmp_path / "blocks", log=lambda m: None)
+    kw = {"cache_format": loader.CACHE_FORMAT, "version": loader.CACHE_VERSION, "missing": ""}
+    _, whole = read_cache(tmp_path / "whole", **kw)
+    _, blocks = read_cache(tmp_path / "blocks", **kw)
+    for split in ("train", "valid", "test"):
+        for name in ("ids", "scenario", "labels"):
+            assert np.array_equal(whole[split][name], blocks[split][name]), (split, name)
+    # Line numbers count across blocks.
+    path = raw_dir / "sample_skeleton_test.csv"
+    lines = path.read_text().split("\n")
+    lines[44] = "9,0,7," + lines[44].split(",", 3)[3]
+    path.write_text("\n".join(lines))
+    with pytest.raises(
+        DataError,
+        match=r"sample_skeleton_test.csv: line 45, column 'purchase': expected 0 or 1, got 7",
+    ):
+        loader.prepare(raw_dir, tmp_path / "c", log=lambda m: None)

@@ -19,7 +19,7 @@ layouts take validation from train by a stable hash.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +61,8 @@ RELATIONS = (Implies(child="ctcvr", parent="ctr", conditional="cvr"),)
 VALID_FRACTION = 0.1
 SALT = 408
 MAX_ID = 2**62
+#: Bytes of text per block of a raw file (the skeleton is streamed block by block).
+_BLOCK = 1 << 24
 
 LAYOUT_FILES: Mapping[str, tuple[tuple[str, ...], ...]] = {
     "raw": (("sample_skeleton_train.csv",), ("common_features_train.csv",),
@@ -205,70 +207,93 @@ def _features(strings: pa.ChunkedArray | pa.Array, path: Path, first_line: int) 
     return out
 
 
-def _read_csv_columns(path: Path, names: list[str], types: dict[str, pa.DataType]) -> pa.Table:
+def _batches(
+    path: Path, names: list[str], types: dict[str, pa.DataType]
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``(first line, block)`` of a headerless file, streamed; bad input is a DataError."""
     try:
-        return pacsv.read_csv(
+        reader = pacsv.open_csv(
             path,
-            pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+            pacsv.ReadOptions(column_names=names, block_size=_BLOCK),
             pacsv.ParseOptions(quote_char=False),
             pacsv.ConvertOptions(column_types=types),
         )
+        first = 1
+        for batch in reader:
+            yield first, batch
+            first += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
-        # The typed reader gives the line, column and reason.
+        # The typed reader finds the line, column and reason.
         read_csv(path, {n: "int" if t == pa.int64() else "str" for n, t in types.items()},
                  header=False, names=names, quote=False)  # fmt: skip
         raise DataError(f"{path}: cannot parse ({str(exc).splitlines()[0]})") from None
 
 
-def _read_raw_split(skeleton: Path, common: Path) -> tuple[dict[str, np.ndarray], int]:
-    sk_names = ["sample_id", "click", "purchase", "md5", "n", "features"]
-    sk = _read_csv_columns(skeleton, sk_names, {"sample_id": pa.int64(), "click": pa.int64(),
-                           "purchase": pa.int64(), "md5": pa.string(), "n": pa.int64(),
-                           "features": pa.string()})  # fmt: skip
-    co = _read_csv_columns(
-        common,
-        ["md5", "n", "features"],
-        {"md5": pa.string(), "n": pa.int64(), "features": pa.string()},
-    )
-    if sk.num_rows == 0 or co.num_rows == 0:
-        raise DataError(f"{skeleton if sk.num_rows == 0 else common}: no data rows")
-    own = _features(sk.column("features"), skeleton, 1)
-    shared = _features(co.column("features"), common, 1)
-    index = pc.index_in(sk.column("md5"), value_set=co.column("md5"))
+_SKELETON = {"sample_id": pa.int64(), "click": pa.int64(), "purchase": pa.int64(),
+             "md5": pa.string(), "n": pa.int64(), "features": pa.string()}  # fmt: skip
+_COMMON = {"md5": pa.string(), "n": pa.int64(), "features": pa.string()}
+
+
+def _check_label(path: Path, first: int, name: str, v: np.ndarray) -> None:
+    bad = np.flatnonzero((v != 0) & (v != 1))
+    if bad.size:
+        raise DataError(
+            f"{path}: line {first + int(bad[0])}, column {name!r}: expected 0 or 1, got "
+            f"{int(v[bad[0]])}"
+        )
+
+
+def _skeleton_block(
+    batch: pa.RecordBatch, first: int, path: Path, md5s: pa.Array, shared: np.ndarray,
+    common: Path,
+) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+    """The cached arrays of one block of skeleton rows, and how many were dropped."""
+    own = _features(batch.column("features"), path, first)
+    index = pc.index_in(batch.column("md5"), value_set=md5s)
     missing = index.is_null().to_numpy(zero_copy_only=False)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
-        md5 = sk.column("md5")[i].as_py()
         raise DataError(
-            f"{skeleton}: line {i + 1}, column 4 (common feature md5): {md5!r} is not in "
-            f"{common.name}"
+            f"{path}: line {first + i}, column 4 (common feature md5): "
+            f"{batch.column('md5')[i].as_py()!r} is not in {common.name}"
         )
-    where = index.fill_null(0).to_numpy()
-    feats = np.where(own > 0, own, shared[where.astype(np.int64)])
-    click = sk.column("click").to_numpy()
-    purchase = sk.column("purchase").to_numpy()
-    for name, v in (("click", click), ("purchase", purchase)):
-        bad = np.flatnonzero((v != 0) & (v != 1))
-        if bad.size:
-            raise DataError(
-                f"{skeleton}: line {int(bad[0]) + 1}, column {name!r}: expected 0 or 1, got "
-                f"{int(v[bad[0]])}"
-            )
+    feats = np.where(own > 0, own, shared[index.fill_null(0).to_numpy().astype(np.int64)])
+    click, purchase = batch.column("click").to_numpy(), batch.column("purchase").to_numpy()
+    _check_label(path, first, "click", click)
+    _check_label(path, first, "purchase", purchase)
     keep = ~((purchase == 1) & (click == 0))
     scen = feats[:, -1]
     bad = np.flatnonzero(keep & ~np.isin(scen, list(SCENARIOS)))
     if bad.size:
         raise DataError(
-            f"{skeleton}: line {int(bad[0]) + 1}: field 301 is {int(scen[bad[0]])}, expected one "
-            f"of {', '.join(map(str, SCENARIOS))}"
+            f"{path}: line {first + int(bad[0])}: field 301 is {int(scen[bad[0]])}, expected "
+            f"one of {', '.join(map(str, SCENARIOS))}"
         )
     part = {
         "ids": feats[keep, :-1],
         "scenario": scen[keep].astype(np.int8),
         "labels": np.stack([click, purchase], axis=1)[keep].astype(np.uint8),
-        "sample_id": sk.column("sample_id").to_numpy()[keep],
+        "sample_id": batch.column("sample_id").to_numpy()[keep],
     }
     return part, int((~keep).sum())
+
+
+def _read_raw_split(skeleton: Path, common: Path) -> tuple[dict[str, np.ndarray], int]:
+    """One split: the common features held whole, the skeleton streamed block by block."""
+    blocks = [b for _, b in _batches(common, list(_COMMON), _COMMON)]
+    co = pa.Table.from_batches(blocks) if blocks else None
+    if co is None or co.num_rows == 0:
+        raise DataError(f"{common}: no data rows")
+    shared = _features(co.column("features"), common, 1)
+    md5s = co.column("md5").combine_chunks()
+    parts, dropped = [], 0
+    for first, batch in _batches(skeleton, list(_SKELETON), _SKELETON):
+        part, d = _skeleton_block(batch, first, skeleton, md5s, shared, common)
+        parts.append(part)
+        dropped += d
+    if not parts or sum(len(p["labels"]) for p in parts) + dropped == 0:
+        raise DataError(f"{skeleton}: no data rows")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, dropped
 
 
 def _read_raw(files: list[Path], log: Callable[[str], None]) -> dict[str, dict]:
