@@ -127,21 +127,22 @@ def _codes(values: np.ndarray) -> np.ndarray:
 
 def _first_genre(table: CsvTable, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(first genre index in GENRES, bit set of all genres) of ``A|B|C`` strings."""
-    first = np.empty(len(table), np.int64)
-    bits = np.zeros(len(table), np.int64)
-    for i, text in enumerate(table[column]):
+    texts, inverse = np.unique(table[column].astype(str), return_inverse=True)
+    first = np.empty(len(texts), np.int64)
+    bits = np.zeros(len(texts), np.int64)
+    for k, text in enumerate(texts):
         names = text.split("|")
-        try:
-            idx = [GENRES.index(n) for n in names]
-        except ValueError:
-            bad = next(n for n in names if n not in GENRES)
+        unknown = [n for n in names if n not in GENRES]
+        if unknown:
+            i = int(np.flatnonzero(inverse == k)[0])
             raise DataError(
                 f"{table.path}: line {table.line(i)}, column {column!r}: unknown genre "
-                f"{bad!r} (known: {', '.join(GENRES)})"
-            ) from None
-        first[i] = idx[0]
-        bits[i] = sum(1 << k for k in set(idx))
-    return first, bits
+                f"{unknown[0]!r} (known: {', '.join(GENRES)})"
+            )
+        idx = [GENRES.index(n) for n in names]
+        first[k] = idx[0]
+        bits[k] = sum(1 << g for g in set(idx))
+    return first[inverse], bits[inverse]
 
 
 def _age_code(years: np.ndarray) -> np.ndarray:
