@@ -7,7 +7,8 @@
   :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
 * train-only vocabularies with the out-of-vocabulary id 0: :class:`Vocabulary`;
 * checksums and manifests: :func:`file_facts`, :func:`sha256_file`, :func:`write_json_atomic`;
-* the columnar cache of a prepare step: :func:`write_cache`, :func:`read_cache`;
+* the columnar cache of a prepare step: :func:`write_cache`, :class:`CacheWriter` (block by
+  block), :func:`read_cache`;
 * from per-split columns to a ``LoadedDataset``: :class:`TabularLayout`,
   :func:`tabular_dataset`, :func:`split_columns`.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mssbench.data.cache import read_cache, write_cache
+from mssbench.data.cache import CacheWriter, read_cache, write_cache
 from mssbench.data.csvio import CsvTable, find_file, read_csv
 from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
 from mssbench.data.splits import (
@@ -50,6 +51,7 @@ __all__ = [
     "TEST",
     "TRAIN",
     "VALID",
+    "CacheWriter",
     "CsvTable",
     "TabularLayout",
     "Vocabulary",
