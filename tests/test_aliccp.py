@@ -196,6 +196,8 @@ def test_bad_aitm_and_raw_input(tmp_path, raw_dir):
     edit(raw_dir, "sample_skeleton_train.csv", lambda t: t.replace("\x02", "", 1))
     with pytest.raises(DataError, match=r"sample_skeleton_train.csv: line 1: a feature without"):
         loader.prepare(raw_dir, tmp_path / "c", log=lambda m: None)
+    assert not (tmp_path / "c").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".c.")]  # no partial
 
 
 def test_missing_files(tmp_path, raw_dir):

@@ -28,6 +28,7 @@ import pyarrow.csv as pacsv
 
 from mssbench.data import (
     SPLITS,
+    CacheWriter,
     TabularLayout,
     dataset_dir,
     file_facts,
@@ -278,39 +279,45 @@ def _skeleton_block(
     return part, int((~keep).sum())
 
 
-def _read_raw_split(skeleton: Path, common: Path) -> tuple[dict[str, np.ndarray], int]:
-    """One split: the common features held whole, the skeleton streamed block by block."""
+def _common(common: Path) -> tuple[pa.Array, np.ndarray]:
+    """The md5 keys and the ``[M, 18]`` feature ids of a common-feature file (held whole)."""
     blocks = [b for _, b in _batches(common, list(_COMMON), _COMMON)]
-    co = pa.Table.from_batches(blocks) if blocks else None
-    if co is None or co.num_rows == 0:
+    table = pa.Table.from_batches(blocks) if blocks else None
+    if table is None or table.num_rows == 0:
         raise DataError(f"{common}: no data rows")
-    shared = _features(co.column("features"), common, 1)
-    md5s = co.column("md5").combine_chunks()
-    parts, dropped = [], 0
-    for first, batch in _batches(skeleton, list(_SKELETON), _SKELETON):
-        part, d = _skeleton_block(batch, first, skeleton, md5s, shared, common)
-        parts.append(part)
-        dropped += d
-    if not parts or sum(len(p["labels"]) for p in parts) + dropped == 0:
-        raise DataError(f"{skeleton}: no data rows")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, dropped
+    return table.column("md5").combine_chunks(), _features(table.column("features"), common, 1)
 
 
-def _read_raw(files: list[Path], log: Callable[[str], None]) -> dict[str, dict]:
-    train, dropped_train = _read_raw_split(files[0], files[1])
-    log(f"ali-ccp: train read, {len(train['labels']):,} rows ({dropped_train:,} dropped)")
-    test, dropped_test = _read_raw_split(files[2], files[3])
-    codes = hash_split(train.pop("sample_id"), VALID_FRACTION, 0.0, SALT)
-    test.pop("sample_id")
-    return {
-        "train": {k: v[codes == 0] for k, v in train.items()},
-        "valid": {k: v[codes == 1] for k, v in train.items()},
-        "test": test,
-        "_dropped": {"train": dropped_train, "test": dropped_test},  # type: ignore[dict-item]
-    }
+def _raw_layout() -> dict[str, dict[str, tuple[Any, tuple[int, ...]]]]:
+    row = {"ids": (np.int64, (len(AITM_FIELDS),)), "scenario": (np.int8, ()),
+           "labels": (np.uint8, (2,))}  # fmt: skip
+    return {s: row for s in SPLITS}
 
 
-_READERS = {"raw": _read_raw, "rechub": _read_rechub, "aitm": _read_aitm}
+def _stream_raw(files: list[Path], cache: CacheWriter, log: Callable[[str], None]) -> dict:
+    """Stream both skeleton files into ``cache`` block by block; the dropped-row counts."""
+    dropped = {}
+    for name, (skeleton, common) in (("train", files[:2]), ("test", files[2:])):
+        md5s, shared = _common(common)
+        dropped[name], rows = 0, 0
+        for first, batch in _batches(skeleton, list(_SKELETON), _SKELETON):
+            part, d = _skeleton_block(batch, first, skeleton, md5s, shared, common)
+            dropped[name] += d
+            rows += len(part["labels"]) + d
+            sample_id = part.pop("sample_id")
+            if name == "test":
+                cache.append("test", part)
+                continue
+            codes = hash_split(sample_id, VALID_FRACTION, 0.0, SALT)
+            for split, code in (("train", 0), ("valid", 1)):
+                cache.append(split, {k: v[codes == code] for k, v in part.items()})
+        if rows == 0:
+            raise DataError(f"{skeleton}: no data rows")
+        log(f"ali-ccp: {skeleton.name}: {rows:,} rows ({dropped[name]:,} dropped)")
+    return dropped
+
+
+_READERS = {"rechub": _read_rechub, "aitm": _read_aitm}
 FIELDS = {"raw": AITM_FIELDS, "rechub": RECHUB_FIELDS, "aitm": AITM_FIELDS}
 
 
@@ -338,30 +345,39 @@ def prepare(source: Path, dest: Path, log: Callable[[str], None] = print) -> lis
     """
     layout, files = detect_layout(Path(source))
     log(f"ali-ccp: reading the {layout} layout: {', '.join(str(f) for f in files)}")
-    parts = _READERS[layout](files, log)
-    dropped = parts.pop("_dropped", {})
-    counts = {
-        s: {
-            "rows": len(p["labels"]),
-            "clicks": int(p["labels"][:, 0].sum()),
-            "purchases": int(p["labels"][:, 1].sum()),
-            **{SCENARIOS[k]: int((p["scenario"] == k).sum()) for k in SCENARIOS},
-        }
-        for s, p in parts.items()
-    }
     meta = {
         "dataset": DATASET,
         "layout": layout,
         "fields": list(FIELDS[layout]),
         "dense": list(RECHUB_DENSE) if layout == "rechub" else [],
         "inputs": [{**file_facts(f), "path": str(f.resolve())} for f in files],
-        "splits": counts,
-        "dropped_purchase_without_click": dropped,
     }
-    write_cache(dest, parts, meta, cache_format=CACHE_FORMAT, version=CACHE_VERSION)
+    if layout == "raw":
+        kw = {"cache_format": CACHE_FORMAT, "version": CACHE_VERSION}
+        with CacheWriter(dest, _raw_layout(), **kw) as cache:
+            dropped = _stream_raw(files, cache, log)
+            cache.finish({**meta, "dropped_purchase_without_click": dropped})
+    else:
+        parts = _READERS[layout](files, log)
+        dropped = parts.pop("_dropped", {})
+        meta["dropped_purchase_without_click"] = dropped
+        write_cache(dest, parts, meta, cache_format=CACHE_FORMAT, version=CACHE_VERSION)
     return [
-        {"layout": layout, "split": s, **c, "dropped": dropped.get(s, 0)} for s, c in counts.items()
+        {"layout": layout, "split": s, **_counts(dest, s), "dropped": dropped.get(s, 0)}
+        for s in SPLITS
     ]
+
+
+def _counts(dest: Path, split: str) -> dict[str, int]:
+    """Rows, clicks, purchases and rows per scenario of a written split (read back)."""
+    _, arrays = read_cache(dest, cache_format=CACHE_FORMAT, version=CACHE_VERSION, missing="")
+    labels, scenario = arrays[split]["labels"], arrays[split]["scenario"]
+    return {
+        "rows": len(labels),
+        "clicks": int(labels[:, 0].sum()),
+        "purchases": int(labels[:, 1].sum()),
+        **{SCENARIOS[k]: int((scenario == k).sum()) for k in SCENARIOS},
+    }
 
 
 def load(options: Mapping[str, Any]) -> LoadedDataset:
