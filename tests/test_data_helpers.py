@@ -16,6 +16,7 @@ from mssbench.data import (
     TabularLayout,
     Vocabulary,
     hash_split,
+    iter_csv,
     ordered_split,
     read_cache,
     read_csv,
@@ -333,3 +334,24 @@ def test_read_csv_round_trip_and_the_line_of_a_bad_value(tmp_path_factory, rows,
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=rf"t.csv: line {bad + 1 + header}, column 'b'"):
         read_csv(path, {"a": "int", "b": "float"}, header=header)
+
+
+def test_iter_csv_blocks_join_to_read_csv_and_count_lines(tmp_path):
+    rows = "".join(f"{i},{i / 7!r},n{i % 5},{i % 2}\n" for i in range(500))
+    p = write(tmp_path, "user,score,name,click\n" + rows)
+    blocks = list(iter_csv(p, COLS, block_size=256))
+    assert len(blocks) > 5
+    whole = read_csv(p, COLS)
+    for c in COLS:
+        assert np.concatenate([b[c] for b in blocks]).tolist() == whole[c].tolist()
+    assert [b.line(0) for b in blocks][:2] == [2, 2 + len(blocks[0])]
+    lines = p.read_text().splitlines()
+    lines[400] = "400,0.5,x,9"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"t.csv: line 401, column 'click': expected 0 or 1"):
+        for block in iter_csv(p, COLS, block_size=256):
+            block.check_binary("click")
+    lines[400] = "400,0.5"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"t.csv: line 401: expected 4 columns, got 2"):
+        list(iter_csv(p, COLS, block_size=256))

@@ -1,7 +1,8 @@
 """Data layer shared by dataset plugins: public helpers every loader needs.
 
 * where prepared data lives: :func:`data_root`, :func:`dataset_dir`;
-* typed CSV reading with one-line errors naming file, line and column: :func:`read_csv`,
+* typed CSV reading with one-line errors naming file, line and column: :func:`read_csv`
+  (:func:`iter_csv` block by block),
   and finding the input files a user brings: :func:`find_file`;
 * deterministic splits: :func:`hash_split`, :func:`time_split`, :func:`time_boundaries`,
   :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 
 from mssbench.data.cache import CacheWriter, read_cache, write_cache
-from mssbench.data.csvio import CsvTable, find_file, read_csv
+from mssbench.data.csvio import CsvTable, find_file, iter_csv, read_csv
 from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
 from mssbench.data.splits import (
     SPLITS,
@@ -63,6 +64,7 @@ __all__ = [
     "hash_buckets",
     "hash_split",
     "holdout_mask",
+    "iter_csv",
     "ordered_split",
     "read_cache",
     "read_csv",

@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 from mssbench.data.manifest import file_facts
 from mssbench.errors import DataError
 
-__all__ = ["COLUMN_TYPES", "CsvTable", "find_file", "read_csv"]
+__all__ = ["COLUMN_TYPES", "CsvTable", "find_file", "iter_csv", "read_csv"]
 
 #: Column types :func:`read_csv` accepts, with the NumPy dtype each becomes.
 COLUMN_TYPES: Mapping[str, Any] = {"int": np.int64, "float": np.float64, "str": object}
@@ -196,6 +196,75 @@ def _layout(
     return layout, False
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How to parse one file: its layout and the pyarrow options."""
+
+    path: Path
+    columns: Mapping[str, str]
+    layout: list[str]
+    has_header: bool
+    delimiter: str
+    encoding: str
+    quote: bool
+
+    def options(self, block_size: int) -> tuple[Any, Any, Any]:
+        read = pacsv.ReadOptions(
+            column_names=self.layout,
+            skip_rows=int(self.has_header),
+            block_size=block_size,
+            encoding="utf-8" if len(self.delimiter) > 1 else self.encoding,
+        )
+        parse = pacsv.ParseOptions(
+            delimiter=self.delimiter if len(self.delimiter) == 1 else _UNIT_SEPARATOR,
+            quote_char='"' if self.quote else False,
+            ignore_empty_lines=False,
+        )
+        convert = pacsv.ConvertOptions(
+            column_types={c: _ARROW[t] for c, t in self.columns.items()},
+            include_columns=list(self.columns),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        return read, parse, convert
+
+    def error(self, cause: Exception) -> DataError:
+        return _diagnose(
+            self.path, self.layout, self.columns, int(self.has_header), self.delimiter,
+            self.encoding, self.quote, cause,
+        )  # fmt: skip
+
+    def table(self, data: Any, first_line: int, facts: dict[str, Any]) -> CsvTable:
+        """The typed NumPy columns of parsed rows starting at ``first_line``."""
+        out = CsvTable(self.path, {}, first_line, facts)
+        for name, kind in self.columns.items():
+            col = data.column(name)
+            if col.null_count:
+                i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise DataError(
+                    f"{self.path}: line {first_line + i}, column {name!r}: expected "
+                    f"{_EXPECTED[kind]}, got an empty value"
+                )
+            out.columns[name] = col.to_numpy(zero_copy_only=False).astype(
+                COLUMN_TYPES[kind], copy=False
+            )
+        return out
+
+
+def _plan(
+    path: str | Path, columns: Mapping[str, str], header: bool | None,
+    names: Sequence[str] | None, delimiter: str, encoding: str, quote: bool,
+) -> _Plan:  # fmt: skip
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    unknown = sorted(set(columns.values()) - set(COLUMN_TYPES))
+    if unknown:
+        raise ValueError(f"column types must be {', '.join(COLUMN_TYPES)}, got {unknown}")
+    layout, has_header = _layout(path, columns, header, names, delimiter, encoding)
+    return _Plan(path, columns, layout, has_header, delimiter, encoding, quote)
+
+
 def read_csv(
     path: str | Path,
     columns: Mapping[str, str],
@@ -216,7 +285,8 @@ def read_csv(
             False: no header, the columns are ``names`` (or ``columns``) in file order;
             None: a header if the first line holds the column names, else none.
         names: Every column of a headerless file in order (default: ``columns``' keys).
-        delimiter: Field separator; several characters are allowed (``"::"``, MovieLens).
+        delimiter: Field separator; several characters are allowed (``"::"``, MovieLens; the
+            file is then read into memory whole).
         encoding: Text encoding of the file.
         quote: Values may be quoted with ``"`` (a delimiter inside quotes is text).
 
@@ -228,51 +298,46 @@ def read_csv(
             the wrong number of fields (a truncated file), an empty or unparseable value; the
             message names the file, the 1-based line and the column.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    unknown = sorted(set(columns.values()) - set(COLUMN_TYPES))
-    if unknown:
-        raise ValueError(f"column types must be {', '.join(COLUMN_TYPES)}, got {unknown}")
-    layout, has_header = _layout(path, columns, header, names, delimiter, encoding)
-    read = pacsv.ReadOptions(
-        column_names=layout,
-        skip_rows=int(has_header),
-        block_size=_BLOCK,
-        encoding="utf-8" if len(delimiter) > 1 else encoding,
-    )
-    parse = pacsv.ParseOptions(
-        delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR,
-        quote_char='"' if quote else False,
-        ignore_empty_lines=False,
-    )
-    convert = pacsv.ConvertOptions(
-        column_types={c: _ARROW[t] for c, t in columns.items()},
-        include_columns=list(columns),
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-    )
+    plan = _plan(path, columns, header, names, delimiter, encoding, quote)
     try:
-        with _open_bytes(path, encoding, delimiter) as stream:
-            table = pacsv.read_csv(stream, read, parse, convert)
+        with _open_bytes(plan.path, encoding, delimiter) as stream:
+            data = pacsv.read_csv(stream, *plan.options(_BLOCK))
     except (pa.ArrowInvalid, UnicodeDecodeError, EOFError, OSError) as exc:
-        raise _diagnose(
-            path, layout, columns, int(has_header), delimiter, encoding, quote, exc
-        ) from None
-    first_line = 1 + int(has_header)
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no data rows")
-    out = CsvTable(path, {}, first_line, file_facts(path))
-    for name, kind in columns.items():
-        col = table.column(name)
-        if col.null_count:
-            i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(
-                f"{path}: line {first_line + i}, column {name!r}: expected {_EXPECTED[kind]}, "
-                "got an empty value"
-            )
-        out.columns[name] = col.to_numpy().astype(COLUMN_TYPES[kind], copy=False)
-    return out
+        raise plan.error(exc) from None
+    if data.num_rows == 0:
+        raise DataError(f"{plan.path}: no data rows")
+    return plan.table(data, 1 + int(plan.has_header), file_facts(plan.path))
+
+
+def iter_csv(
+    path: str | Path,
+    columns: Mapping[str, str],
+    *,
+    header: bool | None = True,
+    names: Sequence[str] | None = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    quote: bool = True,
+    block_size: int = _BLOCK,
+) -> Iterator[CsvTable]:
+    """:func:`read_csv` block by block, for files larger than memory.
+
+    Yields one :class:`CsvTable` per block of about ``block_size`` bytes of text, with the
+    line numbers of its rows in the file (``facts`` is empty: take :func:`file_facts` of the
+    file). Raises the errors of :func:`read_csv`, when the block holding the bad line is read.
+    """
+    plan = _plan(path, columns, header, names, delimiter, encoding, quote)
+    first, rows = 1 + int(plan.has_header), 0
+    try:
+        with _open_bytes(plan.path, encoding, delimiter) as stream:
+            for batch in pacsv.open_csv(stream, *plan.options(block_size)):
+                yield plan.table(batch, first, {})
+                first += batch.num_rows
+                rows += batch.num_rows
+    except (pa.ArrowInvalid, UnicodeDecodeError, EOFError, OSError) as exc:
+        raise plan.error(exc) from None
+    if rows == 0:
+        raise DataError(f"{plan.path}: no data rows")
 
 
 def find_file(source: str | Path, names: Sequence[str], depth: int = 2) -> Path | None:
