@@ -17,22 +17,24 @@ tabs are dropped and counted) and ``long_view`` = play time >= min(duration, 18 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 
 from mssbench.data import (
+    CacheWriter,
     TabularLayout,
     dataset_dir,
     file_facts,
     find_file,
     hash_split,
+    iter_csv,
     read_cache,
     read_csv,
     split_columns,
     tabular_dataset,
     time_split,
-    write_cache,
 )
 from mssbench.errors import DataError
 from mssbench.spec import LoadedDataset, Protocol, Task
@@ -92,8 +94,12 @@ def missing_message(dataset: str) -> str:
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
-    """Integer codes of values read as text (their index in the sorted set of values)."""
-    return np.unique(values.astype(str), return_inverse=True)[1].astype(np.int64)
+    """A stable int64 code of each value read as text (pandas' fixed-key SipHash).
+
+    Codes depend on the text alone, so blocks of a file and both layouts code a value alike;
+    the vocabularies fitted at load time turn them into dense ids.
+    """
+    return pd.util.hash_array(np.asarray(values).astype(str).astype(object)).view(np.int64)
 
 
 def _labels(t: Any, has_like: bool) -> dict[str, np.ndarray]:
@@ -111,10 +117,6 @@ def _labels(t: Any, has_like: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def _features(t: Any, rows: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    return {c: _codes(t[c])[rows] for c in names}
-
-
 _LOG = {"user_id": "int", "video_id": "int", "date": "int", "is_click": "int", "is_like": "int",
         "long_view": "int", "play_time_ms": "int", "duration_ms": "int", "tab": "int"}  # fmt: skip
 
@@ -127,43 +129,54 @@ def _join(log: Any, key: str, table: Any, what: str) -> np.ndarray:
     return order[pos]
 
 
-def _read_official(files: Mapping[str, Path]) -> tuple[dict[str, np.ndarray], dict]:
-    logs = [read_csv(files[k], _LOG) for k in ("log_early", "log_late")]
+def _official_blocks(files: Mapping[str, Path]) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of the two standard logs, each row joined to its user's and video's features."""
     users = read_csv(files["users"], {"user_id": "int", **{c: "str" for c in USER_CATEGORICAL},
                                       **{c: "float" for c in USER_NUMERIC}})  # fmt: skip
     videos = read_csv(files["videos"], {"video_id": "int", **{c: "str" for c in VIDEO_CATEGORICAL}})
-    parts, disagree = [], 0
-    for log in logs:
-        log.check_range("date", 20220408, 20220508)
-        labels = _labels(log, has_like=True)
-        log.check_binary("long_view")
-        disagree += int((labels["long_view"] != log["long_view"]).sum())
-        u = _join(log, "user_id", users, files["users"].name)
-        v = _join(log, "video_id", videos, files["videos"].name)
-        parts.append({
-            "user_id": log["user_id"], "video_id": log["video_id"], "tab": log["tab"],
-            "date": log["date"], **labels,
-            **_features(users, u, USER_CATEGORICAL), **_features(videos, v, VIDEO_CATEGORICAL),
-            **{c: users[c][u] for c in USER_NUMERIC}, "duration_ms": log["duration_ms"],
-        })  # fmt: skip
-    table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return table, {"long_view_disagreements": disagree}
+    user_codes = {c: _codes(users[c]) for c in USER_CATEGORICAL}
+    video_codes = {c: _codes(videos[c]) for c in VIDEO_CATEGORICAL}
+    for key in ("log_early", "log_late"):
+        for log in iter_csv(files[key], _LOG):
+            log.check_range("date", 20220408, 20220508)
+            log.check_binary("long_view")
+            u = _join(log, "user_id", users, files["users"].name)
+            v = _join(log, "video_id", videos, files["videos"].name)
+            yield {
+                "user_id": log["user_id"], "video_id": log["video_id"], "tab": log["tab"],
+                "date": log["date"], **_labels(log, has_like=True),
+                "long_view_in_log": log["long_view"],
+                **{c: user_codes[c][u] for c in USER_CATEGORICAL},
+                **{c: video_codes[c][v] for c in VIDEO_CATEGORICAL},
+                **{c: users[c][u] for c in USER_NUMERIC}, "duration_ms": log["duration_ms"],
+            }  # fmt: skip
 
 
-def _read_merged(files: Mapping[str, Path]) -> tuple[dict[str, np.ndarray], dict]:
+def _merged_blocks(files: Mapping[str, Path]) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of Scenario-Wise-Rec's merged file."""
     cols = {"user_id": "int", "video_id": "int", "is_click": "int", "play_time_ms": "int",
             "duration_ms": "int", "tab": "int", **{c: "str" for c in USER_CATEGORICAL},
             **{c: "str" for c in VIDEO_CATEGORICAL},
             **{c: "float" for c in USER_NUMERIC}}  # fmt: skip
-    t = read_csv(files["merged"], cols)
-    rows = np.arange(len(t))
-    table = {
-        "user_id": t["user_id"], "video_id": t["video_id"], "tab": t["tab"],
-        **_labels(t, has_like=False), **_features(t, rows, USER_CATEGORICAL),
-        **_features(t, rows, VIDEO_CATEGORICAL), **{c: t[c] for c in USER_NUMERIC},
-        "duration_ms": t["duration_ms"],
-    }  # fmt: skip
-    return table, {}
+    for t in iter_csv(files["merged"], cols):
+        yield {
+            "user_id": t["user_id"], "video_id": t["video_id"], "tab": t["tab"],
+            **_labels(t, has_like=False),
+            **{c: _codes(t[c]) for c in (*USER_CATEGORICAL, *VIDEO_CATEGORICAL)},
+            **{c: t[c] for c in USER_NUMERIC}, "duration_ms": t["duration_ms"],
+        }  # fmt: skip
+
+
+def _cache_columns(layout: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
+    """The cached columns of a layout with their dtypes (one value per row)."""
+    labels = [t.label for t in TASKS[LAYOUTS[layout]]]
+    ints = ["user_id", "video_id", "tab", *(["date"] if layout == "kuairand" else []),
+            *USER_CATEGORICAL, *VIDEO_CATEGORICAL, "duration_ms"]  # fmt: skip
+    return {
+        **{c: (np.int64, ()) for c in ints},
+        **{c: (np.int8, ()) for c in labels},
+        **{c: (np.float64, ()) for c in USER_NUMERIC},
+    }
 
 
 def detect_layout(dataset: str, source: Path) -> tuple[str, dict[str, Path]]:
@@ -201,19 +214,30 @@ def prepare(
     """
     layout, files = detect_layout(dataset, Path(source))
     log(f"{dataset}: reading the {layout} layout: {', '.join(str(p) for p in files.values())}")
-    table, extra = (_read_official if layout == "kuairand" else _read_merged)(files)
-    keep = np.isin(table["tab"], list(TABS))
-    table = {k: v[keep] for k, v in table.items()}
+    columns = _cache_columns(layout)
     labels = [t.label for t in TASKS[LAYOUTS[layout]]]
-    counts = {
-        "rows": int(keep.sum()),
-        "dropped_other_tabs": int((~keep).sum()),
-        **{f"{name} positives": int(table[name].sum()) for name in labels},
-        **{TABS[k]: int((table["tab"] == k).sum()) for k in TABS},
-    }
-    inputs = [{**file_facts(p), "path": str(p.resolve())} for p in files.values()]
-    meta = {"dataset": dataset, "layout": layout, "counts": counts, **extra, "inputs": inputs}
-    write_cache(dest, {"all": table}, meta, cache_format=CACHE_FORMAT, version=CACHE_VERSION)
+    counts = {"rows": 0, "dropped_other_tabs": 0, **{f"{n} positives": 0 for n in labels},
+              **{name: 0 for name in TABS.values()}}  # fmt: skip
+    disagree = 0
+    blocks = _official_blocks(files) if layout == "kuairand" else _merged_blocks(files)
+    with CacheWriter(dest, {"all": columns}, cache_format=CACHE_FORMAT,
+                     version=CACHE_VERSION) as cache:  # fmt: skip
+        for block in blocks:
+            keep = np.isin(block["tab"], list(TABS))
+            if "long_view_in_log" in block:
+                disagree += int((block.pop("long_view_in_log") != block["long_view"]).sum())
+            cache.append("all", {c: block[c][keep] for c in columns})
+            counts["rows"] += int(keep.sum())
+            counts["dropped_other_tabs"] += int((~keep).sum())
+            for n in labels:
+                counts[f"{n} positives"] += int(block[n][keep].sum())
+            for k, name in TABS.items():
+                counts[name] += int((block["tab"] == k).sum())
+        inputs = [{**file_facts(p), "path": str(p.resolve())} for p in files.values()]
+        meta = {"dataset": dataset, "layout": layout, "counts": counts, "inputs": inputs}
+        if layout == "kuairand":
+            meta["long_view_disagreements"] = disagree
+        cache.finish(meta)
     return [{"dataset": dataset, "layout": layout, **counts}]
 
 
