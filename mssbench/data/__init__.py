@@ -1,11 +1,84 @@
-"""Data layer shared by dataset plugins: where prepared data lives."""
+"""Data layer shared by dataset plugins: public helpers every loader needs.
+
+* where prepared data lives: :func:`data_root`, :func:`dataset_dir`;
+* typed CSV reading with one-line errors naming file, line and column: :func:`read_csv`
+  (:func:`iter_csv` block by block),
+  and finding the input files a user brings: :func:`find_file`;
+* deterministic splits: :func:`hash_split`, :func:`time_split`, :func:`time_boundaries`,
+  :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
+* train-only vocabularies with the out-of-vocabulary id 0: :class:`Vocabulary`;
+* checksums and manifests: :func:`file_facts`, :func:`sha256_file`, :func:`write_json_atomic`;
+* the columnar cache of a prepare step: :func:`write_cache`, :class:`CacheWriter` (block by
+  block), :func:`read_cache`;
+* from per-split columns to a ``LoadedDataset``: :class:`TabularLayout`,
+  :func:`tabular_dataset`, :func:`split_columns`.
+
+CONTRIBUTING.md ("Writing a dataset plugin") shows a complete plugin built on them.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "dataset_dir"]
+from mssbench.data.cache import CacheWriter, read_cache, write_cache
+from mssbench.data.csvio import CsvTable, find_file, iter_csv, read_csv
+from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
+from mssbench.data.splits import (
+    SPLITS,
+    TEST,
+    TRAIN,
+    VALID,
+    hash_buckets,
+    hash_split,
+    holdout_mask,
+    ordered_split,
+    split_indices,
+    time_boundaries,
+    time_split,
+)
+from mssbench.data.tabular import (
+    TabularLayout,
+    encode_splits,
+    split_columns,
+    tabular_dataset,
+    take,
+)
+from mssbench.data.vocab import OOV, Vocabulary
+
+__all__ = [
+    "OOV",
+    "SPLITS",
+    "TEST",
+    "TRAIN",
+    "VALID",
+    "CacheWriter",
+    "CsvTable",
+    "TabularLayout",
+    "Vocabulary",
+    "data_root",
+    "dataset_dir",
+    "encode_splits",
+    "file_facts",
+    "find_file",
+    "hash_buckets",
+    "hash_split",
+    "holdout_mask",
+    "iter_csv",
+    "ordered_split",
+    "read_cache",
+    "read_csv",
+    "read_json",
+    "sha256_file",
+    "split_columns",
+    "split_indices",
+    "tabular_dataset",
+    "take",
+    "time_boundaries",
+    "time_split",
+    "write_cache",
+    "write_json_atomic",
+]
 
 
 def data_root() -> Path:

@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 import mssbench
+from mssbench.data.cache import NPY_HEADER, npy_header
 from mssbench.data.splits import holdout_mask
 from mssbench.errors import DataError
 from mssbench.io import recover_dir, replace_dir
@@ -119,7 +120,7 @@ _QUEUE_DEPTH = 2
 MAX_LINE = 64 << 20
 _READ_SIZE = 1 << 20
 _PROGRESS_SECONDS = 2.0
-_NPY_HEADER = 128
+_NPY_HEADER = NPY_HEADER
 
 # The arrays of each split: name -> (dtype, row shape).
 ARRAYS: Mapping[str, tuple[str, tuple[int, ...]]] = {
@@ -984,16 +985,6 @@ def _write_all(f: BinaryIO, data: memoryview | bytes) -> None:
         if n is None:  # pragma: no cover - non-blocking files only
             continue
         view = view[n:]
-
-
-def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
-    """A ``.npy`` (format 1.0) header of exactly 128 bytes, so it can be written last."""
-    d = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": tuple(shape)}
-    text = repr(d).encode("latin1")
-    body = _NPY_HEADER - 10
-    if len(text) + 1 > body:  # pragma: no cover - shapes are two integers at most
-        raise ValueError(f"npy header too long for {shape}")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body) + text.ljust(body - 1) + b"\n"
 
 
 class _ArrayWriter:

@@ -32,17 +32,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
+from mssbench.data import TabularLayout, tabular_dataset
 from mssbench.errors import DataError
-from mssbench.spec import (
-    CategoricalField,
-    DatasetSchema,
-    LoadedDataset,
-    Protocol,
-    Split,
-    Task,
-)
+from mssbench.spec import LoadedDataset, Protocol, Task
 
 __all__ = [
     "CATEGORICAL",
@@ -399,50 +392,24 @@ class _Part:
         return len(self.frame)
 
 
-def _encode(
-    parts: dict[str, _Part],
-) -> tuple[dict[str, Split], tuple[CategoricalField, ...], dict[str, Any]]:
-    """Fit vocabularies and min-max scalers on ``parts['train']``; encode every part."""
-    train = parts["train"]
-    vocabs = {c: sorted(pd.unique(train.frame[c].to_numpy(dtype=object))) for c in CATEGORICAL}
-    lookups = {c: {v: i + 1 for i, v in enumerate(vocab)} for c, vocab in vocabs.items()}
-    lo = train.numeric.min(axis=0)
-    hi = train.numeric.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
+#: The columns as :func:`mssbench.data.encode_splits` sees them (labels are 0/1 columns).
+LAYOUT = TabularLayout(
+    categorical=CATEGORICAL,
+    numeric=NUMERIC,
+    scenario=SCENARIO_FIELD,
+    scenarios=dict(enumerate(SCENARIOS)),
+    tasks=TASKS,
+)
 
-    splits: dict[str, Split] = {}
-    oov: dict[str, Any] = {}
-    for name, part in parts.items():
-        n = len(part)
-        cat = np.empty((n, len(CATEGORICAL)), dtype=np.int32)
-        for j, col in enumerate(CATEGORICAL):
-            codes, uniques = pd.factorize(part.frame[col].to_numpy(dtype=object))
-            ids = np.array([lookups[col].get(u, 0) for u in uniques], dtype=np.int32)
-            cat[:, j] = ids[codes] if n else 0
-        num = ((part.numeric - lo) / span).astype(np.float32)
-        labels = np.stack(
-            [
-                part.frame[INCOME].to_numpy(dtype=object) == INCOME_POSITIVE,
-                part.frame[MARITAL].to_numpy(dtype=object) == NEVER_MARRIED,
-            ],
-            axis=1,
-        ).astype(np.float32)
-        splits[name] = Split(
-            categorical=torch.from_numpy(cat),
-            numeric=torch.from_numpy(num),
-            scenario=torch.from_numpy(part.scenario.astype(np.int64)),
-            labels=torch.from_numpy(labels),
-        )
-        is_oov = cat == 0
-        per_field = is_oov.sum(axis=0)
-        oov[name] = {
-            "cells": int(per_field.sum()),
-            "rows": int(is_oov.any(axis=1).sum()),
-            "fields": {c: int(k) for c, k in zip(CATEGORICAL, per_field, strict=True) if k},
-        }
-    fields = tuple(CategoricalField(c, len(vocabs[c]) + 1) for c in CATEGORICAL)
-    scaling = {c: [float(lo[j]), float(hi[j])] for j, c in enumerate(NUMERIC)}
-    return splits, fields, {"oov": oov, "numeric_min_max": scaling}
+
+def _columns(part: _Part) -> dict[str, np.ndarray]:
+    """The part's raw categorical strings, numerics, scenario ids and 0/1 labels by column."""
+    cols = {c: part.frame[c].to_numpy(dtype=object) for c in CATEGORICAL}
+    cols.update({c: part.numeric[:, j] for j, c in enumerate(NUMERIC)})
+    cols[SCENARIO_FIELD] = part.scenario
+    cols[INCOME] = part.frame[INCOME].to_numpy(dtype=object) == INCOME_POSITIVE
+    cols[MARITAL] = part.frame[MARITAL].to_numpy(dtype=object) == NEVER_MARRIED
+    return cols
 
 
 def load_files(
@@ -496,44 +463,8 @@ def load_files(
     if len(parts["train"]) == 0:
         raise DataError(f"census-income: the {protocol} protocol left the train split empty")
 
-    splits, fields, enc_info = _encode(parts)
-    schema = DatasetSchema(
-        categorical=fields,
-        numeric=NUMERIC,
-        scenario_field=SCENARIO_FIELD,
-        scenarios=SCENARIOS,
-        tasks=TASKS,
-    )
-    info: dict[str, Any] = {
-        "dataset": DATASET,
-        "protocol": proto.id,
-        "files": files,
-        "rows": {k: len(s) for k, s in splits.items()},
-        "positives": {
-            k: {t.name: int(s.labels[:, i].sum().item()) for i, t in enumerate(TASKS)}
-            for k, s in splits.items()
-        },
-        "scenario_rows": {
-            k: {
-                name: int(c)
-                for name, c in zip(
-                    SCENARIOS,
-                    np.bincount(s.scenario.numpy(), minlength=len(SCENARIOS)),
-                    strict=True,
-                )
-            }
-            for k, s in splits.items()
-        },
-        **enc_info,
-    }
-    return LoadedDataset(
-        schema=schema,
-        protocol=proto,
-        train=splits["train"],
-        valid=splits["valid"],
-        test=splits["test"],
-        info=info,
-    )
+    columns = {name: _columns(part) for name, part in parts.items()}
+    return tabular_dataset(columns, LAYOUT, proto, info={"files": files})
 
 
 def find_file(data_dir: Path, names: Sequence[str]) -> Path:

@@ -1,0 +1,33 @@
+"""Ali-CCP (Tianchi 408) dataset plugin: field 301 = scenario, tasks ctr and ctcvr."""
+
+from mssbench import DatasetSpec, hookimpl
+from mssbench_aliccp.loader import TIANCHI_URL, load, prepare
+
+__all__ = ["load", "mssbench_register_datasets", "prepare"]
+
+
+@hookimpl
+def mssbench_register_datasets() -> list[DatasetSpec]:
+    """Register ``ali-ccp``.
+
+    Returns:
+        One spec; ``prepare`` reads the raw Tianchi files or a processed copy (torch-rechub's
+        33 columns, AITM's 20 columns), ``load`` reads the cache under that layout's protocol.
+    """
+    return [
+        DatasetSpec(
+            name="ali-ccp",
+            summary=(
+                "Alibaba Click and Conversion Prediction (Tianchi 408): field 301 (3 values) as "
+                "scenarios; tasks ctr (click) and ctcvr (purchase), cvr on clicks; users bring "
+                "the data (mssbench data prepare ali-ccp --source DIR)"
+            ),
+            load=load,
+            options={"data_dir": ""},
+            source=(
+                f"Alibaba, Ali-CCP on Tianchi ({TIANCHI_URL}), Tianchi terms (research use); "
+                "downloaded by each user, never redistributed"
+            ),
+            prepare=prepare,
+        )
+    ]

@@ -1,0 +1,36 @@
+"""KuaiRand-Pure and KuaiRand-1K dataset plugin: tab = scenario; is_click, is_like, long_view."""
+
+from functools import partial
+
+from mssbench import DatasetSpec, hookimpl
+from mssbench_kuairand.loader import KUAIRAND_URL, TITLES, load, prepare
+
+__all__ = ["load", "mssbench_register_datasets", "prepare"]
+
+
+@hookimpl
+def mssbench_register_datasets() -> list[DatasetSpec]:
+    """Register ``kuairand-pure`` and ``kuairand-1k`` (same code, same protocols).
+
+    Returns:
+        Two specs; ``prepare`` reads the official logs with user and video features (or
+        Scenario-Wise-Rec's merged file), ``load`` reads the cache under that layout's protocol.
+    """
+    return [
+        DatasetSpec(
+            name=name,
+            summary=(
+                f"{title} (Kuaishou short-video logs): tabs 0,1,2,4,6 as scenarios; tasks "
+                "is_click, is_like, long_view; split by date; users bring the files "
+                f"(mssbench data prepare {name} --source DIR)"
+            ),
+            load=partial(load, name),
+            options={"data_dir": ""},
+            source=(
+                f"Kuaishou, KuaiRand ({KUAIRAND_URL}), CC BY-SA 4.0 (Gao et al., KuaiRand, "
+                "CIKM 2022); downloaded by each user"
+            ),
+            prepare=partial(prepare, name),
+        )
+        for name, title in TITLES.items()
+    ]
