@@ -76,7 +76,7 @@ CASES = [
     ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth", "--out",
                        "{tmp}/runs"], "unknown model 'nosuch'. Known models: aesm"),
     ("dataset-unknown", ["run", *TESTING, "-m", "mmoe", "-d", "nosuch", "--out", "{tmp}/runs"],
-     "unknown dataset 'nosuch'. Known datasets: aliexpress"),
+     "unknown dataset 'nosuch'. Known datasets: ali-ccp, aliexpress"),
     ("data-option-unknown", run_args("-D", "nosuch=1"), "takes no data option 'nosuch'"),
     ("data-option-no-equals", run_args("-D", "rows"), "--data-option expects KEY=VALUE"),
     ("metric-unknown", run_args("--metric", "nosuch"), "nosuch"),
