@@ -205,21 +205,24 @@ def test_a_plugin_whose_load_raises_is_reported_not_crashed():
 def test_census_with_a_vocabulary_fitted_on_every_split_fails(monkeypatch):
     """The generic check and the census probe catch an encoder fitted on valid and test too."""
     import numpy as np
-    import pandas as pd
-    from mssbench_census import loader
 
-    real = loader._encode
+    from mssbench.data import tabular
 
-    def encode(parts):  # fits on train + valid + test, then encodes the three parts
-        everything = loader._Part.__new__(loader._Part)
-        everything.frame = pd.concat([p.frame for p in parts.values()])
-        everything.numeric = np.concatenate([p.numeric for p in parts.values()])
-        everything.scenario = np.concatenate([p.scenario for p in parts.values()])
-        splits, fields, info = real({**parts, "train": everything, "real_train": parts["train"]})
-        splits["train"] = splits.pop("real_train")
-        return splits, fields, info
+    real_encode, real_vocab = tabular.encode_splits, tabular.Vocabulary
+    union: dict[int, np.ndarray] = {}
 
-    monkeypatch.setattr(loader, "_encode", encode)
+    class EverySplit(real_vocab):  # fitted on train + valid + test instead of train
+        @classmethod
+        def fit(cls, values, min_count=1):
+            return real_vocab.fit(union.get(id(values), values), min_count)
+
+    def encode(parts, layout):
+        for c in layout.categorical:
+            union[id(parts["train"][c])] = np.concatenate([parts[s][c] for s in parts])
+        return real_encode(parts, layout)
+
+    monkeypatch.setattr(tabular, "encode_splits", encode)
+    monkeypatch.setattr(tabular, "Vocabulary", EverySplit)
     checks = [
         dataset_checks.check_dataset_vocab_fitted_on_train,
         dataset_checks.check_dataset_unseen_value_is_oov,
