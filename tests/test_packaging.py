@@ -155,12 +155,16 @@ def test_mssbench_plugin_loaded(request):
 """
 
 PROFILE_CHECK = """
+import os
+from pathlib import Path
+
 from hypothesis import settings
 
-def test_settings_untouched(request):
-    assert request.config.pluginmanager.has_plugin("mssbench")
-    assert settings().deadline is not None  # hypothesis' default, not mssbench's
-    assert settings.get_profile("mssbench").deadline is None  # registered, not loaded
+def test_settings_seen(request):
+    loaded = request.config.pluginmanager.has_plugin("mssbench")
+    if loaded:
+        assert settings.get_profile("mssbench").deadline is None  # registered
+    Path(os.environ["SETTINGS_OUT"]).write_text(f"{loaded}\\n{settings()!r}")
 """
 
 
@@ -191,5 +195,13 @@ def test_pytest_plugin_works_without_hypothesis(tmp_path):
 
 
 def test_pytest_plugin_loads_no_hypothesis_profile(tmp_path):
-    result = _pytest(tmp_path, PROFILE_CHECK)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # Whatever profile hypothesis picks itself (its "ci" profile on a CI machine, "default"
+    # elsewhere) is the one in force with mssbench's plugin loaded as without it.
+    seen = {}
+    for name, args in (("with", ()), ("without", ("-p", "no:mssbench"))):
+        out = tmp_path / f"settings-{name}.txt"
+        result = _pytest(tmp_path, PROFILE_CHECK, *args, SETTINGS_OUT=str(out))
+        assert result.returncode == 0, result.stdout + result.stderr
+        seen[name] = out.read_text().split("\n", 1)
+    assert seen["with"][0] == "True" and seen["without"][0] == "False"
+    assert seen["with"][1] == seen["without"][1]
