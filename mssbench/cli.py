@@ -11,8 +11,11 @@ import click
 from tabulate import tabulate
 
 from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
+from mssbench.configfile import config_file_option
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
+from mssbench.trackers import configure as configure_trackers
+from mssbench.trackers import registered as registered_trackers
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -167,6 +170,23 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "lists them), e.g. --metric pr_auc --metric ne.",
         ),
         click.option(
+            "--tracker",
+            "trackers",
+            multiple=True,
+            metavar="NAME",
+            help="Report the run to this experiment tracker (repeatable): mlflow, tensorboard "
+            "(pip install 'mssbench[mlflow]' / 'mssbench[tensorboard]'); `mssbench plugins` "
+            "lists them.",
+        ),
+        click.option(
+            "--tracker-uri",
+            "tracker_uris",
+            multiple=True,
+            metavar="NAME=URI",
+            help="Where tracker NAME writes (repeatable), e.g. mlflow=file:///tmp/mlruns, "
+            "tensorboard=/tmp/tb [default: OUT/mlruns, OUT/tensorboard].",
+        ),
+        click.option(
             "--out",
             default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
             show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
@@ -179,10 +199,8 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
-@click.option(
-    "--model", "-m", required=True, help="Registered model name (see `mssbench plugins`)."
-)
-@click.option("--dataset", "-d", required=True, help="Registered dataset name.")
+@click.option("--model", "-m", help="Registered model name (see `mssbench plugins`).")
+@click.option("--dataset", "-d", help="Registered dataset name.")
 @click.option(
     "--param",
     "-p",
@@ -197,6 +215,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @plugin_options
 @handle_errors
+@config_file_option("run")
 def run(
     model: str,
     dataset: str,
@@ -214,6 +233,7 @@ def run(
     from mssbench.metrics import metrics_table
 
     registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
     options_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         if "scenarios" not in registry.dataset(dataset).options:
@@ -264,7 +284,7 @@ def _check_executor_options(executor: str) -> None:
 
 @main.command()
 @click.option("--models", default="all", show_default=True, help="all, or a comma list.")
-@click.option("--datasets", required=True, help="A comma list of dataset names.")
+@click.option("--datasets", help="A comma list of dataset names.")
 @click.option(
     "--seeds", default="5", show_default=True, help="A count (5 = seeds 0-4) or a list (0,3,7)."
 )
@@ -321,6 +341,7 @@ def _check_executor_options(executor: str) -> None:
 @training_options
 @plugin_options
 @handle_errors
+@config_file_option("suite")
 def suite(
     models: str,
     datasets: str,
@@ -349,6 +370,7 @@ def suite(
         require_ray()
         check_resources(cpus_per_run, gpus_per_run, [options["device"]])
     registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
     data_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         data_given["scenarios"] = scenarios
@@ -461,6 +483,10 @@ def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plug
     rows += [
         ["metric", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.metrics.items())
+    ]
+    rows += [
+        ["tracker", name, plugin, spec.summary]
+        for name, (spec, plugin) in sorted(registered_trackers(registry.pm).items())
     ]
     click.echo(tabulate(rows, headers=["kind", "name", "plugin", "summary"], tablefmt="simple"))
     if registry.problems:

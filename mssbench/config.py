@@ -44,6 +44,10 @@ class RunConfig:
         compile: Train through ``torch.compile``.
         metrics: Registered plugin metrics (:class:`~mssbench.spec.MetricSpec` names) added to
             the test report, beside AUC and log loss.
+        trackers: Experiment trackers the run reports to (``mlflow``, ``tensorboard``: the
+            tracker plugins' names); they do not change the numbers.
+        tracker_uris: ``{tracker: where}`` overriding a tracker's default location (an MLflow
+            tracking URI, a TensorBoard log directory).
         out: Directory of run records.
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
@@ -67,18 +71,21 @@ class RunConfig:
     precision: str = "fp32"
     compile: bool = False
     metrics: list[str] = field(default_factory=list)
+    trackers: list[str] = field(default_factory=list)
+    tracker_uris: dict[str, str] = field(default_factory=dict)
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
 
     #: Fields that do not change a run's numbers and are left out of its hash.
-    NON_RESULT_FIELDS = ("out", "resume", "progress")
+    NON_RESULT_FIELDS = ("out", "resume", "progress", "trackers", "tracker_uris")
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {"precision": "fp32", "compile": False, "metrics": []}
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
+        self.trackers = list(self.trackers)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an out-of-range value."""

@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec
+    from mssbench.trackers import TrackerSpec
 
 hookspec = pluggy.HookspecMarker("mssbench")
 
@@ -83,4 +84,28 @@ def mssbench_run_end(run: Mapping[str, Any], path: str) -> None:
     Args:
         run: The final run record; read-only.
         path: Path of the written JSON record.
+    """
+
+
+@hookspec
+def mssbench_run_failed(run: Mapping[str, Any], error: BaseException) -> None:
+    """Called once when a run stops with an error (after ``mssbench_run_start``).
+
+    Args:
+        run: The run record as it stood when the error happened; read-only.
+        error: The exception that ended the run.
+    """
+
+
+@hookspec
+def mssbench_register_trackers() -> "list[TrackerSpec]":
+    """Register experiment trackers (optional).
+
+    Called once per plugin manager. A tracker is enabled per run (``--tracker NAME``, or
+    ``trackers:`` in a config file; the names are in ``run["config"]["trackers"]``) and reports
+    through the lifecycle hooks above; registering it lets the command line check the name and
+    ``mssbench plugins`` list it.
+
+    Returns:
+        The plugin's tracker specs (possibly empty).
     """
