@@ -183,8 +183,8 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "tracker_uris",
             multiple=True,
             metavar="NAME=URI",
-            help="Where tracker NAME writes (repeatable), e.g. mlflow=file:///tmp/mlruns, "
-            "tensorboard=/tmp/tb [default: OUT/mlruns, OUT/tensorboard].",
+            help="Where tracker NAME writes (repeatable), e.g. mlflow=sqlite:////tmp/mlflow.db, "
+            "tensorboard=/tmp/tb [default: sqlite:///OUT/mlflow.db, OUT/tensorboard].",
         ),
         click.option(
             "--out",

@@ -1,12 +1,16 @@
 """MLflow: parameters, per-epoch metrics, test metrics and the run record as an artifact.
 
-Talks to the tracking store through ``mlflow.tracking.MlflowClient`` (no global active run, so
-concurrent runs in one process do not mix). The experiment is named after the dataset.
+The default store is a SQLite file beside the run records (``OUT/mlflow.db``, artifacts in
+``OUT/mlartifacts``); ``--tracker-uri mlflow=URI`` names another (a server, ``sqlite:///...``,
+or a ``file://`` store with ``MLFLOW_ALLOW_FILE_STORE=true``). Talks to the store through
+``mlflow.tracking.MlflowClient`` (no global active run, so concurrent runs in one process do
+not mix). The experiment is named after the dataset.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 from mssbench.errors import ConfigError
@@ -17,7 +21,7 @@ from .common import flat_params, numeric, run_key, run_name, test_summary
 SPEC = TrackerSpec(
     name="mlflow",
     summary="MLflow tracking: params, per-epoch and test metrics, the record as an artifact",
-    default_uri="file:{out}/mlruns",
+    default_uri="sqlite:///{out}/mlflow.db",
     requires="mssbench[mlflow]",
 )
 
@@ -35,6 +39,14 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def _artifacts(client: Any) -> str | None:
+    """Beside a SQLite store: its artifacts (MLflow's default is the working directory)."""
+    uri = str(client.tracking_uri)
+    if not uri.startswith("sqlite:///"):
+        return None  # a file store keeps them inside; a server has its own artifact root
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 def start(run: Mapping[str, Any]) -> None:
     """Create the MLflow run and log the configuration as parameters."""
     client = _client(tracker_uri(run, SPEC))
@@ -42,7 +54,10 @@ def start(run: Mapping[str, Any]) -> None:
 
     name = str(run["dataset"]["name"])
     experiment = client.get_experiment_by_name(name)
-    exp_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is not None:
+        exp_id = experiment.experiment_id
+    else:
+        exp_id = client.create_experiment(name, artifact_location=_artifacts(client))
     tags = {
         "mssbench.model": str(run["model"]["name"]),
         "mssbench.run_hash": str(run.get("run_hash", "")),
