@@ -184,7 +184,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             multiple=True,
             metavar="NAME=URI",
             help="Where tracker NAME writes (repeatable), e.g. mlflow=sqlite:////tmp/mlflow.db, "
-            "tensorboard=/tmp/tb [default: sqlite:///OUT/mlflow.db, OUT/tensorboard].",
+            "tensorboard=/tmp/tb [default: sqlite:///OUT/.mlflow/mlflow.db, OUT/tensorboard].",
         ),
         click.option(
             "--out",

@@ -10,6 +10,7 @@ from conftest import tiny_run_args
 from mssbench.cli import main
 from mssbench.config import RunConfig
 from mssbench.errors import ConfigError
+from mssbench.results import load_records
 from mssbench.trackers import check_trackers, parse_uris, registered
 
 
@@ -97,10 +98,12 @@ def test_mlflow_default_store_is_sqlite_beside_the_records(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
     record, path = _run(out, "--tracker", "mlflow")
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / '.mlflow' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("tiny-synth").experiment_id])
     assert run.info.status == "FINISHED"
-    assert (out / "mlartifacts").is_dir() and not (tmp_path / "mlartifacts").exists()
+    assert (out / ".mlflow" / "artifacts").is_dir() and not (tmp_path / "mlartifacts").exists()
+    records, rejected = load_records(out)  # the record's copy in the store is not a second run
+    assert len(records) == 1 and not rejected
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [path.name]
 
 

@@ -1,10 +1,11 @@
 """MLflow: parameters, per-epoch metrics, test metrics and the run record as an artifact.
 
-The default store is a SQLite file beside the run records (``OUT/mlflow.db``, artifacts in
-``OUT/mlartifacts``); ``--tracker-uri mlflow=URI`` names another (a server, ``sqlite:///...``,
-or a ``file://`` store with ``MLFLOW_ALLOW_FILE_STORE=true``). Talks to the store through
-``mlflow.tracking.MlflowClient`` (no global active run, so concurrent runs in one process do
-not mix). The experiment is named after the dataset.
+The default store is a SQLite file beside the run records (``OUT/.mlflow/mlflow.db``, artifacts
+in ``OUT/.mlflow/artifacts``: hidden, so the copy of each record there is not read as a run);
+``--tracker-uri mlflow=URI`` names another (a server, ``sqlite:///...``, or a ``file://`` store
+with ``MLFLOW_ALLOW_FILE_STORE=true``). Talks to the store through ``MlflowClient`` (no global
+active run, so concurrent runs in one process do not mix). The experiment is named after the
+dataset.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .common import flat_params, numeric, run_key, run_name, test_summary
 SPEC = TrackerSpec(
     name="mlflow",
     summary="MLflow tracking: params, per-epoch and test metrics, the record as an artifact",
-    default_uri="sqlite:///{out}/mlflow.db",
+    default_uri="sqlite:///{out}/.mlflow/mlflow.db",
     requires="mssbench[mlflow]",
 )
 
@@ -36,6 +37,8 @@ def _client(uri: str) -> Any:
         raise ConfigError(
             f"--tracker mlflow needs the mlflow package: pip install '{SPEC.requires}'"
         ) from None
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -44,7 +47,7 @@ def _artifacts(client: Any) -> str | None:
     uri = str(client.tracking_uri)
     if not uri.startswith("sqlite:///"):
         return None  # a file store keeps them inside; a server has its own artifact root
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def start(run: Mapping[str, Any]) -> None:
