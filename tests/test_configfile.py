@@ -126,3 +126,18 @@ def test_examples_are_valid(name):
     command = run if name == "run.yaml" else suite
     values = read(EXAMPLES / name, "run" if name == "run.yaml" else "suite", command)
     assert values
+
+
+def test_interpolation_and_lists(tmp_path):
+    from mssbench.cli import suite
+
+    config = _write(
+        tmp_path,
+        "models: [mmoe, ple]\ndatasets: census-income\nseeds: [0, 3]\nbatch_size: 512\n"
+        "eval_batch_size: ${batch_size}\nmetrics: [pr_auc]\nscenarios: [NL, ES]\n",
+        "suite.yaml",
+    )
+    values = read(config, "suite", suite)
+    assert values["models"] == "mmoe,ple" and values["seeds"] == "0,3"
+    assert values["eval_batch_size"] == 512 and values["metrics"] == ["pr_auc"]
+    assert values["scenarios"] == "NL,ES"
