@@ -1,6 +1,7 @@
 """Tracker plugins: MLflow (a real local file store) and TensorBoard (event files read back)."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,7 @@ def test_mlflow_marks_a_failed_run_failed(tmp_path, registry, monkeypatch):
     assert found.data.metrics["train_loss"] == 0.5
 
 
+@pytest.mark.slow  # MLflow creates a SQLite store by running its migrations: 10-15 s on 2 cores
 def test_mlflow_default_store_is_sqlite_beside_the_records(tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'mssbench[mlflow]')")
     from mlflow.tracking import MlflowClient
@@ -184,3 +186,18 @@ def test_tracker_from_config_file(tmp_path):
     _run(tmp_path / "runs", "--config", str(config))
     _, acc = _scalars(logdir)
     assert "train_loss" in acc.Tags()["scalars"]
+
+
+@pytest.mark.parametrize(
+    ("tracker", "modules"),
+    [("mlflow", ["mlflow", "mlflow.tracking"]), ("tensorboard", ["torch.utils.tensorboard"])],
+)
+def test_a_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, tracker, modules):
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    result = CliRunner().invoke(main, tiny_run_args(tmp_path, 1, "--tracker", tracker))
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: --tracker {tracker} needs the {tracker} package: "
+        f"pip install 'mssbench[{tracker}]'\n"
+    )
