@@ -11,7 +11,7 @@ import click
 from tabulate import tabulate
 
 from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
-from mssbench.configfile import config_file_option
+from mssbench.configfile import RAY_ONLY, config_file_option
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 from mssbench.trackers import configure as configure_trackers
@@ -276,7 +276,7 @@ def _check_executor_options(executor: str) -> None:
     if executor == "ray":
         return
     ctx = click.get_current_context()
-    for name in ("ray_address", "cpus_per_run", "gpus_per_run"):
+    for name in RAY_ONLY:
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} is for --executor ray (this suite uses --executor local)")

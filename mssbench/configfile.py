@@ -47,6 +47,9 @@ SUITE_ONLY = (
     "gpus_per_run",
 )
 
+#: Suite options that only ``executor: ray`` uses (an error with the local executor).
+RAY_ONLY = ("ray_address", "cpus_per_run", "gpus_per_run")
+
 #: File keys whose command-line counterpart has another name or meaning.
 _RENAMED = {"progress": "no_progress"}
 
@@ -175,6 +178,7 @@ def config_file_option(kind: str) -> Callable[[Callable[..., Any]], Callable[...
                     return source not in (None, click.core.ParameterSource.DEFAULT)
 
                 kwargs = merge(kwargs, values, given)
+                _check_ray_only(path, values, kwargs)
             _require(kwargs, kind)
             return func(**kwargs)
 
@@ -189,6 +193,17 @@ def config_file_option(kind: str) -> Callable[[Callable[..., Any]], Callable[...
         )(wrapper)
 
     return decorate
+
+
+def _check_ray_only(path: str, values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    if kwargs.get("executor", "ray") == "ray":
+        return
+    for key in RAY_ONLY:
+        if key in values:
+            raise ConfigError(
+                f"config file {path}: {key!r} is for executor: ray (this suite uses "
+                f"{kwargs['executor']})"
+            )
 
 
 def _require(kwargs: dict[str, Any], kind: str) -> None:

@@ -141,3 +141,10 @@ def test_interpolation_and_lists(tmp_path):
     assert values["models"] == "mmoe,ple" and values["seeds"] == "0,3"
     assert values["eval_batch_size"] == 512 and values["metrics"] == ["pr_auc"]
     assert values["scenarios"] == "NL,ES"
+
+
+def test_ray_options_need_the_ray_executor(tmp_path):
+    config = _write(tmp_path, "datasets: [tiny-synth]\ncpus_per_run: 2\n", "suite.yaml")
+    result = CliRunner().invoke(main, ["suite", "--config", config])
+    assert result.exit_code == 2
+    assert "'cpus_per_run' is for executor: ray (this suite uses local)" in result.output
