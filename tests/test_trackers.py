@@ -160,6 +160,8 @@ def test_tensorboard_event_files_read_back(tmp_path):
     assert [e.value for e in loss] == pytest.approx(
         [e["train_loss"] for e in record["training"]["history"]], rel=1e-6
     )
+    tags = acc.Tags()["scalars"]
+    assert "selection_score" in tags and any(t.startswith("valid/auc/") for t in tags)
     auc = {k: v for k, v in record["test"]["summary"].items() if k.startswith("auc/")}
     assert auc
     for key, value in auc.items():

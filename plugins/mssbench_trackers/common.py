@@ -50,6 +50,19 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def epoch_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """An epoch's figures, validation ones under ``valid/`` (``valid/auc/income``).
+
+    The trainer reports ``train_loss`` and ``selection_score`` beside the validation summary
+    (``auc/income``, ...); the prefix keeps the latter apart from the test's ``test/...``.
+    """
+    out = {}
+    for key, value in numeric(metrics).items():
+        plain = key.startswith(("train", "valid", "selection")) or key == "epoch"
+        out[key if plain else f"valid/{key}"] = value
+    return out
+
+
 def test_summary(run: Mapping[str, Any]) -> dict[str, float]:
     """The finished run's test summary (``test/auc/purchase`` ...)."""
     summary = (run.get("test") or {}).get("summary") or {}

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from mssbench.errors import ConfigError
 from mssbench.trackers import TrackerSpec, tracker_uri
 
-from .common import flat_params, numeric, run_key, run_name, test_summary
+from .common import epoch_metrics, flat_params, run_key, run_name, test_summary
 
 SPEC = TrackerSpec(
     name="mlflow",
@@ -87,7 +87,7 @@ def epoch_end(run: Mapping[str, Any], epoch: int, metrics: Mapping[str, float]) 
     """Log the epoch's figures at step ``epoch``."""
     opened = _OPEN.get(run_key(run))
     if opened is not None:
-        _log(*opened, numeric(metrics), epoch)
+        _log(*opened, epoch_metrics(metrics), epoch)
 
 
 def end(run: Mapping[str, Any], path: str) -> None:

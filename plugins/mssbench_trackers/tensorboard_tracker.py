@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from mssbench.errors import ConfigError
 from mssbench.trackers import TrackerSpec, tracker_uri
 
-from .common import flat_params, numeric, run_key, test_summary
+from .common import epoch_metrics, flat_params, run_key, test_summary
 
 SPEC = TrackerSpec(
     name="tensorboard",
@@ -49,7 +49,7 @@ def epoch_end(run: Mapping[str, Any], epoch: int, metrics: Mapping[str, float]) 
     """One scalar per figure at step ``epoch``."""
     writer = _OPEN.get(run_key(run))
     if writer is not None:
-        for key, value in sorted(numeric(metrics).items()):
+        for key, value in sorted(epoch_metrics(metrics).items()):
             writer.add_scalar(key, value, epoch)
         writer.flush()
 
