@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -131,8 +130,14 @@ def _check_special(where: str, key: str, value: Any) -> Any:
 
 
 def _as_option(value: Any) -> str:
-    """A typed file value as the text ``-p KEY=VALUE`` takes (JSON unless already text)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A typed file value as the text ``-p KEY=VALUE`` takes, as a user would type it.
+
+    ``[128, 64]`` -> ``128,64``, ``true`` -> ``true``: a run's hash covers the given text, so
+    the file and the equivalent command line find the same finished runs.
+    """
+    from mssbench.leaderboard import _cli_value
+
+    return _cli_value(value)
 
 
 def merge(

@@ -148,3 +148,27 @@ def test_ray_options_need_the_ray_executor(tmp_path):
     result = CliRunner().invoke(main, ["suite", "--config", config])
     assert result.exit_code == 2
     assert "'cpus_per_run' is for executor: ray (this suite uses local)" in result.output
+
+
+def test_published_suite_file_plans_the_published_runs(monkeypatch):
+    """examples/suite-published.yaml and the page's command line plan the same, finished runs."""
+    import shlex
+
+    import mssbench.suite
+
+    root = EXAMPLES.parent
+    page = next((root / "leaderboards" / "census-income").glob("*/README.md")).read_text()
+    [command] = [line for line in page.splitlines() if line.startswith("mssbench suite ")]
+    planned = []
+
+    def capture(jobs, *args, **kwargs):
+        planned.append(sorted((j.key, j.config.result_hash(), j.status) for j in jobs))
+
+    monkeypatch.setattr(mssbench.suite, "run_suite", capture)
+    monkeypatch.chdir(root)
+    for args in (shlex.split(command)[1:], ["suite", "--config", "examples/suite-published.yaml"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    from_command, from_file = planned
+    assert from_file == from_command
+    assert len(from_file) == 45 and {status for *_, status in from_file} == {"skipped"}
