@@ -8,6 +8,7 @@ that acts only on runs whose ``config.trackers`` names it, and declares itself t
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,12 +26,15 @@ class TrackerSpec:
         default_uri: Where it writes unless ``--tracker-uri NAME=URI`` says otherwise (may
             name ``{out}``, the run's records directory).
         requires: The pip extra or package it needs (for the error when it is missing).
+        modules: Modules it imports: a run that enables it stops before training, with one
+            line naming ``requires``, when one does not import.
     """
 
     name: str
     summary: str
     default_uri: str = ""
     requires: str = ""
+    modules: tuple[str, ...] = ()
 
 
 def registered(pm: Any) -> dict[str, tuple[TrackerSpec, str]]:
@@ -53,6 +57,20 @@ def check_trackers(pm: Any, names: Iterable[str], uris: dict[str, str]) -> None:
     for name in uris:
         if name not in names:
             raise ConfigError(f"--tracker-uri {name}=... names a tracker not enabled (--tracker)")
+    for name in names:
+        _check_importable(known[name][0])
+
+
+def _check_importable(spec: TrackerSpec) -> None:
+    """Raise :class:`ConfigError` naming ``spec.requires`` when one of its modules is missing."""
+    for module in spec.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"--tracker {spec.name} needs the {spec.name} package: pip install "
+                f"'{spec.requires}'"
+            ) from None
 
 
 def parse_uris(items: Iterable[str]) -> dict[str, str]:

@@ -166,9 +166,13 @@ def test_published_suite_file_plans_the_published_runs(monkeypatch):
 
     monkeypatch.setattr(mssbench.suite, "run_suite", capture)
     monkeypatch.chdir(root)
-    for args in (shlex.split(command)[1:], ["suite", "--config", "examples/suite-published.yaml"]):
+    page_args = [*shlex.split(command)[1:], "--out", "leaderboards/runs"]  # the page's runs
+    for args in (page_args, ["suite", "--config", "examples/suite-published.yaml"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
     from_command, from_file = planned
     assert from_file == from_command
-    assert len(from_file) == 45 and {status for *_, status in from_file} == {"skipped"}
+    assert len(from_file) == 45
+    # AESM² (version 3) and SUPERMOE-style (version 2) changed after these records: due again.
+    bumped = {"aesm", "supermoe"}
+    assert all((status == "pending") == (key[1] in bumped) for key, _, status in from_file)

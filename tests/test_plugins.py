@@ -327,7 +327,7 @@ def test_hook_mssbench_register_trackers(registry):
     assert all(spec.name == name for name, (spec, _) in known.items())
 
 
-def test_hook_mssbench_run_failed(registry):
+def test_hook_mssbench_run_failed_is_declared(registry):
     from mssbench import hookimpl
 
     seen = []

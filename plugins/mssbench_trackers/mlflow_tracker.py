@@ -23,6 +23,7 @@ SPEC = TrackerSpec(
     name="mlflow",
     summary="MLflow tracking: params, per-epoch and test metrics, the record as an artifact",
     default_uri="sqlite:///{out}/.mlflow/mlflow.db",
+    modules=("mlflow.tracking",),
     requires="mssbench[mlflow]",
 )
 

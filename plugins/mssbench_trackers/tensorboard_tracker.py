@@ -19,6 +19,7 @@ SPEC = TrackerSpec(
     name="tensorboard",
     summary="TensorBoard event files: per-epoch and test scalars, the configuration as text",
     default_uri="{out}/tensorboard",
+    modules=("torch.utils.tensorboard",),
     requires="mssbench[tensorboard]",
 )
 
