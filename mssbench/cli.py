@@ -20,8 +20,11 @@ from mssbench.config import (
     RunConfig,
     parse_assignments,
 )
+from mssbench.configfile import RAY_ONLY, config_file_option
 from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
+from mssbench.trackers import configure as configure_trackers
+from mssbench.trackers import registered as registered_trackers
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -228,6 +231,23 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Epochs of --pretrain.",
         ),
         click.option(
+            "--tracker",
+            "trackers",
+            multiple=True,
+            metavar="NAME",
+            help="Report the run to this experiment tracker (repeatable): mlflow, tensorboard "
+            "(pip install 'mssbench[mlflow]' / 'mssbench[tensorboard]'); `mssbench plugins` "
+            "lists them.",
+        ),
+        click.option(
+            "--tracker-uri",
+            "tracker_uris",
+            multiple=True,
+            metavar="NAME=URI",
+            help="Where tracker NAME writes (repeatable), e.g. mlflow=sqlite:////tmp/mlflow.db, "
+            "tensorboard=/tmp/tb [default: sqlite:///OUT/.mlflow/mlflow.db, OUT/tensorboard].",
+        ),
+        click.option(
             "--out",
             default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
             show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
@@ -240,10 +260,8 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
-@click.option(
-    "--model", "-m", required=True, help="Registered model name (see `mssbench plugins`)."
-)
-@click.option("--dataset", "-d", required=True, help="Registered dataset name.")
+@click.option("--model", "-m", help="Registered model name (see `mssbench plugins`).")
+@click.option("--dataset", "-d", help="Registered dataset name.")
 @click.option(
     "--param",
     "-p",
@@ -258,6 +276,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @plugin_options
 @handle_errors
+@config_file_option("run")
 def run(
     model: str,
     dataset: str,
@@ -275,6 +294,7 @@ def run(
     from mssbench.metrics import metrics_table
 
     registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
     options_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         if "scenarios" not in registry.dataset(dataset).options:
@@ -317,7 +337,7 @@ def _check_executor_options(executor: str) -> None:
     if executor == "ray":
         return
     ctx = click.get_current_context()
-    for name in ("ray_address", "cpus_per_run", "gpus_per_run"):
+    for name in RAY_ONLY:
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} is for --executor ray (this suite uses --executor local)")
@@ -325,7 +345,7 @@ def _check_executor_options(executor: str) -> None:
 
 @main.command()
 @click.option("--models", default="all", show_default=True, help="all, or a comma list.")
-@click.option("--datasets", required=True, help="A comma list of dataset names.")
+@click.option("--datasets", help="A comma list of dataset names.")
 @click.option(
     "--seeds", default="5", show_default=True, help="A count (5 = seeds 0-4) or a list (0,3,7)."
 )
@@ -382,6 +402,7 @@ def _check_executor_options(executor: str) -> None:
 @training_options
 @plugin_options
 @handle_errors
+@config_file_option("suite")
 def suite(
     models: str,
     datasets: str,
@@ -410,6 +431,7 @@ def suite(
         require_ray()
         check_resources(cpus_per_run, gpus_per_run, [options["device"]])
     registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
     data_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         data_given["scenarios"] = scenarios
@@ -562,6 +584,10 @@ def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plug
     rows += [
         ["hooks", name, name, ", ".join(hooks) or "(no hooks)"]
         for name, hooks in registry.hook_only_plugins().items()
+    ]
+    rows += [
+        ["tracker", name, plugin, spec.summary]
+        for name, (spec, plugin) in sorted(registered_trackers(registry.pm).items())
     ]
     click.echo(tabulate(rows, headers=["kind", "name", "plugin", "summary"], tablefmt="simple"))
     if registry.problems:

@@ -66,6 +66,10 @@ class RunConfig:
             whole step over GPU-resident data (same numbers up to float reordering).
         metrics: Registered plugin metrics (:class:`~mssbench.spec.MetricSpec` names) added to
             the test report, beside AUC and log loss.
+        trackers: Experiment trackers the run reports to (``mlflow``, ``tensorboard``: the
+            tracker plugins' names); they do not change the numbers.
+        tracker_uris: ``{tracker: where}`` overriding a tracker's default location (an MLflow
+            tracking URI, a TensorBoard log directory).
         out: Directory of run records.
         train_rows: Train on this many rows of the training split, drawn by a seeded
             permutation that does not depend on the run's seed (0 = all rows): learning curves
@@ -99,12 +103,14 @@ class RunConfig:
     train_rows: int = 0
     pretrain: str = "none"
     pretrain_epochs: int = 1
+    trackers: list[str] = field(default_factory=list)
+    tracker_uris: dict[str, str] = field(default_factory=dict)
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
 
     #: Fields that do not change a run's numbers and are left out of its hash.
-    NON_RESULT_FIELDS = ("out", "resume", "progress")
+    NON_RESULT_FIELDS = ("out", "resume", "progress", "trackers", "tracker_uris")
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {
@@ -119,6 +125,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
+        self.trackers = list(self.trackers)
 
     #: Options that must be whole numbers >= the given minimum.
     MIN_INTS: ClassVar[dict[str, int]] = {

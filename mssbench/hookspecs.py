@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec
+    from mssbench.trackers import TrackerSpec
 
 hookspec = pluggy.HookspecMarker("mssbench")
 
@@ -111,4 +112,18 @@ def mssbench_run_failed(run: Mapping[str, Any], error: BaseException) -> None:
         run: The run record as it stood when the error happened (``status`` is still
             ``"running"``); read-only.
         error: The exception that ended the run.
+    """
+
+
+@hookspec
+def mssbench_register_trackers() -> "list[TrackerSpec]":
+    """Register experiment trackers (optional).
+
+    Called once per plugin manager. A tracker is enabled per run (``--tracker NAME``, or
+    ``trackers:`` in a config file; the names are in ``run["config"]["trackers"]``) and reports
+    through the lifecycle hooks above; registering it lets the command line check the name and
+    ``mssbench plugins`` list it.
+
+    Returns:
+        The plugin's tracker specs (possibly empty).
     """

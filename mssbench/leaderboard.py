@@ -29,7 +29,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from tabulate import tabulate
 from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
 from mssbench.io import atomic_write, write_text
-from mssbench.records import is_legacy
+from mssbench.records import is_legacy, requested_values
 from mssbench.results import (
     LEADERBOARD_COLUMNS,
     contributor_name,
@@ -577,14 +577,16 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
     for plugin in named:
         if plugin and plugin not in defaults.entry_points and plugin not in plugins:
             plugins.append(str(plugin))
-    params = []
-    declared = defaults.model_params.get(model)
-    for key, value in sorted((config.get("params") or {}).items()):
-        if declared is None or key not in declared or declared[key] != value:
-            params.append(f"{key}={_cli_value(value)}")
+    given = requested_values(record)
+    if given is not None:  # the values as given: the rebuilt command hashes like the record
+        params = [f"{k}={_cli_value(v)}" for k, v in sorted((given["params"] or {}).items())]
+        data_options = given["data_options"] or {}
+    else:
+        params = _differing(config.get("params"), defaults.model_params.get(model))
+        data_options = config.get("data_options") or {}
     rest: list[str] = []
-    options = defaults.dataset_options.get(dataset)
-    for key, value in sorted((config.get("data_options") or {}).items()):
+    options = None if given is not None else defaults.dataset_options.get(dataset)
+    for key, value in sorted(data_options.items()):
         if options is None or key not in options or options[key] != value:
             rest += ["-D", f"{key}={_cli_value(value)}"]
     base = RunConfig(model=model, dataset=dataset)
@@ -601,11 +603,22 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
     from mssbench.results import _default_head_batching  # shared rule for the defaults
 
     head, batching = _default_head_batching(record, defaults.model_tags)
-    if config.get("head") and (not known or config["head"] != head):
-        rest += ["--head", str(config["head"])]
-    if config.get("batching") and (not known or config["batching"] != batching):
-        rest += ["--batching", str(config["batching"])]
+    for key, default, flag in (("head", head, "--head"), ("batching", batching, "--batching")):
+        value = config.get(key) if given is None else given.get(key, "auto")
+        if given is not None and value != "auto":
+            rest += [flag, str(value)]
+        elif given is None and value and (not known or value != default):
+            rest += [flag, str(value)]
     return _Command(tuple(plugins), model, dataset, tuple(params), tuple(rest))
+
+
+def _differing(values: Any, declared: Mapping[str, Any] | None) -> list[str]:
+    """``KEY=VALUE`` of ``values`` where they differ from ``declared`` (all when unknown)."""
+    return [
+        f"{key}={_cli_value(value)}"
+        for key, value in sorted((values or {}).items())
+        if declared is None or key not in declared or declared[key] != value
+    ]
 
 
 def _plugin_flags(plugins: Iterable[str]) -> list[str]:

@@ -99,13 +99,16 @@ class Registry:
         return self._table(kind)[name].plugin
 
     def hook_only_plugins(self) -> dict[str, list[str]]:
-        """Loaded plugins that register no model, dataset or metric, with their hooks."""
+        """Loaded plugins that register no model, dataset, metric or tracker, with their hooks."""
         tables = (self.models, self.datasets, self.metrics)
         providers = {r.plugin for table in tables for r in table.values()}
         out: dict[str, list[str]] = {}
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None or name in providers:
                 continue
+            hooks = {caller.name for caller in self.pm.get_hookcallers(plugin) or []}
+            if "mssbench_register_trackers" in hooks:
+                continue  # listed as trackers
             out[name] = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
         return dict(sorted(out.items()))
 

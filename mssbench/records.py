@@ -544,6 +544,19 @@ def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
     return [h for h, _ in _hash_candidates(record)]
 
 
+def requested_values(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The values as given that give the record's ``run_hash`` (``None`` if none do).
+
+    ``params``, ``data_options``, ``head`` and ``batching`` as the user gave them: a command
+    rebuilt from them reruns the same configuration under the same hash, so a suite finds the
+    run finished.
+    """
+    for run_hash, given in _hash_candidates(record):
+        if run_hash == record.get("run_hash"):
+            return dict(given)
+    return None
+
+
 def _check_requested(config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
     """The values as given must resolve to the recorded ones (params, data options, head...)."""
     from mssbench.config import resolve

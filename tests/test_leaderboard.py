@@ -108,11 +108,11 @@ def make_record(
             "epochs": 1,
             "head": head,
             "batching": batching,
-            "requested": {
-                "params": params or {"embed_dim": 8},
+            "requested": {  # as a user gives them: only what differs from the defaults
+                "params": dict(params or {}),
                 "data_options": {},
-                "head": head,
-                "batching": batching,
+                "head": "auto" if head == "direct" else head,
+                "batching": "auto" if batching == "mixed" else batching,
             },
         },
         "environment": {
@@ -475,7 +475,8 @@ def test_commands_rebuilt_from_config_never_taken_from_the_record():
     md = render_page(plan_pages(recs, defaults)[0], defaults)
     assert "for seed in 0 1 2; do" in md
     assert (
-        'mssbench run --plugin m --plugin toy -m m -d toy -p embed_dim=16 --epochs 1 --seed "$seed"'
+        "mssbench run --plugin m --plugin toy -m m -d toy -p depth=2 -p embed_dim=16 --epochs 1 "
+        '--seed "$seed"'
         in md
     )
     # A record's own command line (or a suite command in its config) is never printed.

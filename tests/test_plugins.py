@@ -317,3 +317,27 @@ def test_model_version_must_be_a_positive_integer(version):
     with pytest.raises(SpecError, match="version must be an integer >= 1"):
         spec.validate()
     ModelSpec(name="versioned", summary="x", build=lambda schema: None, version=3).validate()
+
+
+def test_hook_mssbench_register_trackers(registry):
+    from mssbench.trackers import registered
+
+    known = registered(registry.pm)
+    assert {"mlflow", "tensorboard"} <= set(known)
+    assert all(spec.name == name for name, (spec, _) in known.items())
+
+
+def test_hook_mssbench_run_failed_is_declared(registry):
+    from mssbench import hookimpl
+
+    seen = []
+
+    class Listener:
+        @hookimpl
+        def mssbench_run_failed(self, run, error):
+            seen.append((run["run_hash"], str(error)))
+
+    registry.pm.register(Listener(), name="listener")
+    run = {"run_hash": "abc", "config": {"trackers": []}}
+    registry.pm.hook.mssbench_run_failed(run=run, error=RuntimeError("boom"))
+    assert seen == [("abc", "boom")]

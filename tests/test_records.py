@@ -4,7 +4,7 @@ import pytest
 
 from mssbench.errors import DataError
 from mssbench.records import write_json_atomic, write_record
-from mssbench.results import RESULT_COLUMNS, load_records, load_results
+from mssbench.results import RESULT_COLUMNS, RUN_LABEL_COLUMNS, load_records, load_results
 
 
 def test_atomic_write_never_overwrites(tmp_path):
@@ -48,7 +48,7 @@ def test_load_results_frame_and_rejections(registry, tmp_path):
     assert "not valid JSON" in reasons["garbage.json"]
     assert "missing key(s)" in reasons["other.json"]
     df = load_results(out)
-    assert list(df.columns) == RESULT_COLUMNS
+    assert list(df.columns) == RESULT_COLUMNS + RUN_LABEL_COLUMNS
     assert set(df.seed) == {0, 1}
     pooled = df[(df.scenario == "pooled") & (df.metric == "auc") & (df.task == "ctr")]
     assert len(pooled) == 2
