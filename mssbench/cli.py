@@ -13,6 +13,7 @@ from tabulate import tabulate
 from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
+from mssbench.presets import PRESETS, get_preset
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -191,7 +192,17 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
     metavar="KEY=VALUE",
     help="Model hyper-parameter (repeatable), e.g. -p n_experts=4 -p expert_hidden=256,128.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of initialisation and shuffling."
+)
+@click.option(
+    "--preset",
+    default=None,
+    metavar="NAME",
+    help="Start from a named configuration; options and -p given here win. "
+    + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+    + ".",
+)
 @training_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same config.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -207,6 +218,7 @@ def run(
     strict_plugins: bool,
     no_progress: bool,
     scenarios: str | None,
+    preset: str | None,
     **options: Any,
 ) -> None:
     """Train MODEL on DATASET, stop early on validation, report test AUC and logloss."""
@@ -219,12 +231,16 @@ def run(
         if "scenarios" not in registry.dataset(dataset).options:
             raise ConfigError(f"dataset {dataset!r} has no 'scenarios' option to restrict")
         options_given["scenarios"] = scenarios
+    params_given: dict[str, Any] = parse_assignments(params, "--param")
+    if preset is not None:
+        options, params_given = _apply_preset(preset, registry.model(model), options, params_given)
     config = RunConfig(
         model=model,
         dataset=dataset,
-        params=parse_assignments(params, "--param"),
+        params=params_given,
         data_options=options_given,
         progress=not no_progress,
+        preset=preset or "",
         **options,
     )
     result = api.run(config, registry=registry, log=lambda m: click.echo(m, err=True))
@@ -249,6 +265,20 @@ def run(
         f"{rec['wall_seconds']:.1f} s wall time on {rec['environment']['hardware']['device']}"
     )
     click.echo(f"Run record: {result.path}")
+
+
+def _apply_preset(
+    name: str, spec: Any, options: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options and params with preset ``name`` filling what the command line left at default."""
+    chosen = get_preset(name)
+    ctx = click.get_current_context()
+    given = {
+        key: value
+        for key, value in options.items()
+        if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+    }
+    return {**options, **chosen.training_for(given)}, {**chosen.params_for(spec.defaults), **params}
 
 
 def _check_executor_options(executor: str) -> None:

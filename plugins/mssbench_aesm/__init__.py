@@ -1,7 +1,7 @@
 """AESM² model plugin (``aesm``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_aesm.model import AESM2
+from mssbench.lazy import lazy
 
 #: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
 #: indicator and tower sizes are our choices (§2.6 "not published").
@@ -42,7 +42,7 @@ def mssbench_register_models():
             name="aesm",
             summary="AESM²: automatic selection of scenario-specific and shared experts over "
             "scenario then task layers (ESMM head where ctcvr implies ctr, else direct heads)",
-            build=AESM2,
+            build=lazy("mssbench_aesm.model:AESM2"),
             defaults=DEFAULTS,
             paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "
             "Search, SIGIR 2022, https://arxiv.org/abs/2205.14321",

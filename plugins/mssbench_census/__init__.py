@@ -1,7 +1,10 @@
 """Census-Income (KDD) dataset plugin: two tasks (income, never married), four scenarios."""
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_census.loader import load
+from mssbench.lazy import lazy
+
+# Imported when first called: registering the plugin imports neither torch nor pandas.
+load = lazy("mssbench_census.loader:load")
 
 __all__ = ["load", "mssbench_register_datasets"]
 

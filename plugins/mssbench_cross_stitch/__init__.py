@@ -1,7 +1,7 @@
 """Cross-stitch model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_cross_stitch.model import CrossStitch
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -24,7 +24,7 @@ def mssbench_register_models():
         ModelSpec(
             name="cross_stitch",
             summary="Cross-stitch networks: one MLP column per task; scenario id as a feature",
-            build=CrossStitch,
+            build=lazy("mssbench_cross_stitch.model:CrossStitch"),
             defaults=DEFAULTS,
             paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "
             "https://arxiv.org/abs/1604.03539",

@@ -1,7 +1,7 @@
 """DEPHN-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_dephn.model import DEPHN
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -27,7 +27,7 @@ def mssbench_register_models():
             name="dephn",
             summary="DEPHN-style (our reconstruction): heterogeneous DNN/FM/cross/attention "
             "experts, per-(scenario, task) gates with a virtual gradient coefficient",
-            build=DEPHN,
+            build=lazy("mssbench_dephn.model:DEPHN"),
             defaults=DEFAULTS,
             paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "
             "Network using virtual gradient optimization for Multi-task Learning, IJCNN 2023, "

@@ -1,7 +1,7 @@
 """MMoE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_mmoe.model import MMoE
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -21,7 +21,7 @@ def mssbench_register_models():
         ModelSpec(
             name="mmoe",
             summary="MMoE with one gate and tower per (scenario, task) (MMoE-ST)",
-            build=MMoE,
+            build=lazy("mssbench_mmoe.model:MMoE"),
             defaults=DEFAULTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts, KDD 2018",

@@ -1,7 +1,7 @@
 """PLE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_ple.model import PLE
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -21,7 +21,7 @@ def mssbench_register_models():
         ModelSpec(
             name="ple",
             summary="PLE (CGC levels, torch-rechub routing); scenario id as a feature",
-            build=PLE,
+            build=lazy("mssbench_ple.model:PLE"),
             defaults=DEFAULTS,
             paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "
             "Learning (MTL) Model for Personalized Recommendations, RecSys 2020, "

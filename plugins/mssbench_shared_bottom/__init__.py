@@ -1,7 +1,7 @@
 """Shared-bottom model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_shared_bottom.model import SharedBottom
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -19,7 +19,7 @@ def mssbench_register_models():
         ModelSpec(
             name="shared_bottom",
             summary="Shared-bottom (hard parameter sharing); scenario id as a feature",
-            build=SharedBottom,
+            build=lazy("mssbench_shared_bottom.model:SharedBottom"),
             defaults=DEFAULTS,
             paper="Caruana, Multitask Learning, Machine Learning 28, 1997",
             check_params={"embed_dim": 8, "bottom_hidden": [32, 16], "tower_hidden": [16]},

@@ -1,7 +1,7 @@
 """Single-task baseline model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_single_task.model import SingleTask
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -20,7 +20,7 @@ def mssbench_register_models():
             name="single_task",
             summary="Single-task baseline: a fully separate network per task; scenario id "
             "as a feature",
-            build=SingleTask,
+            build=lazy("mssbench_single_task.model:SingleTask"),
             defaults=DEFAULTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "
             "(https://github.com/easezyc/Multitask-Recommendation-Library)",

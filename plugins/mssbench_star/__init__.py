@@ -1,7 +1,7 @@
 """STAR model plugin."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_star.model import STAR
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -22,7 +22,7 @@ def mssbench_register_models():
             name="star",
             summary="STAR: partitioned norm, one star-topology FCN per task, auxiliary network; "
             "scenario-pure batches (--batching mixed: 'STAR (mixed batches)')",
-            build=STAR,
+            build=lazy("mssbench_star.model:STAR"),
             defaults=DEFAULTS,
             paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
             "Multi-Domain CTR Prediction, CIKM 2021, https://arxiv.org/abs/2101.11427",

@@ -1,7 +1,7 @@
 """SUPERMOE-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_supermoe.model import SUPERMoE
+from mssbench.lazy import lazy
 
 DEFAULTS = {
     "d_model": 64,
@@ -26,7 +26,7 @@ def mssbench_register_models():
             name="supermoe",
             summary="SUPERMOE-style (our reconstruction): field-token transformer with noisy "
             "top-k MoE FFNs, scenario token and task-indicator tokens",
-            build=SUPERMoE,
+            build=lazy("mssbench_supermoe.model:SUPERMoE"),
             defaults=DEFAULTS,
             paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
             "Representation with Sparse Mixture of Experts, ICML 2022 Pre-training Workshop, "
