@@ -78,6 +78,11 @@ def plugin_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _progress(no_progress: bool) -> bool:
+    """Progress bars unless hidden, or stderr is not a terminal (a log file, CI)."""
+    return not no_progress and sys.stderr.isatty()
+
+
 def _registry(plugins: tuple[str, ...], disabled: tuple[str, ...], strict: bool) -> Registry:
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict)
     for problem in registry.problems:
@@ -109,12 +114,26 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Restrict the scenario set (datasets with a scenarios option), e.g. NL,ES,FR,US.",
         ),
         click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs."),
-        click.option("--batch-size", type=int, default=2048, show_default=True),
-        click.option("--eval-batch-size", type=int, default=65536, show_default=True),
+        click.option(
+            "--batch-size", type=int, default=2048, show_default=True, help="Training batch rows."
+        ),
+        click.option(
+            "--eval-batch-size",
+            type=int,
+            default=65536,
+            show_default=True,
+            help="Rows per validation and test batch.",
+        ),
         click.option(
             "--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."
         ),
-        click.option("--weight-decay", type=float, default=1e-6, show_default=True),
+        click.option(
+            "--weight-decay",
+            type=float,
+            default=1e-6,
+            show_default=True,
+            help="Adam weight decay (L2).",
+        ),
         click.option(
             "--patience",
             type=int,
@@ -205,7 +224,11 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @training_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same config.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="Hide the progress bar (hidden anyway when stderr is not a terminal).",
+)
 @plugin_options
 @handle_errors
 def run(
@@ -239,7 +262,7 @@ def run(
         dataset=dataset,
         params=params_given,
         data_options=options_given,
-        progress=not no_progress,
+        progress=_progress(no_progress),
         preset=preset or "",
         **options,
     )
@@ -392,7 +415,7 @@ def suite(
         model="",
         dataset="",
         data_options=data_given,
-        progress=not no_progress,
+        progress=_progress(no_progress),
         resume=True,  # an interrupted run continues from its last epoch
         **options,
     )
@@ -475,11 +498,19 @@ def check(
 
 
 @main.command("plugins")
+@click.argument("name", required=False)
 @plugin_options
 @handle_errors
-def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool) -> None:
-    """List registered models, datasets and metrics with the plugin that provides each."""
+def plugins_cmd(
+    name: str | None, plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool
+) -> None:
+    """List registered models, datasets and metrics; with NAME, describe that one in full."""
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict_plugins)
+    if name is not None:
+        from mssbench.describe import describe
+
+        click.echo(describe(registry, name))
+        return
     rows = [
         ["model", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.models.items())
