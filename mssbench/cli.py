@@ -599,6 +599,7 @@ def leaderboard() -> None:
     help="Published numbers of other libraries, DIR/<dataset>.csv [default: OUT/reported].",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--no-site", is_flag=True, help="Skip the HTML site (OUT/site/index.html).")
 @click.option("--strict", is_flag=True, help="Fail if any record in RESULTS_DIR is rejected.")
 @plugin_options
 @handle_errors
@@ -607,12 +608,15 @@ def leaderboard_build(
     out: str,
     reported: str | None,
     no_plots: bool,
+    no_site: bool,
     strict: bool,
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
     """Write a Markdown page, a CSV and plots per dataset and protocol id from RESULTS_DIR.
+
+    Also writes a static HTML site, OUT/site/index.html (open it from disk; no server needed).
 
     Every valid run record below RESULTS_DIR is included (a contributed record too); a file
     that is not a valid finished record is listed with the reason and left out. The installed
@@ -639,6 +643,13 @@ def leaderboard_build(
     if result.removed:
         click.echo(f"Removed {len(result.removed)} stale file(s) of an earlier build.")
     click.echo(f"Index: {out}/README.md")
+    if not no_site:
+        from pathlib import Path
+
+        from mssbench.site import write_site
+
+        reported_dir = Path(reported) if reported is not None else Path(out) / "reported"
+        click.echo(f"Site: {write_site(result, out, reported_dir) / 'index.html'}")
 
 
 if __name__ == "__main__":  # pragma: no cover
