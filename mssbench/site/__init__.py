@@ -154,7 +154,7 @@ def _run_page(env: jinja2.Environment, page: Page, rec: dict[str, Any], label: s
         command=" ".join(command) if isinstance(command, list) else str(command or ""),
         config=json.dumps(rec["config"], indent=2, sort_keys=True),
         environment=json.dumps(rec["environment"], indent=2, sort_keys=True),
-        record_path=str(rec.get("_path", "")),
+        record_path=str(frame["record"].iloc[0]) if len(frame) else _run_name(rec) + ".json",
     )
 
 
