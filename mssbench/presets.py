@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="quick",
             summary="smoke run: one short epoch (60 steps of 512 rows), embeddings of 8, "
-            "layers of 64/32 and towers of 16: a first table in well under a minute on 2 CPU "
+            "layers of 64/32 and towers of 16: a first table in about a minute on 2 busy CPU "
             "cores; its numbers are not comparable with the leaderboards",
             training={"epochs": 1, "max_steps_per_epoch": 60, "batch_size": 512},
             params={

@@ -144,3 +144,14 @@ def test_lazy_callable_imports_on_call_and_keeps_names():
     assert ref.resolve() is json.dumps
     with pytest.raises(ValueError, match="module:attribute"):
         lazy("json.dumps")
+
+
+def test_presets_set_only_run_config_fields():
+    import dataclasses
+
+    from mssbench.config import RunConfig
+
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for preset in PRESETS.values():
+        assert set(preset.training) <= fields - {"model", "dataset", "params", "preset"}
+        RunConfig(model="m", dataset="d", **preset.training).validate()
