@@ -20,10 +20,16 @@ from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_er
 from mssbench.metrics import evaluate
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, RunHooks, load_registry
-from mssbench.records import ensure_writable, finish_record, start_record, write_record
+from mssbench.records import (
+    RunFacts,
+    ensure_writable,
+    finish_record,
+    start_record,
+    write_record,
+)
 from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
-from mssbench.runners.pretrain import pretrain_contrastive
+from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive
 from mssbench.runners.trainer import (
     SELECTION_METRIC,
     fit,
@@ -348,11 +354,7 @@ def _run(
         else ("Adam (fused, capturable)" if config.step == "graph" else "Adam (fused)")
     )
     config_dict["distributed"] = world.describe()
-    record = start_record(
-        config,
-        config_dict,
-        registry,
-        data,
+    facts = RunFacts(
         rows={"train": len(train), "valid": len(valid), "test": len(test)},
         counts=counts,
         n_params=n_params,
@@ -361,6 +363,7 @@ def _run(
         device=device,
         started_at=stamp.isoformat(),
     )
+    record = start_record(config, config_dict, registry, data, facts)
     hooks.run_start(record)
     log(
         f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
@@ -371,16 +374,11 @@ def _run(
     if config.pretrain == "contrastive":
         if world.enabled:
             raise ConfigError("--pretrain contrastive runs in one process, not under torchrun")
+        settings = PretrainSettings(
+            config.pretrain_epochs, config.batch_size, config.lr, config.seed
+        )
         record["pretraining"] = pretrain_contrastive(
-            model,
-            train,
-            model_name=config.model,
-            epochs=config.pretrain_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            device=device,
-            seed=config.seed,
-            log=log,
+            model, train, settings, model_name=config.model, device=device, log=log
         )
 
     checkpoint = checkpoint_path(out_dir, config, model_spec.version)

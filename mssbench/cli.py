@@ -23,6 +23,7 @@ from mssbench.config import (
 from mssbench.configfile import RAY_ONLY, config_file_option
 from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
+from mssbench.presets import PRESETS, get_preset
 from mssbench.trackers import configure as configure_trackers
 from mssbench.trackers import registered as registered_trackers
 
@@ -110,6 +111,11 @@ def plugin_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _progress(no_progress: bool) -> bool:
+    """Progress bars unless hidden, or stderr is not a terminal (a log file, CI)."""
+    return not no_progress and sys.stderr.isatty()
+
+
 def _registry(plugins: tuple[str, ...], disabled: tuple[str, ...], strict: bool) -> Registry:
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict)
     for problem in registry.problems:
@@ -141,12 +147,26 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Restrict the scenario set (datasets with a scenarios option), e.g. NL,ES,FR,US.",
         ),
         click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs."),
-        click.option("--batch-size", type=int, default=2048, show_default=True),
-        click.option("--eval-batch-size", type=int, default=65536, show_default=True),
+        click.option(
+            "--batch-size", type=int, default=2048, show_default=True, help="Training batch rows."
+        ),
+        click.option(
+            "--eval-batch-size",
+            type=int,
+            default=65536,
+            show_default=True,
+            help="Rows per validation and test batch.",
+        ),
         click.option(
             "--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."
         ),
-        click.option("--weight-decay", type=float, default=1e-6, show_default=True),
+        click.option(
+            "--weight-decay",
+            type=float,
+            default=1e-6,
+            show_default=True,
+            help="Adam weight decay (L2).",
+        ),
         click.option(
             "--patience",
             type=int,
@@ -270,10 +290,24 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
     metavar="KEY=VALUE",
     help="Model hyper-parameter (repeatable), e.g. -p n_experts=4 -p expert_hidden=256,128.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of initialisation and shuffling."
+)
+@click.option(
+    "--preset",
+    default=None,
+    metavar="NAME",
+    help="Start from a named configuration; options and -p given here win. "
+    + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+    + ".",
+)
 @training_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same config.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="Hide the progress bar (hidden anyway when stderr is not a terminal).",
+)
 @plugin_options
 @handle_errors
 @config_file_option("run")
@@ -287,6 +321,7 @@ def run(
     strict_plugins: bool,
     no_progress: bool,
     scenarios: str | None,
+    preset: str | None,
     **options: Any,
 ) -> None:
     """Train MODEL on DATASET, stop early on validation, report test AUC and logloss."""
@@ -300,12 +335,16 @@ def run(
         if "scenarios" not in registry.dataset(dataset).options:
             raise ConfigError(f"dataset {dataset!r} has no 'scenarios' option to restrict")
         options_given["scenarios"] = scenarios
+    params_given: dict[str, Any] = parse_assignments(params, "--param")
+    if preset is not None:
+        options, params_given = _apply_preset(preset, registry.model(model), options, params_given)
     config = RunConfig(
         model=model,
         dataset=dataset,
-        params=parse_assignments(params, "--param"),
+        params=params_given,
         data_options=options_given,
-        progress=not no_progress,
+        progress=_progress(no_progress),
+        preset=preset or "",
         **options,
     )
     result = api.run(config, registry=registry, log=lambda m: click.echo(m, err=True))
@@ -330,6 +369,20 @@ def run(
         f"{rec['wall_seconds']:.1f} s wall time on {rec['environment']['hardware']['device']}"
     )
     click.echo(f"Run record: {result.path}")
+
+
+def _apply_preset(
+    name: str, spec: Any, options: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options and params with preset ``name`` filling what the command line left at default."""
+    chosen = get_preset(name)
+    ctx = click.get_current_context()
+    given = {
+        key: value
+        for key, value in options.items()
+        if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+    }
+    return {**options, **chosen.training_for(given)}, {**chosen.params_for(spec.defaults), **params}
 
 
 def _check_executor_options(executor: str) -> None:
@@ -445,7 +498,7 @@ def suite(
         model="",
         dataset="",
         data_options=data_given,
-        progress=not no_progress,
+        progress=_progress(no_progress),
         resume=True,  # an interrupted run continues from its last epoch
         **options,
     )
@@ -561,14 +614,22 @@ def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str
 
 
 @main.command("plugins")
+@click.argument("name", required=False)
 @plugin_options
 @handle_errors
-def plugins_cmd(plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool) -> None:
-    """List registered models, datasets and metrics with the plugin that provides each.
+def plugins_cmd(
+    name: str | None, plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool
+) -> None:
+    """List registered models, datasets, metrics and trackers; with NAME, describe that one in full.
 
-    Plugins that only implement lifecycle hooks (trackers) are listed as kind ``hooks``.
+    Plugins that only implement lifecycle hooks are listed as kind ``hooks``.
     """
     registry = load_registry(plugins=plugins, disable=disabled, strict=strict_plugins)
+    if name is not None:
+        from mssbench.describe import describe
+
+        click.echo(describe(registry, name))
+        return
     rows = [
         ["model", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.models.items())
@@ -678,6 +739,7 @@ def leaderboard() -> None:
     help="Published numbers of other libraries, DIR/<dataset>.csv [default: OUT/reported].",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--no-site", is_flag=True, help="Skip the HTML site (OUT/site/index.html).")
 @click.option("--strict", is_flag=True, help="Fail if any record in RESULTS_DIR is rejected.")
 @plugin_options
 @handle_errors
@@ -686,12 +748,15 @@ def leaderboard_build(
     out: str,
     reported: str | None,
     no_plots: bool,
+    no_site: bool,
     strict: bool,
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
     """Write a Markdown page, a CSV and plots per dataset and protocol id from RESULTS_DIR.
+
+    Also writes a static HTML site, OUT/site/index.html (open it from disk; no server needed).
 
     Every valid run record below RESULTS_DIR is included (a contributed record too); a file
     that is not a valid finished record is listed with the reason and left out. The installed
@@ -718,6 +783,13 @@ def leaderboard_build(
     if result.removed:
         click.echo(f"Removed {len(result.removed)} stale file(s) of an earlier build.")
     click.echo(f"Index: {out}/README.md")
+    if not no_site:
+        from pathlib import Path
+
+        from mssbench.site import write_site
+
+        reported_dir = Path(reported) if reported is not None else Path(out) / "reported"
+        click.echo(f"Site: {write_site(result, out, reported_dir) / 'index.html'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,6 +79,8 @@ class RunConfig:
         pretrain_epochs: Epochs of contrastive pre-training.
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
+        preset: The :mod:`mssbench.presets` preset the values came from (``""``: none); a
+            record of where they came from only, the values themselves are the other fields.
     """
 
     model: str
@@ -108,9 +110,10 @@ class RunConfig:
     out: str = DEFAULT_OUT
     resume: bool = False
     progress: bool = True
+    preset: str = ""
 
     #: Fields that do not change a run's numbers and are left out of its hash.
-    NON_RESULT_FIELDS = ("out", "resume", "progress", "trackers", "tracker_uris")
+    NON_RESULT_FIELDS = ("out", "resume", "progress", "trackers", "tracker_uris", "preset")
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {

@@ -78,7 +78,7 @@ TEST_RULE = (
     f"with the best model, otherwise no test is made (p = n/a)"
 )
 
-_RESERVED_DIRS = {"reported", "runs"}  # published numbers; submitted run records
+_RESERVED_DIRS = {"reported", "runs", "site"}  # published numbers; run records; the HTML site
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._+-]+")
 
 

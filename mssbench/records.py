@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
@@ -784,19 +785,31 @@ def nan_to_none(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run knows once its data is loaded and its model built.
+
+    Attributes:
+        rows: Rows per split.
+        counts: Rows and positives per split and scenario (:func:`mssbench.data.contract.validate`).
+        n_params: Parameters of the built model.
+        load_seconds: Time to load the data.
+        metric_specs: The plugin metrics computed.
+        device: The training device.
+        started_at: ISO time stamp.
+    """
+
+    rows: Mapping[str, int]
+    counts: Mapping[str, Any]
+    n_params: int
+    load_seconds: float
+    metric_specs: list[Any]
+    device: torch.device
+    started_at: str
+
+
 def start_record(
-    config: Any,
-    resolved: Mapping[str, Any],
-    registry: Any,
-    data: Any,
-    *,
-    rows: Mapping[str, int],
-    counts: Mapping[str, Any],
-    n_params: int,
-    load_seconds: float,
-    metric_specs: list[Any],
-    device: torch.device,
-    started_at: str,
+    config: Any, resolved: Mapping[str, Any], registry: Any, data: Any, facts: RunFacts
 ) -> dict[str, Any]:
     """The record of a run that has started (``status: running``), as lifecycle hooks see it.
 
@@ -806,13 +819,7 @@ def start_record(
             the head and batching chosen, and the training facts such as ``shuffle``).
         registry: The loaded plugins.
         data: The :class:`mssbench.spec.LoadedDataset`.
-        rows: Rows per split.
-        counts: Rows and positives per split and scenario (:func:`mssbench.data.contract.validate`).
-        n_params: Parameters of the built model.
-        load_seconds: Time to load the data.
-        metric_specs: The plugin metrics computed.
-        device: The training device.
-        started_at: ISO time stamp.
+        facts: Rows, counts, parameters, timings, metrics and device of the run.
     """
     model_spec = registry.model(config.model)
     model_plugin = registry.plugin_of("model", config.model)
@@ -822,7 +829,7 @@ def start_record(
         "record_version": RECORD_SCHEMA_VERSION,
         "status": "running",
         "run_hash": config.result_hash(),
-        "started_at": started_at,
+        "started_at": facts.started_at,
         "command": command_line(),
         "model": {
             "name": config.model,
@@ -831,25 +838,25 @@ def start_record(
             "plugin": model_plugin,
             "source": plugin_source(registry, model_plugin),
             "version": model_spec.version,
-            "n_params": n_params,
+            "n_params": facts.n_params,
         },
         "dataset": {
             "name": config.dataset,
             "plugin": dataset_plugin,
             "source": plugin_source(registry, dataset_plugin),
             "schema": data.schema.to_dict(),
-            "rows": dict(rows),
-            "counts": jsonable(dict(counts)),
+            "rows": dict(facts.rows),
+            "counts": jsonable(dict(facts.counts)),
             "info": dict(data.info),
-            "load_seconds": load_seconds,
+            "load_seconds": facts.load_seconds,
         },
         "protocol": data.protocol.to_dict(),
         "config": {**resolved, "requested": jsonable(requested)},
-        "metrics": [_metric_info(registry, m) for m in metric_specs],
+        "metrics": [_metric_info(registry, m) for m in facts.metric_specs],
         "environment": {
             "versions": package_versions(),
             "git": git_commit(),
-            "hardware": hardware(device),
+            "hardware": hardware(facts.device),
         },
     }
 

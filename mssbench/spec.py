@@ -12,9 +12,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
-import torch
+if TYPE_CHECKING:  # torch is imported by whoever builds tensors: `mssbench --help` stays fast
+    import torch
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*$")
 

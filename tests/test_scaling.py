@@ -13,7 +13,10 @@ from mssbench.cli import main
 from mssbench.config import RunConfig
 from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError
-from mssbench.runners.pretrain import pretrain_contrastive, shared_representation, view_agreement
+from mssbench.runners.pretrain import (
+    PretrainSettings,
+    pretrain_contrastive,
+    shared_representation, view_agreement
 from mssbench.scaling.fit import MAX_EXPONENT, fit_power_law
 from mssbench.scaling.grid import Point, halvings, scale_width, scaled_params, width_params
 from mssbench.scaling.report import frontier
@@ -221,12 +224,9 @@ def test_contrastive_pretraining_makes_views_of_a_row_agree(registry):
     info = pretrain_contrastive(
         model,
         data.train,
+        PretrainSettings(epochs=3, batch_size=256, lr=3e-3, seed=0),
         model_name="shared_bottom",
-        epochs=3,
-        batch_size=256,
-        lr=3e-3,
         device=torch.device("cpu"),
-        seed=0,
         log=lambda _m: None,
     )
     represent = shared_representation(random_model, "shared_bottom")

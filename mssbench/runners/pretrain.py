@@ -18,6 +18,7 @@ Labels never reach the model here: views carry zero labels.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -107,16 +108,23 @@ def _projector(width: int, device: torch.device) -> nn.Module:
     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, out)).to(device)
 
 
+@dataclass(frozen=True)
+class PretrainSettings:
+    """How long and how fast the contrastive pre-training runs (the run's own values)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
 def pretrain_contrastive(
     model: nn.Module,
     train: Split,
+    settings: PretrainSettings,
     *,
     model_name: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
     device: torch.device,
-    seed: int,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Pre-train ``model``'s shared representation on ``train`` (labels unused).
@@ -127,17 +135,17 @@ def pretrain_contrastive(
     """
     represent = shared_representation(model, model_name)
     started = time.perf_counter()
-    before = view_agreement(model, represent, train, device, seed)
-    gen = torch.Generator().manual_seed(seed)
+    before = view_agreement(model, represent, train, device, settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
     with torch.no_grad():
         width = represent(train.batch(torch.arange(min(2, len(train)))).to(device)).shape[1]
     projector = _projector(width, device)
-    optimizer = torch.optim.Adam([*model.parameters(), *projector.parameters()], lr=lr)
+    optimizer = torch.optim.Adam([*model.parameters(), *projector.parameters()], lr=settings.lr)
     model.train()
     steps, mean_loss = 0, float("nan")
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         total, count = torch.zeros((), device=device), 0
-        for rows in torch.randperm(len(train), generator=gen).split(batch_size):
+        for rows in torch.randperm(len(train), generator=gen).split(settings.batch_size):
             if len(rows) < 2:
                 continue  # batch normalisation needs two rows; InfoNCE needs a negative
             batch = train.batch(rows)
@@ -151,11 +159,11 @@ def pretrain_contrastive(
             count += 1
         steps += count
         mean_loss = float(total) / max(count, 1)
-        log(f"contrastive pre-training epoch {epoch}/{epochs}: InfoNCE {mean_loss:.4f}")
-    after = view_agreement(model, represent, train, device, seed)
+        log(f"contrastive pre-training epoch {epoch}/{settings.epochs}: InfoNCE {mean_loss:.4f}")
+    after = view_agreement(model, represent, train, device, settings.seed)
     return {
         "method": "contrastive",
-        "epochs": epochs,
+        "epochs": settings.epochs,
         "steps": steps,
         "mask_prob": MASK_PROB,
         "temperature": TEMPERATURE,

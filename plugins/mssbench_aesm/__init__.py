@@ -1,8 +1,8 @@
 """AESM² model plugin (``aesm``)."""
 
 from mssbench import Constraint, ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
-from mssbench_aesm.model import AESM2
 
 #: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
 #: indicator and tower sizes are our choices (§2.6 "not published").
@@ -67,7 +67,7 @@ def mssbench_register_models():
             name="aesm",
             summary="AESM²: automatic selection of scenario-specific and shared experts over "
             "scenario then task layers (ESMM head where ctcvr implies ctr, else direct heads)",
-            build=AESM2,
+            build=lazy("mssbench_aesm.model:AESM2"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "

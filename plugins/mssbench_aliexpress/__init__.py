@@ -1,9 +1,13 @@
 """AliExpress (Tianchi 74690) dataset plugin: 5 countries = scenarios, tasks ctr and ctcvr."""
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_aliexpress.ingest import TIANCHI_URL, prepare
-from mssbench_aliexpress.loader import load
-from mssbench_aliexpress.probe import oov_probe
+from mssbench.lazy import lazy
+from mssbench_aliexpress.schema import TIANCHI_URL
+
+# Imported when first called: registering the plugin imports neither torch nor pyarrow.
+load = lazy("mssbench_aliexpress.loader:load")
+prepare = lazy("mssbench_aliexpress.ingest:prepare")
+oov_probe = lazy("mssbench_aliexpress.probe:oov_probe")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 

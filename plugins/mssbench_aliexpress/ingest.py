@@ -68,6 +68,7 @@ from mssbench_aliexpress.schema import (
     NUMERIC,
     PROTOCOL_VERSION,
     SPLIT_SALT,
+    TIANCHI_URL,
     VALID_FRACTION,
 )
 
@@ -88,7 +89,6 @@ __all__ = [
 ]
 
 DATASET = "aliexpress"
-TIANCHI_URL = "https://tianchi.aliyun.com/dataset/74690"
 CACHE_FORMAT = "mssbench-aliexpress-cache"
 #: Version of the cache layout; bump when files, dtypes or the encoding change.
 CACHE_VERSION = 1

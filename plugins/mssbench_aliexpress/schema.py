@@ -9,6 +9,8 @@ from typing import Sequence
 
 from mssbench.spec import CategoricalField, DatasetSchema, Implies, Protocol, Task
 
+#: Where users download the data (the dataset page on Tianchi).
+TIANCHI_URL = "https://tianchi.aliyun.com/dataset/74690"
 #: Countries in the canonical order; each is one scenario.
 COUNTRIES = ("NL", "ES", "FR", "US", "RU")
 #: The 16 categorical columns of the processed layout (7 user, 2 user, 7 item; specs/data.md).

@@ -1,7 +1,11 @@
 """``aliexpress-synth``: a SYNTHETIC AliExpress twin with planted MS-MT structure and an oracle."""
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_aliexpress_synth.loader import DEFAULT_OPTIONS, NAME, load
+from mssbench.lazy import lazy
+from mssbench_aliexpress_synth.options import DEFAULT_OPTIONS, NAME
+
+# Imported when first called: registering the plugin imports no torch.
+load = lazy("mssbench_aliexpress_synth.loader:load")
 
 __all__ = ["load", "mssbench_register_datasets"]
 

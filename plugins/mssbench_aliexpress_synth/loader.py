@@ -37,6 +37,7 @@ from mssbench_aliexpress_synth.generator import (
     SynthConfig,
     generate,
 )
+from mssbench_aliexpress_synth.options import DEFAULT_OPTIONS, NAME
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -48,15 +49,6 @@ __all__ = [
     "to_dataset",
 ]
 
-NAME = "aliexpress-synth"
-#: Options of the registered dataset (``-D key=value``).
-DEFAULT_OPTIONS: Mapping[str, Any] = {
-    "n_rows": 500_000,
-    "seed": 0,
-    "scenarios": ",".join(COUNTRIES),
-    "cache": "",
-    "cvr_scale": 4.0,
-}
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
 # Above this many rows, in-memory generation reports its progress too.

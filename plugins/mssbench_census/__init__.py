@@ -1,8 +1,11 @@
 """Census-Income (KDD) dataset plugin: two tasks (income, never married), four scenarios."""
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_census.loader import load
-from mssbench_census.probe import oov_probe
+from mssbench.lazy import lazy
+
+# Imported when first called: registering the plugin imports neither torch nor pandas.
+load = lazy("mssbench_census.loader:load")
+oov_probe = lazy("mssbench_census.probe:oov_probe")
 
 __all__ = ["load", "mssbench_register_datasets"]
 

@@ -1,8 +1,8 @@
 """Cross-stitch model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
-from mssbench_cross_stitch.model import CrossStitch
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -36,7 +36,7 @@ def mssbench_register_models():
         ModelSpec(
             name="cross_stitch",
             summary="Cross-stitch networks: one MLP column per task; scenario id as a feature",
-            build=CrossStitch,
+            build=lazy("mssbench_cross_stitch.model:CrossStitch"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "

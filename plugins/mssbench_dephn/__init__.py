@@ -1,6 +1,7 @@
 """DEPHN-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import (
     DROPOUT,
     NON_NEGATIVE,
@@ -9,7 +10,6 @@ from mssbench.spec import (
     WIDTHS,
     Constraint,
 )
-from mssbench_dephn.model import DEPHN
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -51,7 +51,7 @@ def mssbench_register_models():
             name="dephn",
             summary="DEPHN-style (our reconstruction): heterogeneous DNN/FM/cross/attention "
             "experts, per-(scenario, task) gates with a virtual gradient coefficient",
-            build=DEPHN,
+            build=lazy("mssbench_dephn.model:DEPHN"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "

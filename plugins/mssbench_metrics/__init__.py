@@ -1,7 +1,11 @@
 """Test metrics beyond AUC and log loss: average precision and normalized entropy."""
 
 from mssbench import MetricSpec, hookimpl
-from mssbench_metrics.metrics import average_precision, normalized_entropy
+from mssbench.lazy import lazy
+
+# Imported when first called: registering the plugin imports no torch.
+average_precision = lazy("mssbench_metrics.metrics:average_precision")
+normalized_entropy = lazy("mssbench_metrics.metrics:normalized_entropy")
 
 
 @hookimpl

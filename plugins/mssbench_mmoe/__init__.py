@@ -1,8 +1,8 @@
 """MMoE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
-from mssbench_mmoe.model import MMoE
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -31,7 +31,7 @@ def mssbench_register_models():
         ModelSpec(
             name="mmoe",
             summary="MMoE with one gate and tower per (scenario, task) (MMoE-ST)",
-            build=MMoE,
+            build=lazy("mssbench_mmoe.model:MMoE"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "

@@ -1,8 +1,8 @@
 """PLE model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
-from mssbench_ple.model import PLE
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -32,7 +32,7 @@ def mssbench_register_models():
         ModelSpec(
             name="ple",
             summary="PLE (CGC levels, torch-rechub routing); scenario id as a feature",
-            build=PLE,
+            build=lazy("mssbench_ple.model:PLE"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "

@@ -1,8 +1,8 @@
 """Shared-bottom model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
-from mssbench_shared_bottom.model import SharedBottom
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -28,7 +28,7 @@ def mssbench_register_models():
         ModelSpec(
             name="shared_bottom",
             summary="Shared-bottom (hard parameter sharing); scenario id as a feature",
-            build=SharedBottom,
+            build=lazy("mssbench_shared_bottom.model:SharedBottom"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Caruana, Multitask Learning, Machine Learning 28, 1997",

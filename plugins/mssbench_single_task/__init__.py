@@ -1,8 +1,8 @@
 """Single-task baseline model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
-from mssbench_single_task.model import SingleTask
 
 DEFAULTS = {
     "embed_dim": 128,
@@ -29,7 +29,7 @@ def mssbench_register_models():
             name="single_task",
             summary="Single-task baseline: a fully separate network per task; scenario id "
             "as a feature",
-            build=SingleTask,
+            build=lazy("mssbench_single_task.model:SingleTask"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "

@@ -1,8 +1,8 @@
 """STAR model plugin."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
-from mssbench_star.model import STAR
 
 DEFAULTS = {
     "embed_dim": 16,
@@ -33,7 +33,7 @@ def mssbench_register_models():
             name="star",
             summary="STAR: partitioned norm, one star-topology FCN per task, auxiliary network; "
             "scenario-pure batches (--batching mixed: 'STAR (mixed batches)')",
-            build=STAR,
+            build=lazy("mssbench_star.model:STAR"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "

@@ -1,8 +1,8 @@
 """SUPERMOE-style model plugin (our reconstruction; see README.md)."""
 
 from mssbench import ModelSpec, hookimpl
+from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE
-from mssbench_supermoe.model import SUPERMoE
 
 DEFAULTS = {
     "d_model": 64,
@@ -41,7 +41,7 @@ def mssbench_register_models():
             name="supermoe",
             summary="SUPERMOE-style (our reconstruction): field-token transformer with noisy "
             "top-k MoE FFNs, scenario token and task-indicator tokens",
-            build=SUPERMoE,
+            build=lazy("mssbench_supermoe.model:SUPERMoE"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
