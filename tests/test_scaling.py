@@ -16,7 +16,9 @@ from mssbench.errors import ConfigError
 from mssbench.runners.pretrain import (
     PretrainSettings,
     pretrain_contrastive,
-    shared_representation, view_agreement
+    shared_representation,
+    view_agreement,
+)
 from mssbench.scaling.fit import MAX_EXPONENT, fit_power_law
 from mssbench.scaling.grid import Point, halvings, scale_width, scaled_params, width_params
 from mssbench.scaling.report import frontier
