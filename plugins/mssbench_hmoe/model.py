@@ -39,7 +39,7 @@ def label_space_logit(
 
 
 class HMoE(nn.Module):
-    """Hybrid of mixture-of-experts models in the feature and the label space (HMoE).
+    """Hybrid of implicit and explicit Mixture-of-Experts (HMoE).
 
     Paper: Li et al., "Improving Multi-Scenario Learning to Rank in E-commerce by Exploiting
     Task Relationships in the Label Space", CIKM 2020, https://doi.org/10.1145/3340531.3412713
