@@ -1,0 +1,49 @@
+"""HiNet model plugin (``hinet``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_hinet.model import HiNet
+
+#: The official code's defaults (mrchor/HiNet ``src/HiNet.py`` flags) except ``embed_dim`` (32
+#: there; 16 here as for the other models, ``specs/models.md`` §1.2).
+DEFAULTS = {
+    "embed_dim": 16,
+    "n_shared_subexperts": 5,
+    "n_specific_subexperts": 5,
+    "subexpert_hidden": [128, 64],
+    "san_hidden": [128, 64],
+    "n_specific_experts": 2,
+    "n_shared_experts": 2,
+    "expert_hidden": [128, 64],
+    "tower_hidden": [128, 64],
+    "dropout": 0.5,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``hinet``."""
+    return [
+        ModelSpec(
+            name="hinet",
+            summary="HiNet: scenario extraction (shared and scenario-specific sub-expert "
+            "modules, scenario-aware attention) then a CGC per (scenario, task)",
+            build=HiNet,
+            defaults=DEFAULTS,
+            paper="Zhou et al., HiNet: Novel Multi-Scenario & Multi-Task Learning with "
+            "Hierarchical Information Extraction, ICDE 2023, https://arxiv.org/abs/2303.06095",
+            check_params={
+                "embed_dim": 4,
+                "n_shared_subexperts": 2,
+                "n_specific_subexperts": 2,
+                "subexpert_hidden": [8],
+                "san_hidden": [8],
+                "expert_hidden": [8],
+                "tower_hidden": [8],
+                "dropout": 0.1,
+            },
+            tags={
+                "scenario_handling": "scenario-specific sub-expert modules, attention over the "
+                "other scenarios' representations, gates and towers per (scenario, task)"
+            },
+        )
+    ]

@@ -1,0 +1,41 @@
+"""HMoE model plugin (``hmoe``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_hmoe.model import HMoE
+
+#: Widths are MMLRec's HMoE defaults (the paper's are not known to us); embed_dim as §1.2.
+DEFAULTS = {
+    "embed_dim": 16,
+    "n_experts": 4,
+    "expert_hidden": [256, 128],
+    "tower_hidden": [64],
+    "dropout": 0.0,
+    "label_space": True,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``hmoe``."""
+    return [
+        ModelSpec(
+            name="hmoe",
+            summary="HMoE: MMoE gates and towers per (scenario, task), predictions of all "
+            "scenarios combined by a label-space gate with other scenarios gradient-blocked",
+            build=HMoE,
+            defaults=DEFAULTS,
+            paper="Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by "
+            "Exploiting Task Relationships in the Label Space, CIKM 2020, "
+            "https://doi.org/10.1145/3340531.3412713",
+            check_params={
+                "embed_dim": 4,
+                "n_experts": 3,
+                "expert_hidden": [16, 8],
+                "tower_hidden": [8],
+            },
+            tags={
+                "scenario_handling": "gates and towers per (scenario, task); each scenario's "
+                "prediction mixes all scenarios' predictions (others gradient-blocked)"
+            },
+        )
+    ]

@@ -1,0 +1,44 @@
+"""M2M model plugin (``m2m``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_m2m.model import M2M
+
+#: The paper publishes no widths: these are ours (4 experts as in Scenario-Wise-Rec's M2M).
+DEFAULTS = {
+    "embed_dim": 16,
+    "field_transformer_layers": 1,
+    "n_heads": 2,
+    "n_experts": 4,
+    "expert_hidden": [128, 64],
+    "meta_dim": 32,
+    "meta_tower_layers": 2,
+    "dropout": 0.0,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``m2m``."""
+    return [
+        ModelSpec(
+            name="m2m",
+            summary="M2M: experts over field tokens, meta attention and residual meta towers "
+            "whose weights are generated from the scenario",
+            build=M2M,
+            defaults=DEFAULTS,
+            paper="Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta "
+            "Learning Approach for Advertiser Modeling, WSDM 2022, "
+            "https://arxiv.org/abs/2201.06814",
+            check_params={
+                "embed_dim": 4,
+                "n_experts": 3,
+                "expert_hidden": [8],
+                "meta_dim": 6,
+                "meta_tower_layers": 1,
+            },
+            tags={
+                "scenario_handling": "scenario embedding -> scenario knowledge that generates "
+                "the meta attention's and the meta towers' weights"
+            },
+        )
+    ]

@@ -1,0 +1,49 @@
+"""PEPNet and EPNet model plugin (``pepnet``, ``epnet``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_pepnet.model import PEPNet, build_epnet
+
+PAPER = (
+    "Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
+    "Personalized Prior Information, KDD 2023, https://arxiv.org/abs/2302.01115"
+)
+
+#: ``gamma`` is the paper's; the widths are ours (the paper does not publish them).
+EPNET_DEFAULTS = {
+    "embed_dim": 16,
+    "tower_hidden": [128, 64],
+    "gate_hidden": 64,
+    "gamma": 2.0,
+    "epnet_gate": "field",
+    "dropout": 0.0,
+}
+DEFAULTS = dict(EPNET_DEFAULTS)
+
+CHECK_PARAMS = {"embed_dim": 4, "tower_hidden": [16, 8], "gate_hidden": 8}
+SCENARIO_HANDLING = "scenario embedding as the gates' prior: it scales the field embeddings"
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``pepnet`` and ``epnet``."""
+    return [
+        ModelSpec(
+            name="pepnet",
+            summary="PEPNet: scenario-gated embeddings (EPNet) and per-layer gates on every "
+            "task tower (PPNet)",
+            build=PEPNet,
+            defaults=DEFAULTS,
+            paper=PAPER,
+            check_params=CHECK_PARAMS,
+            tags={"scenario_handling": SCENARIO_HANDLING + " and every task tower layer"},
+        ),
+        ModelSpec(
+            name="epnet",
+            summary="EPNet (PEPNet without PPNet): scenario-gated embeddings, one tower per task",
+            build=build_epnet,
+            defaults=EPNET_DEFAULTS,
+            paper=PAPER,
+            check_params=CHECK_PARAMS,
+            tags={"scenario_handling": SCENARIO_HANDLING},
+        ),
+    ]

@@ -1,0 +1,44 @@
+"""SAR-Net model plugin (``sarnet``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_sarnet.model import SARNet
+
+#: Expert counts are Scenario-Wise-Rec's SAR-Net defaults (8 shared, 2 per scenario); the
+#: paper's values are not known to us; widths are ours.
+DEFAULTS = {
+    "embed_dim": 16,
+    "attention_dim": 16,
+    "n_shared_experts": 8,
+    "n_specific_experts": 2,
+    "expert_hidden": [64],
+    "tower_hidden": [32, 32],
+    "dropout": 0.0,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``sarnet``."""
+    return [
+        ModelSpec(
+            name="sarnet",
+            summary="SAR-Net (tabular adaptation: scenario-aware attention over fields, no "
+            "debias network): scenario-specific transfer, shared and per-scenario experts",
+            build=SARNet,
+            defaults=DEFAULTS,
+            paper="Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized "
+            "Fair Recommendation in Hundreds of Travel Scenarios, CIKM 2021, "
+            "https://arxiv.org/abs/2110.06475",
+            check_params={
+                "embed_dim": 4,
+                "attention_dim": 4,
+                "n_shared_experts": 2,
+                "expert_hidden": [8],
+                "tower_hidden": [8],
+            },
+            tags={
+                "scenario_handling": "scenario-query attention over the fields, scenario-specific "
+                "scale and shift of the input, per-scenario experts and gates"
+            },
+        )
+    ]
