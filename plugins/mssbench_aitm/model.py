@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mssbench.nn import FeatureEncoder, GroupedLinear
