@@ -13,6 +13,7 @@ from tabulate import tabulate
 from mssbench.config import DEFAULT_OUT, PRECISIONS, RunConfig, parse_assignments
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
+from mssbench.spec import HEADS
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -133,7 +134,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--head",
-            type=click.Choice(["auto", "direct", "esmm"]),
+            type=click.Choice(["auto", *HEADS]),
             default="auto",
             show_default=True,
             help="esmm: CTCVR = CTR x CVR in log space, any model; auto: the model default.",

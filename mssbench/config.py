@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from mssbench.errors import ConfigError
+from mssbench.spec import HEADS
 
 DEFAULT_OUT = "mssbench-runs"
 
@@ -100,8 +101,8 @@ class RunConfig:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        if self.head not in ("auto", "direct", "esmm"):
-            raise ConfigError(f"--head must be auto, direct or esmm, got {self.head!r}")
+        if self.head not in ("auto", *HEADS):
+            raise ConfigError(f"--head must be auto, {' or '.join(HEADS)}, got {self.head!r}")
         if self.batching not in ("auto", "mixed", "scenario_pure"):
             raise ConfigError(
                 f"--batching must be auto, mixed or scenario_pure, got {self.batching!r}"

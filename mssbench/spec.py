@@ -453,6 +453,14 @@ class ModelSpec:
             raise SpecError(
                 f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}"
             )
+        heads = self.tags.get("heads")
+        if heads is not None and (
+            isinstance(heads, str) or not heads or any(h not in HEADS for h in heads)
+        ):
+            raise SpecError(
+                f"model {self.name!r}: tag heads must be a non-empty list of "
+                f"{', '.join(HEADS)}, got {heads!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -500,6 +508,9 @@ class DatasetSpec:
                 f"dataset {self.name!r}: options are not JSON-serialisable: {exc}"
             ) from None
 
+
+#: The heads the core can put on a model's logits (``--head``, and a spec's ``heads`` tag).
+HEADS = ("direct", "esmm")
 
 #: Metric names the core computes itself (and the prefix of its macro keys): not for plugins.
 RESERVED_METRIC_NAMES = ("auc", "logloss")
