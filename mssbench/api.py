@@ -37,7 +37,7 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import LoadedDataset, MetricSpec, SpecError, Split
+from mssbench.spec import DatasetSchema, LoadedDataset, MetricSpec, ModelSpec, SpecError, Split
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -285,6 +285,27 @@ def run(
         distributed.teardown(world)
 
 
+def check_head_supported(
+    model_spec: ModelSpec, head: str, schema: DatasetSchema, dataset: str
+) -> None:
+    """Raise :class:`ConfigError` if the model's ``heads`` tag does not list ``head``.
+
+    A model whose loss only makes sense with one head (AITM's calibrator compares end-to-end
+    probabilities; ESCM²'s counterfactual risk needs the CVR tower under the ESMM head) lists
+    the heads it supports in the tag ``heads``; without the tag every head is allowed.
+    """
+    supported = model_spec.tags.get("heads")
+    if supported is None or head in supported:
+        return
+    reason = ""
+    if "esmm" in supported and not schema.relations:
+        reason = f": dataset {dataset!r} has no click -> purchase relation for the ESMM head"
+    raise ConfigError(
+        f"model {model_spec.name!r} supports only --head {', '.join(supported)}, "
+        f"not {head!r}{reason}"
+    )
+
+
 def _run(
     config: RunConfig,
     registry: Registry,
@@ -322,6 +343,8 @@ def _run(
     if head == "auto":
         # A model's preferred head applies where the tasks allow it (click -> purchase).
         head = str(model_spec.tags.get("head", "direct")) if schema.relations else "direct"
+
+    check_head_supported(model_spec, head, schema, config.dataset)
 
     seed_everything(config.seed)
     model = build_model(registry, config.model, schema, params)

@@ -26,6 +26,7 @@ from mssbench.plugins import Registry, load_registry
 from mssbench.presets import PRESETS, get_preset
 from mssbench.trackers import configure as configure_trackers
 from mssbench.trackers import registered as registered_trackers
+from mssbench.spec import HEADS
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -186,7 +187,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--head",
-            type=click.Choice(["auto", "direct", "esmm"]),
+            type=click.Choice(["auto", *HEADS]),
             default="auto",
             show_default=True,
             help="esmm: CTCVR = CTR x CVR in log space, any model; auto: the model default.",

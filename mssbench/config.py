@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from mssbench.errors import ConfigError, brief, brief_repr
-from mssbench.spec import Constraint
+from mssbench.spec import HEADS, Constraint
 
 DEFAULT_OUT = "mssbench-runs"
 
@@ -141,7 +141,7 @@ class RunConfig:
     #: Allowed values of the choice options.
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "precision": PRECISIONS,
-        "head": ("auto", "direct", "esmm"),
+        "head": ("auto", *HEADS),
         "batching": ("auto", "mixed", "scenario_pure"),
     }
 

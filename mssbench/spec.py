@@ -34,6 +34,7 @@ __all__ = [
     "Split",
     "SpecError",
     "Task",
+    "resolve_aux_loss",
 ]
 
 
@@ -200,11 +201,39 @@ class ModelOutput(NamedTuple):
     Attributes:
         logits: ``[B, T]`` logits for each sample's own scenario, in the schema's task order.
         aux_loss: Scalar tensor, already weighted by the model's own coefficients; a zero
-            tensor for models without auxiliary terms.
+            tensor for models without auxiliary terms. A model whose extra loss needs the
+            labels (ESCM²'s counterfactual CVR risk) returns instead a function
+            ``aux_loss(labels) -> scalar tensor``: ``forward`` still never reads the labels;
+            in training the core calls the function once with the batch's ``[B, T]`` float
+            labels (:func:`resolve_aux_loss`) and adds the result to the loss. The function
+            may use any tensor of the forward pass (it is a closure over them).
     """
 
     logits: torch.Tensor
-    aux_loss: torch.Tensor
+    aux_loss: torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_aux_loss(
+    aux_loss: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
+    """The auxiliary loss of one forward pass as a scalar tensor.
+
+    Args:
+        aux_loss: :attr:`ModelOutput.aux_loss`: a scalar tensor, or a function of the labels.
+        labels: ``[B, T]`` float labels of the batch the forward pass saw.
+
+    Returns:
+        ``aux_loss`` itself, or ``aux_loss(labels)``.
+
+    Raises:
+        SpecError: The value (or the function's result) is not a scalar tensor.
+    """
+    value = aux_loss(labels) if callable(aux_loss) else aux_loss
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        what = "aux_loss(labels)" if callable(aux_loss) else "aux_loss"
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise SpecError(f"{what} must be a scalar tensor, got {shape}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -473,7 +502,8 @@ class ModelSpec:
         paper: Title, venue and link of the paper the model follows.
         tags: Declared properties the core and the conformance suite act on, e.g.
             ``{"batching": "scenario_pure"}`` for a model whose faithful training uses
-            single-scenario batches.
+            single-scenario batches, ``{"head": "esmm"}`` for its preferred head where the tasks
+            allow it, ``{"heads": ["direct"]}`` for the only heads it supports.
         expected_failed_checks: ``{check_name: reason}`` for conformance checks known to fail.
         check_params: Hyper-parameter overrides the conformance suite builds with, to keep the
             checks fast (smaller widths); keys must be keys of ``defaults``.
@@ -536,6 +566,14 @@ class ModelSpec:
             raise SpecError(
                 f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}"
             )
+        heads = self.tags.get("heads")
+        if heads is not None and (
+            isinstance(heads, str) or not heads or any(h not in HEADS for h in heads)
+        ):
+            raise SpecError(
+                f"model {self.name!r}: tag heads must be a non-empty list of "
+                f"{', '.join(HEADS)}, got {heads!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -583,6 +621,9 @@ class DatasetSpec:
                 f"dataset {self.name!r}: options are not JSON-serialisable: {exc}"
             ) from None
 
+
+#: The heads the core can put on a model's logits (``--head``, and a spec's ``heads`` tag).
+HEADS = ("direct", "esmm")
 
 #: Metric names the core computes itself (and the prefix of its macro keys): not for plugins.
 RESERVED_METRIC_NAMES = ("auc", "logloss")

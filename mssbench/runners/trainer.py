@@ -40,7 +40,7 @@ from mssbench.runners.distributed import (
 from mssbench.runners.graph_step import StaticStep, run_epoch
 from mssbench.runners.host_memory import retained_host_memory
 from mssbench.runners.streaming import DEFAULT_CHUNK_ROWS, ChunkStream
-from mssbench.spec import Batch, DatasetSchema, Split
+from mssbench.spec import Batch, DatasetSchema, SpecError, Split, resolve_aux_loss
 
 #: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -281,8 +281,10 @@ def _validate_output(out: Any, batch_rows: int, n_tasks: int, model_name: str) -
             f"model {model_name!r}: logits must be [B, T] = [{batch_rows}, {n_tasks}], "
             f"got {list(logits.shape)}"
         )
-    if aux.dim() != 0:
-        raise TrainingError(f"model {model_name!r}: aux_loss must be a scalar tensor")
+    if not callable(aux) and (not isinstance(aux, torch.Tensor) or aux.dim() != 0):
+        raise TrainingError(
+            f"model {model_name!r}: aux_loss must be a scalar tensor or a function of the labels"
+        )
 
 
 def task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
@@ -307,7 +309,8 @@ def training_loss(
 
     Args:
         logits: ``[B, T]`` model logits (any float dtype; the loss is float32).
-        aux: Scalar auxiliary loss of the model.
+        aux: Scalar auxiliary loss of the model, or its function of the labels
+            (:func:`~mssbench.spec.resolve_aux_loss`).
         labels: ``[B, T]`` float labels.
         weights: ``[T]`` task weights (:func:`task_weights`).
         row_scale: ``None``: each task's BCE is the mean over the rows. Otherwise the sum over
@@ -316,7 +319,7 @@ def training_loss(
     """
     per_row = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
     per_task = per_row.mean(0) if row_scale is None else per_row.sum(0) * row_scale  # [T]
-    return (per_task * weights).sum() + aux.float()
+    return (per_task * weights).sum() + resolve_aux_loss(aux, labels).float()
 
 
 def make_optimizer(
@@ -664,7 +667,10 @@ def fit(
                     # DDP averages gradients over ranks: scaling each shard's sum by
                     # world / global rows makes that average the gradient of the global mean.
                     row_scale = world.size / len(idx) if world.enabled else None
-                    loss = training_loss(logits, aux, batch.labels, weights, row_scale)
+                    try:
+                        loss = training_loss(logits, aux, batch.labels, weights, row_scale)
+                    except SpecError as exc:
+                        raise TrainingError(f"model {model_name!r}: {exc}") from None
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from mssbench.errors import describe_error
-from mssbench.spec import Batch, DatasetSchema, ModelOutput, ModelSpec, SpecError
+from mssbench.spec import (
+    Batch,
+    DatasetSchema,
+    ModelOutput,
+    ModelSpec,
+    SpecError,
+    resolve_aux_loss,
+)
 from mssbench.testing.synthetic import make_schema, make_split
 
 Check = Callable[[ModelSpec, DatasetSchema], None]
@@ -60,6 +67,14 @@ def _forward(model: torch.nn.Module, batch: Batch) -> ModelOutput:
         f"forward must return ModelOutput(logits, aux_loss), got {type(out).__name__}"
     )
     return ModelOutput(*out)
+
+
+def _aux(out: ModelOutput, batch: Batch) -> torch.Tensor:
+    """The scalar auxiliary loss of ``out`` (a function of the labels is called with them)."""
+    try:
+        return resolve_aux_loss(out.aux_loss, batch.labels)
+    except SpecError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = 1e-5) -> None:
@@ -95,12 +110,13 @@ def check_output_shape_and_dtype(spec: ModelSpec, schema: DatasetSchema) -> None
     for mode, sizes in (("eval", (1, 2, 7, 64)), ("train", (2, 64))):
         getattr(model, mode)()
         for b in sizes:
-            out = _forward(model, _batch(schema, b))
+            batch = _batch(schema, b)
+            out = _forward(model, batch)
             assert tuple(out.logits.shape) == (b, schema.n_tasks), (
                 f"{mode} B={b}: logits {list(out.logits.shape)}, expected [{b}, {schema.n_tasks}]"
             )
             assert out.logits.is_floating_point(), f"logits dtype {out.logits.dtype}"
-            assert out.aux_loss.dim() == 0, f"aux_loss shape {list(out.aux_loss.shape)}"
+            _aux(out, batch)  # a scalar tensor, or a function of the labels giving one
 
 
 def check_finite_outputs_and_loss(spec: ModelSpec, schema: DatasetSchema) -> None:
@@ -109,8 +125,9 @@ def check_finite_outputs_and_loss(spec: ModelSpec, schema: DatasetSchema) -> Non
     batch = _batch(schema, 64)
     out = _forward(model, batch)
     assert torch.isfinite(out.logits).all(), "non-finite logits"
-    assert torch.isfinite(out.aux_loss), "non-finite aux_loss"
-    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+    aux = _aux(out, batch)
+    assert torch.isfinite(aux), "non-finite aux_loss"
+    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + aux
     assert torch.isfinite(loss), "non-finite loss"
 
 
@@ -164,7 +181,7 @@ def check_state_dict_roundtrip(spec: ModelSpec, schema: DatasetSchema) -> None:
     model.train()
     for _ in range(3):
         out = _forward(model, batch)
-        loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+        loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + _aux(out, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -187,7 +204,7 @@ def check_every_parameter_gets_gradient(spec: ModelSpec, schema: DatasetSchema) 
     batch = _batch(schema, 256)
     assert set(batch.scenario.tolist()) == set(range(schema.n_scenarios))
     out = _forward(model, batch)
-    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + out.aux_loss
+    loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels) + _aux(out, batch)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {', '.join(missing[:10])}"
@@ -220,7 +237,7 @@ def check_learns(spec: ModelSpec, schema: DatasetSchema) -> None:
         out = _forward(model, batch)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.labels)
         opt.zero_grad()
-        (loss + out.aux_loss).backward()
+        (loss + _aux(out, batch)).backward()
         opt.step()
         losses.append(loss.item())
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10

@@ -1,0 +1,39 @@
+"""ESCM² model plugin (``escm2``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_escm2.model import ESCM2
+
+#: The official configuration (PaddleRec ``models/multitask/escm2/config_bigdata.yaml``).
+DEFAULTS = {
+    "embed_dim": 12,
+    "n_experts": 8,
+    "expert_hidden": [16],
+    "tower_hidden": [8],
+    "counterfactual": "dr",
+    "counterfactual_weight": 0.5,
+    "global_weight": 0.5,
+    "max_weight": 15.0,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``escm2``."""
+    return [
+        ModelSpec(
+            name="escm2",
+            summary="ESCM²: ESMM over an MMoE backbone with a counterfactual CVR risk "
+            "(IPS or DR, inverse click propensity on clicked rows); scenario id as a feature",
+            build=ESCM2,
+            defaults=DEFAULTS,
+            paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "
+            "Post-Click Conversion Rate Estimation, SIGIR 2022, "
+            "https://doi.org/10.1145/3477495.3531972",
+            check_params={"embed_dim": 4, "n_experts": 3, "expert_hidden": [16]},
+            tags={
+                "head": "esmm",
+                "heads": ["esmm"],
+                "scenario_handling": "scenario as input feature",
+            },
+        )
+    ]

@@ -1,0 +1,33 @@
+"""ESMM model plugin (``esmm``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_esmm.model import ESMM
+
+#: The paper's setup as commonly reported (embedding 18 per field, towers 360-200-80, no
+#: dropout); see README.
+DEFAULTS = {
+    "embed_dim": 18,
+    "tower_hidden": [360, 200, 80],
+    "dropout": 0.0,
+    "scenario_towers": False,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``esmm``."""
+    return [
+        ModelSpec(
+            name="esmm",
+            summary="ESMM: shared embeddings, independent CTR and CVR towers, "
+            "p_ctcvr = p_ctr * p_cvr (ESMM head where ctcvr implies ctr, else direct heads); "
+            "scenario id as a feature",
+            build=ESMM,
+            defaults=DEFAULTS,
+            paper="Ma et al., Entire Space Multi-Task Model: An Effective Approach for "
+            "Estimating Post-Click Conversion Rate, SIGIR 2018, "
+            "https://doi.org/10.1145/3209978.3210104",
+            check_params={"embed_dim": 4, "tower_hidden": [16, 8]},
+            tags={"head": "esmm", "scenario_handling": "scenario as input feature"},
+        )
+    ]

@@ -1,0 +1,34 @@
+"""OMoE model plugin (``omoe``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_omoe.model import OMoE
+
+#: MTReclib's AliExpress configuration (``main.py``), the same as ``mmoe``'s.
+DEFAULTS = {
+    "embed_dim": 128,
+    "n_experts": 8,
+    "expert_hidden": [512, 256],
+    "tower_hidden": [128, 64],
+    "dropout": 0.2,
+    "mode": "st",
+    "scenario_as_feature": False,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``omoe``."""
+    return [
+        ModelSpec(
+            name="omoe",
+            summary="OMoE: one gate shared by all tasks (one per scenario), tower per "
+            "(scenario, task)",
+            build=OMoE,
+            defaults=DEFAULTS,
+            paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
+            "Multi-gate Mixture-of-Experts (one-gate baseline), KDD 2018, "
+            "https://doi.org/10.1145/3219819.3220007",
+            check_params={"embed_dim": 8, "expert_hidden": [32, 16], "tower_hidden": [16]},
+            tags={"scenario_handling": "scenario-specific gate (shared by tasks) and towers"},
+        )
+    ]

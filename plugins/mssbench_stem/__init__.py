@@ -1,0 +1,41 @@
+"""STEM model plugin (``stem``)."""
+
+from mssbench import ModelSpec, hookimpl
+from mssbench_stem.model import STEM
+
+#: The official TiktokLarge configuration (``config/model_config.yaml``, ``STEM_TiktokLarge``).
+DEFAULTS = {
+    "embed_dim": 16,
+    "n_layers": 1,
+    "n_specific_experts": 1,
+    "n_shared_experts": 8,
+    "expert_hidden": [512, 512, 512],
+    "gate_hidden": [128, 64],
+    "tower_hidden": [128, 64],
+    "dropout": 0.0,
+}
+
+
+@hookimpl
+def mssbench_register_models():
+    """Register ``stem``."""
+    return [
+        ModelSpec(
+            name="stem",
+            summary="STEM: shared and task-specific embeddings, gates that read every task's "
+            "experts but train only their own (all forward, task-specific backward); "
+            "scenario id as a feature",
+            build=STEM,
+            defaults=DEFAULTS,
+            paper="Su et al., STEM: Unleashing the Power of Embeddings for Multi-task "
+            "Recommendation, AAAI 2024, https://doi.org/10.1609/aaai.v38i8.28749",
+            check_params={
+                "embed_dim": 4,
+                "n_shared_experts": 2,
+                "expert_hidden": [16],
+                "gate_hidden": [8],
+                "tower_hidden": [8],
+            },
+            tags={"scenario_handling": "scenario as input feature"},
+        )
+    ]
