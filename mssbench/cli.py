@@ -24,9 +24,9 @@ from mssbench.configfile import RAY_ONLY, config_file_option
 from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
 from mssbench.presets import PRESETS, get_preset
+from mssbench.spec import HEADS
 from mssbench.trackers import configure as configure_trackers
 from mssbench.trackers import registered as registered_trackers
-from mssbench.spec import HEADS
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,7 +1,7 @@
 """AdaSparse model plugin (``adasparse``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_adasparse.model import AdaSparse
+from mssbench.lazy import lazy
 
 #: form, epsilon, beta, alpha0 and delta_alpha are Scenario-Wise-Rec's AdaSparse defaults (the
 #: paper's values are not known to us; beta = 2 bounds the factors as in the paper's scaling
@@ -27,7 +27,7 @@ def mssbench_register_models():
             summary="AdaSparse (scaling/fusion weighting factors, no sparsity regulariser): "
             "scenario-aware pruners scale the embeddings and every hidden layer of each task's "
             "network",
-            build=AdaSparse,
+            build=lazy("mssbench_adasparse.model:AdaSparse"),
             defaults=DEFAULTS,
             paper="Yang et al., AdaSparse: Learning Adaptively Sparse Structures for "
             "Multi-Domain Click-Through Rate Prediction, CIKM 2022, "

@@ -1,7 +1,7 @@
 """AITM model plugin (``aitm``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_aitm.model import AITM
+from mssbench.lazy import lazy
 
 #: The official code's configuration (``xidongbo/AITM``, ``AITM.py``): embedding 5, towers
 #: 128-64-32, keep probabilities 0.9/0.7/0.7, label-constraint weight 0.6.
@@ -21,7 +21,7 @@ def mssbench_register_models():
             name="aitm",
             summary="AITM: task towers with adaptive information transfer along the conversion "
             "chain and the behavioural expectation calibrator; scenario id as a feature",
-            build=AITM,
+            build=lazy("mssbench_aitm.model:AITM"),
             defaults=DEFAULTS,
             paper="Xi et al., Modeling the Sequential Dependence among Audience Multi-step "
             "Conversions with Multi-task Learning in Targeted Display Advertising, KDD 2021, "

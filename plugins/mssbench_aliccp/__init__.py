@@ -1,7 +1,12 @@
 """Ali-CCP (Tianchi 408) dataset plugin: field 301 = scenario, tasks ctr and ctcvr."""
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_aliccp.loader import TIANCHI_URL, load, prepare
+from mssbench.lazy import lazy
+from mssbench_aliccp.meta import TIANCHI_URL
+
+# Imported when first called: registering the plugin imports neither torch nor pyarrow.
+load = lazy("mssbench_aliccp.loader:load")
+prepare = lazy("mssbench_aliccp.loader:prepare")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 

@@ -41,9 +41,9 @@ from mssbench.data import (
 )
 from mssbench.errors import DataError
 from mssbench.spec import Implies, LoadedDataset, Protocol, Task
+from mssbench_aliccp.meta import TIANCHI_URL
 
 DATASET = "ali-ccp"
-TIANCHI_URL = "https://tianchi.aliyun.com/dataset/408"
 CACHE_FORMAT = "mssbench-ali-ccp"
 CACHE_VERSION = 1
 PROTOCOL_VERSION = 1

@@ -1,7 +1,7 @@
 """ESCM² model plugin (``escm2``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_escm2.model import ESCM2
+from mssbench.lazy import lazy
 
 #: The official configuration (PaddleRec ``models/multitask/escm2/config_bigdata.yaml``).
 DEFAULTS = {
@@ -24,7 +24,7 @@ def mssbench_register_models():
             name="escm2",
             summary="ESCM²: ESMM over an MMoE backbone with a counterfactual CVR risk "
             "(IPS or DR, inverse click propensity on clicked rows); scenario id as a feature",
-            build=ESCM2,
+            build=lazy("mssbench_escm2.model:ESCM2"),
             defaults=DEFAULTS,
             paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "
             "Post-Click Conversion Rate Estimation, SIGIR 2022, "

@@ -1,7 +1,7 @@
 """ESMM model plugin (``esmm``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_esmm.model import ESMM
+from mssbench.lazy import lazy
 
 #: The paper's setup as commonly reported (embedding 18 per field, towers 360-200-80, no
 #: dropout); see README.
@@ -22,7 +22,7 @@ def mssbench_register_models():
             summary="ESMM: shared embeddings, independent CTR and CVR towers, "
             "p_ctcvr = p_ctr * p_cvr (ESMM head where ctcvr implies ctr, else direct heads); "
             "scenario id as a feature",
-            build=ESMM,
+            build=lazy("mssbench_esmm.model:ESMM"),
             defaults=DEFAULTS,
             paper="Ma et al., Entire Space Multi-Task Model: An Effective Approach for "
             "Estimating Post-Click Conversion Rate, SIGIR 2018, "

@@ -1,7 +1,7 @@
 """HiNet model plugin (``hinet``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_hinet.model import HiNet
+from mssbench.lazy import lazy
 
 #: The official code's defaults (mrchor/HiNet ``src/HiNet.py`` flags) except ``embed_dim`` (32
 #: there; 16 here as for the other models, ``specs/models.md`` §1.2).
@@ -27,7 +27,7 @@ def mssbench_register_models():
             name="hinet",
             summary="HiNet: scenario extraction (shared and scenario-specific sub-expert "
             "modules, scenario-aware attention) then a CGC per (scenario, task)",
-            build=HiNet,
+            build=lazy("mssbench_hinet.model:HiNet"),
             defaults=DEFAULTS,
             paper="Zhou et al., HiNet: Novel Multi-Scenario & Multi-Task Learning with "
             "Hierarchical Information Extraction, ICDE 2023, https://arxiv.org/abs/2303.06095",

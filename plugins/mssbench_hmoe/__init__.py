@@ -1,7 +1,7 @@
 """HMoE model plugin (``hmoe``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_hmoe.model import HMoE
+from mssbench.lazy import lazy
 
 #: Widths are MMLRec's HMoE defaults (the paper's are not known to us); embed_dim as §1.2.
 DEFAULTS = {
@@ -22,7 +22,7 @@ def mssbench_register_models():
             name="hmoe",
             summary="HMoE: MMoE gates and towers per (scenario, task), predictions of all "
             "scenarios combined by a label-space gate with other scenarios gradient-blocked",
-            build=HMoE,
+            build=lazy("mssbench_hmoe.model:HMoE"),
             defaults=DEFAULTS,
             paper="Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by "
             "Exploiting Task Relationships in the Label Space, CIKM 2020, "

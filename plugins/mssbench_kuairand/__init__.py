@@ -3,7 +3,12 @@
 from functools import partial
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_kuairand.loader import KUAIRAND_URL, TITLES, load, prepare
+from mssbench.lazy import lazy
+from mssbench_kuairand.meta import KUAIRAND_URL, TITLES
+
+# Imported when first called: registering the plugin imports neither torch nor pandas.
+load = lazy("mssbench_kuairand.loader:load")
+prepare = lazy("mssbench_kuairand.loader:prepare")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 

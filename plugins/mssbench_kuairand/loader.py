@@ -38,8 +38,8 @@ from mssbench.data import (
 )
 from mssbench.errors import DataError
 from mssbench.spec import LoadedDataset, Protocol, Task
+from mssbench_kuairand.meta import KUAIRAND_URL, TITLES
 
-KUAIRAND_URL = "https://kuairand.com"
 CACHE_FORMAT = "mssbench-kuairand"
 CACHE_VERSION = 1
 PROTOCOL_VERSION = 1
@@ -75,7 +75,6 @@ SPLIT_RULES = {
     "min(duration_ms, 18000); vocabularies and scalers from train, unseen ids -> 0",
 }
 LAYOUTS = {"kuairand": "standard", "scenario-wise-rec": "swr"}
-TITLES = {"kuairand-pure": "KuaiRand-Pure", "kuairand-1k": "KuaiRand-1K"}
 MERGED_NAMES = ("kuairand.csv", "kuairand_sample.csv", "kuairand_1k.csv", "kuairand_pure.csv")
 
 

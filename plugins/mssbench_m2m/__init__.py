@@ -1,7 +1,7 @@
 """M2M model plugin (``m2m``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_m2m.model import M2M
+from mssbench.lazy import lazy
 
 #: The paper publishes no widths: these are ours (4 experts as in Scenario-Wise-Rec's M2M).
 DEFAULTS = {
@@ -24,7 +24,7 @@ def mssbench_register_models():
             name="m2m",
             summary="M2M: experts over field tokens, meta attention and residual meta towers "
             "whose weights are generated from the scenario",
-            build=M2M,
+            build=lazy("mssbench_m2m.model:M2M"),
             defaults=DEFAULTS,
             paper="Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta "
             "Learning Approach for Advertiser Modeling, WSDM 2022, "

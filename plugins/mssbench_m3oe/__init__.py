@@ -1,7 +1,7 @@
 """M3oE model plugin (``m3oe``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_m3oe.model import M3oE
+from mssbench.lazy import lazy
 
 #: The official MovieLens configuration (``examples/run_movielens.py``): embeddings of 16,
 #: ``fcn_dims = [512, 256, 256, 64]`` (STAR layer 512, bottom 256, experts 256-64), 4 shared
@@ -23,7 +23,7 @@ def mssbench_register_models():
             name="m3oe",
             summary="M3oE: STAR bottom, shared + per-scenario + per-task experts fused by "
             "learned weights, tower per (scenario, task); fusion weights trained jointly",
-            build=M3oE,
+            build=lazy("mssbench_m3oe.model:M3oE"),
             defaults=DEFAULTS,
             paper="Zhang et al., M3oE: Multi-Domain Multi-Task Mixture-of-Experts "
             "Recommendation Framework, SIGIR 2024, https://doi.org/10.1145/3626772.3657686",

@@ -3,7 +3,12 @@
 from functools import partial
 
 from mssbench import DatasetSpec, hookimpl
-from mssbench_movielens.loader import GROUPLENS_URL, PROTOCOLS, load, prepare
+from mssbench.lazy import lazy
+from mssbench_movielens.protocols import GROUPLENS_URL, PROTOCOLS
+
+# Imported when first called: registering the plugin imports neither torch nor pandas.
+load = lazy("mssbench_movielens.loader:load")
+prepare = lazy("mssbench_movielens.loader:prepare")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 

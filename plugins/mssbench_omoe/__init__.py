@@ -1,7 +1,7 @@
 """OMoE model plugin (``omoe``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_omoe.model import OMoE
+from mssbench.lazy import lazy
 
 #: MTReclib's AliExpress configuration (``main.py``), the same as ``mmoe``'s.
 DEFAULTS = {
@@ -23,7 +23,7 @@ def mssbench_register_models():
             name="omoe",
             summary="OMoE: one gate shared by all tasks (one per scenario), tower per "
             "(scenario, task)",
-            build=OMoE,
+            build=lazy("mssbench_omoe.model:OMoE"),
             defaults=DEFAULTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts (one-gate baseline), KDD 2018, "

@@ -1,7 +1,7 @@
 """PEPNet and EPNet model plugin (``pepnet``, ``epnet``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_pepnet.model import PEPNet, build_epnet
+from mssbench.lazy import lazy
 
 PAPER = (
     "Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
@@ -31,7 +31,7 @@ def mssbench_register_models():
             name="pepnet",
             summary="PEPNet: scenario-gated embeddings (EPNet) and per-layer gates on every "
             "task tower (PPNet)",
-            build=PEPNet,
+            build=lazy("mssbench_pepnet.model:PEPNet"),
             defaults=DEFAULTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,
@@ -40,7 +40,7 @@ def mssbench_register_models():
         ModelSpec(
             name="epnet",
             summary="EPNet (PEPNet without PPNet): scenario-gated embeddings, one tower per task",
-            build=build_epnet,
+            build=lazy("mssbench_pepnet.model:build_epnet"),
             defaults=EPNET_DEFAULTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,

@@ -1,7 +1,7 @@
 """SAR-Net model plugin (``sarnet``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_sarnet.model import SARNet
+from mssbench.lazy import lazy
 
 #: Expert counts are Scenario-Wise-Rec's SAR-Net defaults (8 shared, 2 per scenario); the
 #: paper's values are not known to us; widths are ours.
@@ -24,7 +24,7 @@ def mssbench_register_models():
             name="sarnet",
             summary="SAR-Net (tabular adaptation: scenario-aware attention over fields, no "
             "debias network): scenario-specific transfer, shared and per-scenario experts",
-            build=SARNet,
+            build=lazy("mssbench_sarnet.model:SARNet"),
             defaults=DEFAULTS,
             paper="Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized "
             "Fair Recommendation in Hundreds of Travel Scenarios, CIKM 2021, "

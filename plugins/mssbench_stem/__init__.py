@@ -1,7 +1,7 @@
 """STEM model plugin (``stem``)."""
 
 from mssbench import ModelSpec, hookimpl
-from mssbench_stem.model import STEM
+from mssbench.lazy import lazy
 
 #: The official TiktokLarge configuration (``config/model_config.yaml``, ``STEM_TiktokLarge``).
 DEFAULTS = {
@@ -25,7 +25,7 @@ def mssbench_register_models():
             summary="STEM: shared and task-specific embeddings, gates that read every task's "
             "experts but train only their own (all forward, task-specific backward); "
             "scenario id as a feature",
-            build=STEM,
+            build=lazy("mssbench_stem.model:STEM"),
             defaults=DEFAULTS,
             paper="Su et al., STEM: Unleashing the Power of Embeddings for Multi-task "
             "Recommendation, AAAI 2024, https://doi.org/10.1609/aaai.v38i8.28749",
