@@ -228,6 +228,8 @@ def resolve_aux_loss(
     Raises:
         SpecError: The value (or the function's result) is not a scalar tensor.
     """
+    import torch  # here, not at module level: registering plugins imports no torch
+
     value = aux_loss(labels) if callable(aux_loss) else aux_loss
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         what = "aux_loss(labels)" if callable(aux_loss) else "aux_loss"

@@ -55,7 +55,8 @@ def test_specs_and_defaults():
     specs = {s.name: s for s in mssbench_register_models()}
     assert set(specs) == {"pepnet", "epnet"}
     assert specs["pepnet"].defaults["gamma"] == 2.0  # the paper's scaling factor
-    assert specs["pepnet"].build is PEPNet and specs["epnet"].build is build_epnet
+    assert specs["pepnet"].build.resolve() is PEPNet
+    assert specs["epnet"].build.resolve() is build_epnet
     assert set(EPNET_DEFAULTS) == set(DEFAULTS)
     for spec in specs.values():
         assert spec.tags["scenario_handling"]

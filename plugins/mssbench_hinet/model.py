@@ -56,19 +56,23 @@ class ScenarioExtraction(nn.Module):
         n_sub = n_shared + n_scenarios * n_specific
         self.subexperts = GroupedMLP(n_sub, in_dim, hidden, dropout, batch_norm=False)
         self.gates = nn.Linear(in_dim, n_sub)
-        self.scenario_embedding = nn.Embedding(n_scenarios, embed_dim)
-        nn.init.xavier_uniform_(self.scenario_embedding.weight)
-        self.san = nn.Sequential(
-            MLP(embed_dim, san_hidden, batch_norm=False),
-            nn.Linear(san_hidden[-1] if san_hidden else embed_dim, n_scenarios),
-        )
+        # One scenario has no other scenario to attend to: no SAN parameters (none would learn).
+        self.scenario_embedding: nn.Embedding | None = None
+        self.san: nn.Sequential | None = None
+        if n_scenarios > 1:
+            self.scenario_embedding = nn.Embedding(n_scenarios, embed_dim)
+            nn.init.xavier_uniform_(self.scenario_embedding.weight)
+            self.san = nn.Sequential(
+                MLP(embed_dim, san_hidden, batch_norm=False),
+                nn.Linear(san_hidden[-1] if san_hidden else embed_dim, n_scenarios),
+            )
         self.out_dim = 3 * self.subexperts.out_dim
 
     def san_weights(self) -> torch.Tensor:
         """``[S, S]``: row ``s`` weights the other scenarios, 0 on the diagonal, rows sum to 1."""
+        if self.san is None or self.scenario_embedding is None:
+            return self.gates.weight.new_zeros(1, 1)
         logits = self.san(self.scenario_embedding.weight)  # [S, S]
-        if self.S == 1:
-            return torch.zeros_like(logits)
         own = torch.eye(self.S, dtype=torch.bool, device=logits.device)
         return torch.softmax(logits.masked_fill(own, float("-inf")), dim=-1)
 
