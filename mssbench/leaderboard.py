@@ -39,6 +39,7 @@ from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
 from mssbench.io import atomic_write, write_text
 from mssbench.records import is_legacy, requested_values
+from mssbench.reproduce import suite_file_name, suite_files
 from mssbench.results import (
     LEADERBOARD_COLUMNS,
     contributor_name,
@@ -685,6 +686,35 @@ def suite_command(records: Sequence[dict[str, Any]], defaults: Defaults) -> str 
     return shlex.join([*argv, *commands[0].rest])
 
 
+def _page_plan(page: Page, defaults: Defaults) -> tuple[list[str], dict[str, set[int]]]:
+    """A page's ``mssbench suite`` commands, and its ``mssbench run`` commands with their seeds."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rec in page.records:
+        cmd = _command(rec, defaults)
+        groups.setdefault((cmd.dataset, cmd.rest), []).append(rec)
+    suites: list[str] = []
+    runs: dict[str, set[int]] = {}
+    for key in sorted(groups):
+        configs: dict[str, set[tuple[str, ...]]] = {}
+        for rec in groups[key]:
+            cmd = _command(rec, defaults)
+            configs.setdefault(cmd.model, set()).add(cmd.params)
+        single = [r for r in groups[key] if len(configs[r["model"]["name"]]) == 1]
+        suite = suite_command(single, defaults) if single else None
+        if suite is not None:
+            suites.append(suite)
+        for rec in groups[key] if suite is None else [r for r in groups[key] if r not in single]:
+            runs.setdefault(run_command(rec, defaults, seed='"$seed"'), set()).add(
+                int(rec["config"]["seed"])
+            )
+    return suites, runs
+
+
+def page_suites(page: Page, defaults: Defaults) -> list[str]:
+    """The ``mssbench suite`` command lines of a page (see :func:`reproduce_commands`)."""
+    return _page_plan(page, defaults)[0]
+
+
 def reproduce_commands(page: Page, defaults: Defaults) -> str:
     """Shell commands that reproduce a page, then the build.
 
@@ -695,25 +725,8 @@ def reproduce_commands(page: Page, defaults: Defaults) -> str:
     the records' validated configurations: text a record carries as a command line
     (``command``, or anything in its config) is never printed.
     """
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for rec in page.records:
-        cmd = _command(rec, defaults)
-        groups.setdefault((cmd.dataset, cmd.rest), []).append(rec)
-    lines: list[str] = []
-    runs: dict[str, set[int]] = {}
-    for key in sorted(groups):
-        configs: dict[str, set[tuple[str, ...]]] = {}
-        for rec in groups[key]:
-            cmd = _command(rec, defaults)
-            configs.setdefault(cmd.model, set()).add(cmd.params)
-        single = [r for r in groups[key] if len(configs[r["model"]["name"]]) == 1]
-        suite = suite_command(single, defaults) if single else None
-        if suite is not None:
-            lines.append(suite)
-        for rec in groups[key] if suite is None else [r for r in groups[key] if r not in single]:
-            runs.setdefault(run_command(rec, defaults, seed='"$seed"'), set()).add(
-                int(rec["config"]["seed"])
-            )
+    suites, runs = _page_plan(page, defaults)
+    lines = list(suites)
     for command, seeds in sorted(runs.items()):
         if len(seeds) == 1:
             lines.append(command.replace('"$seed"', str(next(iter(seeds)))))
@@ -723,6 +736,18 @@ def reproduce_commands(page: Page, defaults: Defaults) -> str:
             lines.append("done")
     lines.append(f"mssbench leaderboard build {DEFAULT_OUT}")  # where the runs write
     return "\n".join(lines)
+
+
+def _suite_file_lines(n_suites: int, page_path: str) -> list[str]:
+    """Where the page's suites are as config files (:mod:`mssbench.reproduce`), as Markdown."""
+    if not n_suites:
+        return []
+    lines = ["The same suite as a config file, committed beside this page:", "", "```bash"]
+    lines += [
+        f"mssbench suite --config {shlex.quote(f'{page_path}/{suite_file_name(i)}')}"
+        for i in range(n_suites)
+    ]
+    return [*lines, "```", ""]
 
 
 # --- Provenance -------------------------------------------------------------------------------
@@ -822,6 +847,7 @@ def render_page(
     results_dir: str = "mssbench-runs",
     reported: tuple[pd.DataFrame, str] | None = None,
     plots: Sequence[tuple[str, str]] = (),
+    page_path: str | None = None,
 ) -> str:
     """The Markdown of one page.
 
@@ -831,6 +857,8 @@ def render_page(
         results_dir: The results directory, as given to the build.
         reported: ``(frame, link)`` of published numbers for this dataset, if any.
         plots: ``(title, file name)`` of the plots to embed.
+        page_path: The page's directory as a user reaches it (``leaderboards/<dataset>/<page>``);
+            with it the page names the suite config files written beside it.
     """
     defaults = defaults or Defaults()
     frame = page.frame
@@ -997,6 +1025,8 @@ def render_page(
         fence,
         "",
     ]
+    if page_path is not None:
+        lines += _suite_file_lines(len(page_suites(page, defaults)), page_path)
 
     lines += ["## Where the results come from", ""]
     env_rows = [
@@ -1325,8 +1355,11 @@ def build(
             plot_files.append(("cost", "auc_vs_cost.png"))
             table = ranking(seed_scores(page.frame, page.ranking_tasks))
             outputs[f"{page.directory}/auc_vs_cost.png"] = _png(plot_cost, page, table)
-        text = render_page(page, defaults, str(results_dir), reported, plot_files)
+        page_path = f"{out.as_posix()}/{page.directory}"
+        text = render_page(page, defaults, str(results_dir), reported, plot_files, page_path)
         outputs[f"{page.directory}/README.md"] = _text(text)
+        for name, yaml_text in suite_files(page_suites(page, defaults)).items():
+            outputs[f"{page.directory}/{name}"] = _text(yaml_text)
         csv = page.frame.to_csv(index=False, lineterminator="\n")
         outputs[f"{page.directory}/results.csv"] = _text(csv)
     outputs["README.md"] = _text(render_index(pages, rejected, str(results_dir), reported_links))

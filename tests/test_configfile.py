@@ -158,7 +158,11 @@ def test_published_suite_file_plans_the_published_runs(monkeypatch):
 
     root = EXAMPLES.parent
     page = next((root / "leaderboards" / "census-income").glob("*/README.md")).read_text()
-    [command] = [line for line in page.splitlines() if line.startswith("mssbench suite ")]
+    [command] = [
+        line
+        for line in page.splitlines()
+        if line.startswith("mssbench suite ") and " --config " not in line
+    ]
     planned = []
 
     def capture(jobs, *args, **kwargs):
@@ -176,3 +180,48 @@ def test_published_suite_file_plans_the_published_runs(monkeypatch):
     # AESM² (version 3) and SUPERMOE-style (version 2) changed after these records: due again.
     bumped = {"aesm", "supermoe"}
     assert all((status == "pending") == (key[1] in bumped) for key, _, status in from_file)
+
+
+def test_every_page_suite_file_plans_what_its_command_line_plans(tmp_path, monkeypatch):
+    """A page's suite.yaml (written by the build beside the page) and the page's ``mssbench
+    suite`` line plan the same runs under the same hashes."""
+    import shlex
+
+    import mssbench.suite
+    from mssbench.leaderboard import Defaults, build
+    from mssbench.plugins import load_registry
+    from mssbench.reproduce import suite_file_name
+
+    root = EXAMPLES.parent
+    out = tmp_path / "lb"
+    defaults = Defaults.from_registry(load_registry())
+    build(root / "leaderboards" / "runs", out, defaults=defaults, plots=False)
+    pages = sorted(p.parent for p in out.glob("*/*/suite.yaml"))
+    assert pages, "no page has a suite config file"
+    planned = []
+
+    def capture(jobs, *args, **kwargs):
+        planned.append(sorted((j.key, j.config.result_hash()) for j in jobs))
+
+    monkeypatch.setattr(mssbench.suite, "run_suite", capture)
+    monkeypatch.chdir(tmp_path)
+    runs = ["--out", str(root / "leaderboards" / "runs")]  # plan against the page's runs
+    checked = 0
+    for page in pages:
+        text = (page / "README.md").read_text()
+        lines = [line for line in text.splitlines() if line.startswith("mssbench suite ")]
+        commands = [line for line in lines if " --config " not in line]
+        files = [page / suite_file_name(i) for i in range(len(commands))]
+        assert sorted(page.glob("suite*.yaml")) == sorted(files)
+        for command, suite_yaml in zip(commands, files):
+            assert f"mssbench suite --config {suite_yaml.as_posix()}" in lines
+            for args in (
+                [*shlex.split(command)[1:], *runs],
+                ["suite", "--config", str(suite_yaml), *runs],
+            ):
+                result = CliRunner().invoke(main, args)
+                assert result.exit_code == 0, result.output
+            from_command, from_file = planned[-2:]
+            assert from_file == from_command and from_file
+            checked += 1
+    assert checked >= 4  # census-income, and three suites on the twin's pages
