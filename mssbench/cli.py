@@ -270,8 +270,10 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--out",
-            default=lambda: os.environ.get("MSSBENCH_RUNS_DIR", DEFAULT_OUT),
-            show_default=f"$MSSBENCH_RUNS_DIR or ./{DEFAULT_OUT}",
+            default=DEFAULT_OUT,
+            envvar="MSSBENCH_RUNS_DIR",
+            show_envvar=True,
+            show_default=True,
             help="Directory of run records.",
         ),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -203,8 +204,23 @@ def _run_one(config: RunConfig, plugins: tuple[str, ...], disabled: tuple[str, .
     return _guarded(attempt)
 
 
-def _finish(job: SuiteJob, result: dict, done: int, total: int, log: Callable[[str], None]) -> None:
-    """Fill in ``job`` from a worker's result and print its progress line."""
+def eta_text(elapsed: float, done: int, total: int) -> str:
+    """``"1:05 elapsed, about 3:15 left"``: the remaining runs at the mean pace so far."""
+
+    def clock(seconds: float) -> str:
+        minutes, secs = divmod(int(round(seconds)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+    left = elapsed / done * (total - done) if done else float("nan")
+    tail = "done" if done >= total else f"about {clock(left)} left"
+    return f"{clock(elapsed)} elapsed, {tail}"
+
+
+def _finish(
+    job: SuiteJob, result: dict, done: int, total: int, log: Callable[[str], None], started: float
+) -> None:
+    """Fill in ``job`` from a worker's result and print its progress line with the ETA."""
     job.status = result["status"]
     job.path = result.get("path")
     job.error = result.get("error")
@@ -213,7 +229,8 @@ def _finish(job: SuiteJob, result: dict, done: int, total: int, log: Callable[[s
     what = {"finished": job.path, "skipped": f"finished by another process: {job.path}"}.get(
         job.status, f"ERROR {job.error}"
     )
-    log(f"[{done}/{total}] {d} {m} seed {s}: {what}")
+    eta = eta_text(time.monotonic() - started, done, total)
+    log(f"[{done}/{total}] {d} {m} seed {s}: {what} ({eta})")
 
 
 def default_jobs() -> int:
@@ -245,9 +262,10 @@ def run_suite(
         for job in pending:
             job.config = replace(job.config, progress=False)
 
+    started = time.monotonic()
     if n_jobs <= 1:
         for i, job in enumerate(pending, 1):
-            _finish(job, _run_one(job.config, plugins, disabled), i, total, log)
+            _finish(job, _run_one(job.config, plugins, disabled), i, total, log, started)
         return jobs
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     ctx = get_context("spawn")
@@ -262,7 +280,7 @@ def run_suite(
     ) as pool:
         futures = {pool.submit(_run_one, j.config, plugins, disabled): j for j in pending}
         for i, future in enumerate(as_completed(futures), 1):
-            _finish(futures[future], future.result(), i, total, log)
+            _finish(futures[future], future.result(), i, total, log, started)
     return jobs
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -277,13 +278,14 @@ def _drain(
     """Keep up to ``limit`` runs in flight; finish each as it returns, in completion order."""
     queue = iter(pending)
     in_flight = {submit(job): job for job in islice(queue, limit)}
-    done = 0
+    done, started = 0, time.monotonic()
     try:
         while in_flight:
             [ref], _ = ray.wait(list(in_flight), num_returns=1)
             job = in_flight.pop(ref)
             done += 1
-            _finish(job, _store(_get(ray, ref), job.config.out), done, len(pending), log)
+            result = _store(_get(ray, ref), job.config.out)
+            _finish(job, result, done, len(pending), log, started)
             for following in islice(queue, 1):
                 in_flight[submit(following)] = following
     except BaseException:

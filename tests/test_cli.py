@@ -127,6 +127,18 @@ def test_unwritable_out(cli, tmp_path):
     assert res.exit_code == 2 and "is not writable" in res.output
 
 
+def test_out_defaults_to_the_runs_dir_environment_variable(tmp_path):
+    """$MSSBENCH_RUNS_DIR is --out's default (checked where the run first writes)."""
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    res = CliRunner().invoke(
+        main,
+        ["run", "-m", "mmoe", "-d", "census-income"],
+        env={"MSSBENCH_RUNS_DIR": str(blocker / "from-env")},
+    )
+    assert res.exit_code == 2 and "from-env" in res.output and "is not writable" in res.output
+
+
 def test_bad_data_file_is_named(cli, tmp_path):
     data = tmp_path / "census"
     data.mkdir()

@@ -141,3 +141,27 @@ def test_each_worker_gets_its_own_gpu_without_touching_the_config(monkeypatch):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     finally:
         torch.set_num_threads(threads)
+
+
+@given(
+    elapsed=st.floats(0, 1e6, allow_nan=False),
+    total=st.integers(1, 500),
+    data=st.data(),
+)
+def test_eta_is_the_mean_pace_times_the_runs_left(elapsed, total, data):
+    from mssbench.suite import eta_text
+
+    done = data.draw(st.integers(1, total))
+    text = eta_text(elapsed, done, total)
+    assert text.split(" elapsed, ")[1] == ("done" if done == total else text.split(", ")[1])
+    if done < total:
+        left = text.split("about ")[1].removesuffix(" left").split(":")
+        seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(left)))
+        assert abs(seconds - elapsed / done * (total - done)) <= 0.5 + 1e-9
+
+
+def test_eta_reads_as_a_clock():
+    from mssbench.suite import eta_text
+
+    assert eta_text(65, 1, 4) == "1:05 elapsed, about 3:15 left"
+    assert eta_text(3700, 2, 2) == "1:01:40 elapsed, done"
