@@ -24,7 +24,7 @@ from mssbench.configfile import RAY_ONLY, config_file_option
 from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
 from mssbench.presets import PRESETS, get_preset
-from mssbench.spec import HEADS
+from mssbench.spec import BATCHINGS, HEADS
 from mssbench.trackers import configure as configure_trackers
 from mssbench.trackers import registered as registered_trackers
 
@@ -180,7 +180,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--batching",
-            type=click.Choice(["auto", "mixed", "scenario_pure"]),
+            type=click.Choice(["auto", *BATCHINGS]),
             default="auto",
             show_default=True,
             help="auto takes the model's declared default (mixed for most).",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from mssbench.errors import ConfigError, brief, brief_repr
-from mssbench.spec import HEADS, Constraint
+from mssbench.spec import BATCHINGS, HEADS, Constraint
 
 DEFAULT_OUT = "mssbench-runs"
 
@@ -142,7 +142,7 @@ class RunConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "precision": PRECISIONS,
         "head": ("auto", *HEADS),
-        "batching": ("auto", "mixed", "scenario_pure"),
+        "batching": ("auto", *BATCHINGS),
     }
 
     def validate(self) -> None:

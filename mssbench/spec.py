@@ -627,6 +627,9 @@ class DatasetSpec:
 #: The heads the core can put on a model's logits (``--head``, and a spec's ``heads`` tag).
 HEADS = ("direct", "esmm")
 
+#: How training batches are drawn (``--batching``; a spec's ``tags["batching"]`` default).
+BATCHINGS = ("mixed", "scenario_pure")
+
 #: Metric names the core computes itself (and the prefix of its macro keys): not for plugins.
 RESERVED_METRIC_NAMES = ("auc", "logloss")
 
