@@ -28,6 +28,9 @@ from mssbench.spec import BATCHINGS, HEADS
 from mssbench.trackers import configure as configure_trackers
 from mssbench.trackers import registered as registered_trackers
 
+#: The defaults of every run option, from the one place they are declared.
+RUN_DEFAULTS = RunConfig(model="", dataset="")
+
 
 def _fail(message: str, code: int = 2) -> None:
     if len(message) > MESSAGE_CHARS:  # a huge value must not flood the terminal
@@ -147,62 +150,79 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="A,B,...",
             help="Restrict the scenario set (datasets with a scenarios option), e.g. NL,ES,FR,US.",
         ),
-        click.option("--epochs", type=int, default=20, show_default=True, help="Maximum epochs."),
         click.option(
-            "--batch-size", type=int, default=2048, show_default=True, help="Training batch rows."
+            "--epochs",
+            type=int,
+            default=RUN_DEFAULTS.epochs,
+            show_default=True,
+            help="Maximum epochs.",
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=RUN_DEFAULTS.batch_size,
+            show_default=True,
+            help="Training batch rows.",
         ),
         click.option(
             "--eval-batch-size",
             type=int,
-            default=65536,
+            default=RUN_DEFAULTS.eval_batch_size,
             show_default=True,
             help="Rows per validation and test batch.",
         ),
         click.option(
-            "--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate."
+            "--lr",
+            type=float,
+            default=RUN_DEFAULTS.lr,
+            show_default=True,
+            help="Adam learning rate.",
         ),
         click.option(
             "--weight-decay",
             type=float,
-            default=1e-6,
+            default=RUN_DEFAULTS.weight_decay,
             show_default=True,
             help="Adam weight decay (L2).",
         ),
         click.option(
             "--patience",
             type=int,
-            default=2,
+            default=RUN_DEFAULTS.patience,
             show_default=True,
             help="Stop after this many epochs without validation improvement.",
         ),
         click.option(
-            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+            "--device",
+            default=RUN_DEFAULTS.device,
+            show_default=True,
+            help="auto, cpu, cuda, cuda:N or mps.",
         ),
         click.option(
             "--batching",
             type=click.Choice(["auto", *BATCHINGS]),
-            default="auto",
+            default=RUN_DEFAULTS.batching,
             show_default=True,
             help="auto takes the model's declared default (mixed for most).",
         ),
         click.option(
             "--head",
             type=click.Choice(["auto", *HEADS]),
-            default="auto",
+            default=RUN_DEFAULTS.head,
             show_default=True,
             help="esmm: CTCVR = CTR x CVR in log space, any model; auto: the model default.",
         ),
         click.option(
             "--max-steps-per-epoch",
             type=int,
-            default=0,
+            default=RUN_DEFAULTS.max_steps_per_epoch,
             show_default=True,
             help="Cap training steps per epoch (0 = full pass); for smoke runs.",
         ),
         click.option(
             "--precision",
             type=click.Choice(PRECISIONS),
-            default="fp32",
+            default=RUN_DEFAULTS.precision,
             show_default=True,
             help="bf16: bfloat16 autocast of forward passes (GPUs with bf16 support).",
         ),
@@ -215,7 +235,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--step",
             type=click.Choice(STEPS),
-            default="eager",
+            default=RUN_DEFAULTS.step,
             show_default=True,
             help="graph: replay each full training batch from one CUDA graph of the whole step "
             "(GPU; training data kept on the GPU).",
@@ -231,7 +251,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--train-rows",
             type=int,
-            default=0,
+            default=RUN_DEFAULTS.train_rows,
             show_default=True,
             help="Train on this many rows of the training split, a fixed nested sample "
             "(0 = all); validation and test unchanged.",
@@ -239,7 +259,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--pretrain",
             type=click.Choice(PRETRAIN_METHODS),
-            default="none",
+            default=RUN_DEFAULTS.pretrain,
             show_default=True,
             help="contrastive: InfoNCE over two field-masked views of each row before "
             "supervised training (models with a shared representation).",
@@ -247,7 +267,7 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--pretrain-epochs",
             type=int,
-            default=1,
+            default=RUN_DEFAULTS.pretrain_epochs,
             show_default=True,
             help="Epochs of --pretrain.",
         ),
@@ -850,7 +870,11 @@ def _floats(text: str | None, flag: str, kind: type = float) -> list | None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Ray cluster address (--executor ray).")
 @click.option(
-    "--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Base hyper-parameter (repeatable; model.key=value for one model of several).",
 )
 @training_options
@@ -890,8 +914,14 @@ def scaling(**kw: Any) -> None:
     data_given = parse_assignments(kw.pop("data_options"), "--data-option")
     if scenarios is not None:
         data_given["scenarios"] = scenarios
-    base = RunConfig(model=models[0], dataset=kw.pop("dataset"), data_options=data_given,
-                     resume=True, progress=False, **kw)
+    base = RunConfig(
+        model=models[0],
+        dataset=kw.pop("dataset"),
+        data_options=data_given,
+        resume=True,
+        progress=False,
+        **kw,
+    )
     base.validate()
     log = functools.partial(click.echo, err=True)
 
