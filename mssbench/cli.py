@@ -867,7 +867,13 @@ def _floats(text: str | None, flag: str, kind: type = float) -> list | None:
     help="Training samples per point (0: --epochs over the point's rows).",
 )
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time (local).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: one Ray task per point (pip install 'mssbench[ray]').",
+)
 @click.option("--ray-address", default=None, help="Ray cluster address (--executor ray).")
 @click.option(
     "--param",

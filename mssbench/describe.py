@@ -28,10 +28,15 @@ def _type_name(value: Any) -> str:
     return "any (JSON)" if value is None else type(value).__name__
 
 
+def _json(value: Any) -> str:
+    """``value`` as JSON; what JSON cannot hold (a function in a tag) by its name."""
+    return json.dumps(value, default=lambda obj: getattr(obj, "__name__", type(obj).__name__))
+
+
 def _settings(values: Mapping[str, Any], flag: str) -> str:
     if not values:
         return "  (none)"
-    rows = [[key, json.dumps(value), _type_name(value)] for key, value in values.items()]
+    rows = [[key, _json(value), _type_name(value)] for key, value in values.items()]
     table = tabulate(rows, headers=["name", "default", "type"], tablefmt="simple")
     return f"  set with {flag}\n" + "\n".join("  " + line for line in table.splitlines())
 
@@ -39,7 +44,7 @@ def _settings(values: Mapping[str, Any], flag: str) -> str:
 def _mapping(values: Mapping[str, Any]) -> str:
     if not values:
         return "(none)"
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={_json(v)}" for k, v in values.items())
 
 
 def _model(registry: Registry, name: str) -> str:

@@ -419,7 +419,10 @@ class RunHooks:
 
     Every implementation receives read-only copies (:func:`freeze`) of the record and metrics,
     so no hook can change what the record claims. An implementation that raises (``sys.exit``
-    included) is reported once per plugin and hook as a ``Warning:`` line, and the run goes on.
+    included) is reported once per plugin and hook as a ``Warning:`` line, and the run goes on,
+    with one exception: a tracker plugin (one implementing ``mssbench_register_trackers``) that
+    raises :class:`~mssbench.errors.ConfigError` in ``mssbench_run_start`` stops the run before
+    it trains: the user asked for that tracker, and it cannot record the run.
 
     Args:
         pm: The plugin manager of the registry.
@@ -473,7 +476,18 @@ class RunHooks:
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a hook never stops a run
+                if self._tracker_cannot_start(impl.plugin_name, hook, exc):
+                    raise
                 self._report(impl.plugin_name, hook, _describe(exc))
+
+    def _tracker_cannot_start(self, plugin: str, hook: str, exc: BaseException) -> bool:
+        """Whether ``exc`` is a requested tracker failing to start (which stops the run)."""
+        if hook != "mssbench_run_start" or not isinstance(exc, ConfigError):
+            return False
+        trackers = getattr(self._pm.hook, "mssbench_register_trackers", None)
+        return trackers is not None and any(
+            impl.plugin_name == plugin for impl in trackers.get_hookimpls()
+        )
 
     def _report(self, plugin: str, hook: str, reason: str) -> None:
         if (plugin, hook) in self._reported:

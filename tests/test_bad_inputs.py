@@ -74,7 +74,7 @@ CASES = [
      "model 'mmoe' rejected its hyper-parameters: mode must be 'st' or 't', got 'zz'"),
     # --- run: names, data options, metrics, output, checkpoints -------------------------------
     ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth", "--out",
-                       "{tmp}/runs"], "unknown model 'nosuch'. Known models: aesm"),
+                       "{tmp}/runs"], "unknown model 'nosuch'. Known models: adasparse, aesm"),
     ("dataset-unknown", ["run", *TESTING, "-m", "mmoe", "-d", "nosuch", "--out", "{tmp}/runs"],
      "unknown dataset 'nosuch'. Known datasets: ali-ccp, aliexpress"),
     ("data-option-unknown", run_args("-D", "nosuch=1"), "takes no data option 'nosuch'"),

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, NON_NEGATIVE, POSITIVE, WIDTHS
 
 #: form, epsilon, beta, alpha0 and delta_alpha are Scenario-Wise-Rec's AdaSparse defaults (the
 #: paper's values are not known to us; beta = 2 bounds the factors as in the paper's scaling
@@ -17,6 +18,17 @@ DEFAULTS = {
     "dropout": 0.0,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "hidden": WIDTHS,
+    "epsilon": NON_NEGATIVE,
+    "beta": POSITIVE,
+    "alpha0": POSITIVE,
+    "delta_alpha": NON_NEGATIVE,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -29,6 +41,7 @@ def mssbench_register_models():
             "network",
             build=lazy("mssbench_adasparse.model:AdaSparse"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Yang et al., AdaSparse: Learning Adaptively Sparse Structures for "
             "Multi-Domain Click-Through Rate Prediction, CIKM 2022, "
             "https://arxiv.org/abs/2206.13108",

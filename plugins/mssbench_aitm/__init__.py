@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE
 
 #: The official code's configuration (``xidongbo/AITM``, ``AITM.py``): embedding 5, towers
 #: 128-64-32, keep probabilities 0.9/0.7/0.7, label-constraint weight 0.6.
@@ -10,6 +11,14 @@ DEFAULTS = {
     "tower_hidden": [128, 64, 32],
     "dropout": [0.1, 0.3, 0.3],
     "calibrator_weight": 0.6,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+    "calibrator_weight": NON_NEGATIVE,
 }
 
 
@@ -23,6 +32,7 @@ def mssbench_register_models():
             "chain and the behavioural expectation calibrator; scenario id as a feature",
             build=lazy("mssbench_aitm.model:AITM"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Xi et al., Modeling the Sequential Dependence among Audience Multi-step "
             "Conversions with Multi-task Learning in Targeted Display Advertising, KDD 2021, "
             "https://doi.org/10.1145/3447548.3467071",

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: The official configuration (PaddleRec ``models/multitask/escm2/config_bigdata.yaml``).
 DEFAULTS = {
@@ -15,6 +16,17 @@ DEFAULTS = {
     "max_weight": 15.0,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "counterfactual_weight": NON_NEGATIVE,
+    "global_weight": NON_NEGATIVE,
+    "max_weight": POSITIVE,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -26,6 +38,7 @@ def mssbench_register_models():
             "(IPS or DR, inverse click propensity on clicked rows); scenario id as a feature",
             build=lazy("mssbench_escm2.model:ESCM2"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "
             "Post-Click Conversion Rate Estimation, SIGIR 2022, "
             "https://doi.org/10.1145/3477495.3531972",

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE
 
 #: The paper's setup as commonly reported (embedding 18 per field, towers 360-200-80, no
 #: dropout); see README.
@@ -10,6 +11,13 @@ DEFAULTS = {
     "tower_hidden": [360, 200, 80],
     "dropout": 0.0,
     "scenario_towers": False,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -24,6 +32,7 @@ def mssbench_register_models():
             "scenario id as a feature",
             build=lazy("mssbench_esmm.model:ESMM"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Ma et al., Entire Space Multi-Task Model: An Effective Approach for "
             "Estimating Post-Click Conversion Rate, SIGIR 2018, "
             "https://doi.org/10.1145/3209978.3210104",

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: The official code's defaults (mrchor/HiNet ``src/HiNet.py`` flags) except ``embed_dim`` (32
 #: there; 16 here as for the other models, ``specs/models.md`` §1.2).
@@ -18,6 +19,20 @@ DEFAULTS = {
     "dropout": 0.5,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_shared_subexperts": POSITIVE,
+    "n_specific_subexperts": NON_NEGATIVE,
+    "subexpert_hidden": WIDTHS,
+    "san_hidden": OPTIONAL_WIDTHS,
+    "n_specific_experts": NON_NEGATIVE,
+    "n_shared_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -29,6 +44,7 @@ def mssbench_register_models():
             "modules, scenario-aware attention) then a CGC per (scenario, task)",
             build=lazy("mssbench_hinet.model:HiNet"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Zhou et al., HiNet: Novel Multi-Scenario & Multi-Task Learning with "
             "Hierarchical Information Extraction, ICDE 2023, https://arxiv.org/abs/2303.06095",
             check_params={

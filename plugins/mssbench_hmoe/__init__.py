@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: Widths are MMLRec's HMoE defaults (the paper's are not known to us); embed_dim as §1.2.
 DEFAULTS = {
@@ -11,6 +12,15 @@ DEFAULTS = {
     "tower_hidden": [64],
     "dropout": 0.0,
     "label_space": True,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -24,6 +34,7 @@ def mssbench_register_models():
             "scenarios combined by a label-space gate with other scenarios gradient-blocked",
             build=lazy("mssbench_hmoe.model:HMoE"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by "
             "Exploiting Task Relationships in the Label Space, CIKM 2020, "
             "https://doi.org/10.1145/3340531.3412713",

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, POSITIVE, WIDTHS
 
 #: The paper publishes no widths: these are ours (4 experts as in Scenario-Wise-Rec's M2M).
 DEFAULTS = {
@@ -15,6 +16,18 @@ DEFAULTS = {
     "dropout": 0.0,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "field_transformer_layers": POSITIVE,
+    "n_heads": POSITIVE,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "meta_dim": POSITIVE,
+    "meta_tower_layers": POSITIVE,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -26,6 +39,7 @@ def mssbench_register_models():
             "whose weights are generated from the scenario",
             build=lazy("mssbench_m2m.model:M2M"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta "
             "Learning Approach for Advertiser Modeling, WSDM 2022, "
             "https://arxiv.org/abs/2201.06814",

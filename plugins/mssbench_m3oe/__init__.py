@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import POSITIVE, WIDTHS
 
 #: The official MovieLens configuration (``examples/run_movielens.py``): embeddings of 16,
 #: ``fcn_dims = [512, 256, 256, 64]`` (STAR layer 512, bottom 256, experts 256-64), 4 shared
@@ -12,6 +13,14 @@ DEFAULTS = {
     "n_experts": 4,
     "expert_hidden": [256, 64],
     "fusion_init": 1.0,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "star_hidden": WIDTHS,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
 }
 
 
@@ -25,6 +34,7 @@ def mssbench_register_models():
             "learned weights, tower per (scenario, task); fusion weights trained jointly",
             build=lazy("mssbench_m3oe.model:M3oE"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Zhang et al., M3oE: Multi-Domain Multi-Task Mixture-of-Experts "
             "Recommendation Framework, SIGIR 2024, https://doi.org/10.1145/3626772.3657686",
             check_params={

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: MTReclib's AliExpress configuration (``main.py``), the same as ``mmoe``'s.
 DEFAULTS = {
@@ -12,6 +13,15 @@ DEFAULTS = {
     "dropout": 0.2,
     "mode": "st",
     "scenario_as_feature": False,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -25,6 +35,7 @@ def mssbench_register_models():
             "(scenario, task)",
             build=lazy("mssbench_omoe.model:OMoE"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts (one-gate baseline), KDD 2018, "
             "https://doi.org/10.1145/3219819.3220007",

@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE
 
 PAPER = (
     "Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
@@ -19,6 +20,15 @@ EPNET_DEFAULTS = {
 }
 DEFAULTS = dict(EPNET_DEFAULTS)
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "gate_hidden": POSITIVE,
+    "gamma": POSITIVE,
+    "dropout": DROPOUT,
+}
+
 CHECK_PARAMS = {"embed_dim": 4, "tower_hidden": [16, 8], "gate_hidden": 8}
 SCENARIO_HANDLING = "scenario embedding as the gates' prior: it scales the field embeddings"
 
@@ -33,6 +43,7 @@ def mssbench_register_models():
             "task tower (PPNet)",
             build=lazy("mssbench_pepnet.model:PEPNet"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,
             tags={"scenario_handling": SCENARIO_HANDLING + " and every task tower layer"},
@@ -42,6 +53,7 @@ def mssbench_register_models():
             summary="EPNet (PEPNet without PPNet): scenario-gated embeddings, one tower per task",
             build=lazy("mssbench_pepnet.model:build_epnet"),
             defaults=EPNET_DEFAULTS,
+            constraints=CONSTRAINTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,
             tags={"scenario_handling": SCENARIO_HANDLING},

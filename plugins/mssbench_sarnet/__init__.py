@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: Expert counts are Scenario-Wise-Rec's SAR-Net defaults (8 shared, 2 per scenario); the
 #: paper's values are not known to us; widths are ours.
@@ -15,6 +16,17 @@ DEFAULTS = {
     "dropout": 0.0,
 }
 
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "attention_dim": POSITIVE,
+    "n_shared_experts": POSITIVE,
+    "n_specific_experts": NON_NEGATIVE,
+    "expert_hidden": WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
+}
+
 
 @hookimpl
 def mssbench_register_models():
@@ -26,6 +38,7 @@ def mssbench_register_models():
             "debias network): scenario-specific transfer, shared and per-scenario experts",
             build=lazy("mssbench_sarnet.model:SARNet"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized "
             "Fair Recommendation in Hundreds of Travel Scenarios, CIKM 2021, "
             "https://arxiv.org/abs/2110.06475",

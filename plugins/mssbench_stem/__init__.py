@@ -2,6 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: The official TiktokLarge configuration (``config/model_config.yaml``, ``STEM_TiktokLarge``).
 DEFAULTS = {
@@ -13,6 +14,18 @@ DEFAULTS = {
     "gate_hidden": [128, 64],
     "tower_hidden": [128, 64],
     "dropout": 0.0,
+}
+
+#: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
+CONSTRAINTS = {
+    "embed_dim": POSITIVE,
+    "n_layers": POSITIVE,
+    "n_specific_experts": NON_NEGATIVE,
+    "n_shared_experts": POSITIVE,
+    "expert_hidden": WIDTHS,
+    "gate_hidden": OPTIONAL_WIDTHS,
+    "tower_hidden": OPTIONAL_WIDTHS,
+    "dropout": DROPOUT,
 }
 
 
@@ -27,6 +40,7 @@ def mssbench_register_models():
             "scenario id as a feature",
             build=lazy("mssbench_stem.model:STEM"),
             defaults=DEFAULTS,
+            constraints=CONSTRAINTS,
             paper="Su et al., STEM: Unleashing the Power of Embeddings for Multi-task "
             "Recommendation, AAAI 2024, https://doi.org/10.1609/aaai.v38i8.28749",
             check_params={
