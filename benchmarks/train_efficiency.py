@@ -68,9 +68,9 @@ from mssbench.spec import Batch, DatasetSchema, LoadedDataset, Split
 
 DATASET = "aliexpress-synth"
 #: Hyper-parameters per configuration and model, over the model's defaults. The published MMoE
-#: configuration is MTReclib's (``specs/models.md``); AESM²'s defaults are the official
-#: AliExpress configuration (``specs/models.md`` §2.6), so its "small" entry coincides with
-#: them and is measured once.
+#: configuration is MTReclib's (easezyc/Multitask-Recommendation-Library); AESM²'s defaults
+#: are the official AliExpress configuration (plugins/mssbench_aesm/README.md), so its
+#: "small" entry coincides with them and is measured once.
 CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     "published": {
         "mmoe": {

@@ -1,4 +1,6 @@
-"""Mechanism tests of the AESM² plugin (``specs/models.md`` §2 and §14, AESM² items 1-8)."""
+"""Mechanism tests of the AESM² plugin (Zou et al., "Automatic Expert Selection for
+Multi-Scenario and Multi-Task Search", SIGIR 2022,
+arXiv:2205.14321; plugins/mssbench_aesm/README.md)."""
 
 import dataclasses
 import json

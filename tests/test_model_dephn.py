@@ -1,4 +1,5 @@
-"""DEPHN-style model: the checklist of ``specs/models.md`` §14 (DEPHN items 1-4) and more."""
+"""DEPHN-style model: the design of plugins/mssbench_dephn/README.md (after DEPHN,
+IJCNN 2023, arXiv:2307.12519)."""
 
 import copy
 

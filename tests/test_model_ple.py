@@ -1,4 +1,5 @@
-"""PLE: routing of the CGC levels (specs/models.md §5, §14 PLE)."""
+"""PLE: routing of the CGC levels (Tang et al., RecSys 2020, doi:10.1145/3383313.3412236;
+plugins/mssbench_ple/README.md)."""
 
 import dataclasses
 

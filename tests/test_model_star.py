@@ -1,4 +1,5 @@
-"""STAR (``specs/models.md`` §6; checklist §14 STAR items 1-7, pitfalls P-S1..P-S4)."""
+"""STAR (Sheng et al., "One Model to Serve All: Star Topology Adaptive Recommender for
+Multi-Domain CTR Prediction", CIKM 2021, arXiv:2101.11427; plugins/mssbench_star/README.md)."""
 
 import copy
 

@@ -1,4 +1,5 @@
-"""SUPERMOE-style model (``specs/models.md`` §3.4; checklist §14 SUPERMOE items 1-5)."""
+"""SUPERMOE-style model (after Jiang et al., arXiv:2207.04648, 2022; design in
+plugins/mssbench_supermoe/README.md)."""
 
 import copy
 

@@ -1,6 +1,6 @@
 """Building blocks model plugins reuse: input encoder, MLPs, grouped expert banks and towers.
 
-Conventions follow MTReclib (see ``specs/models.md`` §1.6): an MLP layer is
+Conventions follow MTReclib (easezyc/Multitask-Recommendation-Library): an MLP layer is
 ``Linear -> BatchNorm1d -> ReLU -> Dropout`` and a tower is such an MLP ending in a linear map to
 one logit. "Grouped" modules hold ``G`` independent MLPs (experts, or one tower per
 (scenario, task)) as stacked weights and run them as one batched matmul.
@@ -51,7 +51,7 @@ def gather_scenario(values: torch.Tensor, scenario: torch.Tensor) -> torch.Tenso
 
 
 class FeatureEncoder(nn.Module):
-    """Shared input encoder (``specs/models.md`` §1.2).
+    """Shared input encoder, after MTReclib's AliExpress encoder (``models/ple.py``).
 
     ``x = concat(Emb_1(c_1), ..., Emb_F(c_F), Linear(F_n -> d)(num) [, Emb_s(scenario)])``:
     one embedding per categorical field (kept in one table with per-field offsets, Xavier-uniform
@@ -133,7 +133,7 @@ class GroupedLinear(nn.Module):
     """``G`` independent linear maps applied as one batched matmul.
 
     Each group's weight is initialised like an ``nn.Linear`` of the same shape, independently
-    (identical experts would never diverge; ``specs/models.md`` P-M1).
+    (identical experts would never diverge, as with PaddleRec's constant-initialised MMoE).
 
     Args:
         n_groups: Number of groups ``G``.
@@ -240,7 +240,9 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def esmm_logit(ctr_logit: torch.Tensor, cvr_logit: torch.Tensor) -> torch.Tensor:
-    """CTCVR logit from the CTR and CVR tower logits, in log space (``specs/models.md`` §11).
+    """CTCVR logit from the CTR and CVR tower logits, in log space (ESMM).
+
+    ESMM: Ma et al., "Entire Space Multi-Task Model", SIGIR 2018, arXiv:1804.07931.
 
     ``log p_ctcvr = logsigmoid(a) + logsigmoid(b)`` and the logit is
     ``log p_ctcvr - log(1 - p_ctcvr)``; never a product of logits. ``p_ctcvr <= p_ctr`` holds by

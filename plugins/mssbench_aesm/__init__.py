@@ -4,7 +4,7 @@ from mssbench import Constraint, ModelSpec, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
-#: The official AliExpress configuration (``specs/models.md`` §2.6) where published; embedding,
+#: The official AliExpress configuration (ant-research/aes_msl_mtl) where published; embedding,
 #: indicator and tower sizes are our choices (§2.6 "not published").
 DEFAULTS = {
     "embed_dim": 16,

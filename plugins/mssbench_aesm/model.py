@@ -1,7 +1,7 @@
 """AESM²: automatic expert selection for multi-scenario and multi-task learning.
 
 The building blocks are public so that tests can check each mechanism on its own:
-:func:`expert_log_distribution` (step 4 of ``specs/models.md`` §2.2), :func:`kl_distances`
+:func:`expert_log_distribution` (step 4 of a selection layer), :func:`kl_distances`
 (step 5), :func:`selection_mask` (step 6) and :func:`masked_mixing_weights` (step 8), put
 together by :class:`ExpertSelectionLayer`; :class:`AESM2` stacks those layers.
 """
@@ -28,7 +28,7 @@ __all__ = [
     "selection_mask",
 ]
 
-#: Batch-norm epsilon of the official TensorFlow 1.x layers (``specs/models.md`` §2.6).
+#: Batch-norm epsilon of the official TensorFlow 1.x layers (ant-research/aes_msl_mtl).
 BN_EPS = 1e-3
 #: Loss weight of the click task of a click -> purchase pair (``lambda_ctr``; CTCVR gets 1).
 PUBLISHED_PARENT_WEIGHT = 0.1
@@ -61,7 +61,7 @@ def kl_distances(log_p: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, 
     """Distances of every expert's gate distribution to the one-hot and to uniform.
 
     Computed from log-probabilities, so they stay finite for any finite logits
-    (``specs/models.md`` P-A5):
+    (as ``cal_KLdis`` in ant-research/aes_msl_mtl ``utils.py``):
 
     * specific: ``KL(o_own || p_k) = -log p_k[own]``;
     * shared: ``KL(u || p_k) = -log m - mean_j log p_k[j]``.
@@ -108,7 +108,7 @@ def masked_mixing_weights(logits: torch.Tensor, selected: torch.Tensor) -> torch
 
     The mask is additive (``-inf`` on unselected logits) and boolean, so an expert selected in
     both sets counts once and a negative logit cannot flip sign; the official core multiplies
-    the logits by ``{1, 2, -1e9}`` instead (``specs/models.md`` P-A1).
+    the logits by ``{1, 2, -1e9}`` instead (the official code's multiplicative mask, README.md).
 
     Args:
         logits: ``[B, n]`` clean gate logits of each sample's own gate.
@@ -155,7 +155,7 @@ class ExpertBank(nn.Module):
     """``n`` expert MLPs run as one batched matmul, laid out like the official experts.
 
     Each layer is ``FC (no bias) -> BatchNorm (with scale and shift) -> activation ->
-    dropout``; FC weights are Xavier-uniform per expert (``specs/models.md`` §2.2 step 1).
+    dropout``; FC weights are Xavier-uniform per expert (ant-research/aes_msl_mtl).
     Batch normalisation keeps separate statistics per expert and unit, with debiased moving
     averages (:class:`DebiasedBatchNorm1d`).
 
@@ -215,7 +215,7 @@ class ExpertBank(nn.Module):
 
 
 class ExpertSelectionLayer(nn.Module):
-    """One expert-selection layer (``specs/models.md`` §2.2), for scenario and task layers alike.
+    """One expert-selection layer (arXiv:2205.14321), for scenario and task layers alike.
 
     ``n`` experts read ``h``; ``m`` gates (``FC -> batch-norm``, no activation) read
     ``[h ; cond]`` (``cond``: scenario indicator, plus the task indicator in task layers) and give

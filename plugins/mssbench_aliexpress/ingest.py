@@ -99,7 +99,7 @@ N_USER = 33
 N_ITEM = 49
 USER_COLUMNS = tuple(f"user_{i}" for i in range(1, N_USER + 1))
 ITEM_COLUMNS = tuple(f"item_{i}" for i in range(1, N_ITEM + 1))
-#: 1-based user columns feeding categorical_1..9 and numerical_1..23 (specs/data.md 1.2).
+#: 1-based user columns feeding categorical_1..9 and numerical_1..23 (MTReclib's processed layout).
 USER_CATEGORICAL = (2, 3, 4, 5, 6, 7, 8, 32, 33)
 USER_NUMERIC = tuple(range(9, 32))
 #: 1-based item columns feeding categorical_10..16; the other 40 of 2..48 are numerical_24..63.

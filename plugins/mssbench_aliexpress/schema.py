@@ -13,7 +13,7 @@ from mssbench.spec import CategoricalField, DatasetSchema, Implies, Protocol, Ta
 TIANCHI_URL = "https://tianchi.aliyun.com/dataset/74690"
 #: Countries in the canonical order; each is one scenario.
 COUNTRIES = ("NL", "ES", "FR", "US", "RU")
-#: The 16 categorical columns of the processed layout (7 user, 2 user, 7 item; specs/data.md).
+#: The 16 categorical columns of the processed layout (7 user, 2 user, 7 item; MTReclib's layout).
 CATEGORICAL = tuple(f"categorical_{i}" for i in range(1, 17))
 #: The 63 numeric columns (23 user, 40 item), already in [0, 1].
 NUMERIC = tuple(f"numerical_{i}" for i in range(1, 64))

@@ -82,7 +82,7 @@ ARRAYS: Mapping[str, tuple[tuple[int, ...], Any]] = {
 }
 
 #: Relative size (all rows, train + test) of each country: the ratio of the Tianchi zip sizes
-#: (NL 1.49 GB, ES 2.60, FR 2.25, US 2.25, RU 11.34; specs/data.md section 1.3).
+#: (NL 1.49 GB, ES 2.60, FR 2.25, US 2.25, RU 11.34; Tianchi dataset 74690).
 COUNTRY_SIZE: Mapping[str, float] = {"NL": 1.0, "ES": 1.745, "FR": 1.51, "US": 1.51, "RU": 7.61}
 #: Official test rows per train row: NL from its published counts (5,559,302 / 12,157,895);
 #: ES and US from the commonly quoted (unverified) figures; FR and RU chosen in between.

@@ -85,10 +85,10 @@ class CrossStitch(nn.Module):
     ``0.1 / (C - 1)`` off the diagonal), unconstrained during training, with a larger learning
     rate (x100 here, via reparameterisation; see :class:`CrossStitchUnit`).
 
-    Differences from the paper (``specs/models.md`` §9): MLP columns over tabular features
-    instead of AlexNet columns over images; a shared input layer in front of the columns; the
-    columns are trained jointly from a random initialisation (the paper found columns
-    initialised from single-task networks better); the optional per-unit ``alpha``.
+    Differences from the paper (Misra et al., CVPR 2016, arXiv:1604.03539): MLP columns over
+    tabular features instead of AlexNet columns over images; a shared input layer in front of
+    the columns; the columns are trained jointly from a random initialisation (the paper found
+    columns initialised from single-task networks better); the optional per-unit ``alpha``.
 
     Multi-scenario handling (our adaptation): the scenario id is an embedded input field
     (``scenario_as_feature``). ``columns="tasks"`` (default) gives one column per task;

@@ -1,6 +1,6 @@
 """DEPHN-style heterogeneous-expert multi-task model for multi-scenario data.
 
-Only the abstract of DEPHN is known (``specs/models.md`` §4.1-4.2); every component below is our
+Only the abstract of DEPHN is known (IJCNN 2023, arXiv:2307.12519); every component below is our
 design for the tabular multi-scenario multi-task benchmark (§4.3), not the paper's.
 """
 
@@ -194,7 +194,7 @@ class DEPHN(nn.Module):
     After: Kong, Su, Zhao, Hou, "Different Expression Parallel Heterogeneous Network using virtual
     gradient optimization for Multi-task Learning", IJCNN 2023, https://arxiv.org/abs/2307.12519.
     Only the paper's abstract is known; **every component here is our adaptation**
-    (``specs/models.md`` §4.3), hence the name "DEPHN-style":
+    (README.md of this plugin), hence the name "DEPHN-style":
 
     * Experts with different feature-interaction methods over the field embeddings ``V``
       ``[B, F, d_e]`` (``F`` includes the scenario field): DNN, FM bi-interaction, DCN-v2-style

@@ -5,7 +5,7 @@ from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 #: The official code's defaults (mrchor/HiNet ``src/HiNet.py`` flags) except ``embed_dim`` (32
-#: there; 16 here as for the other models, ``specs/models.md`` §1.2).
+#: there; 16 here as for the other models, ``mssbench.nn.FeatureEncoder``).
 DEFAULTS = {
     "embed_dim": 16,
     "n_shared_subexperts": 5,

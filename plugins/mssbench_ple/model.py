@@ -107,7 +107,7 @@ class PLE(nn.Module):
     https://doi.org/10.1145/3383313.3412236.
 
     ``len(level_widths)`` stacked CGC levels (:class:`CGCLevel`), then one tower per task on the
-    final task streams. Routing follows torch-rechub's description (``specs/models.md`` §5, P-M3):
+    final task streams. Routing follows torch-rechub's description (datawhalechina/torch-rechub):
     shared experts read the shared stream at every level, and the last level has no shared gate.
     Configuration follows MTReclib: each expert is one MLP layer whose width is its level's entry
     of ``level_widths``; layers are ``Linear -> BN -> ReLU -> Dropout``.

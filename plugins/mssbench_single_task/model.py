@@ -102,7 +102,8 @@ def _forward_frozen_norms(module: nn.Module, *inputs: torch.Tensor) -> torch.Ten
 class SingleTask(nn.Module):
     """Single-task baseline: one fully separate network per task, trained jointly.
 
-    Reference: MTReclib's SingleTask model (``specs/models.md`` §10), the "SingleTask" / "DNN
+    Reference: MTReclib's SingleTask model (easezyc/Multitask-Recommendation-Library), the
+    "SingleTask" / "DNN
     (single)" row of peer tables. Each task has its own embedding table, numeric projection,
     bottom MLP (``bottom_hidden``) and tower (``tower_hidden``), layers
     ``Linear -> BN -> ReLU -> Dropout``; no parameter is shared between tasks, so joint training

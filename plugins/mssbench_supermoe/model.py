@@ -1,6 +1,7 @@
 """SUPERMOE-style model: a field-token transformer with sparse mixture-of-experts FFNs.
 
-Everything here is our adaptation (``specs/models.md`` §3.4); only the paper's abstract is known.
+Everything here is our adaptation (README.md of this plugin); only the paper's abstract
+is known (Jiang et al., arXiv:2207.04648, 2022).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class SUPERMoE(nn.Module):
     https://arxiv.org/abs/2207.04648. Only the abstract is known (an MoE transformer over user
     behaviour sequences, several downstream tasks, a loss "with task indicators" against the
     seesaw phenomenon); **every component below is our adaptation** to tabular data
-    (``specs/models.md`` §3.4):
+    (README.md of this plugin):
 
     * Tokens: one per feature field (each categorical embedding and the projection of all
       numerics, as in ``FeatureEncoder.fields``) plus a learned field-id embedding, one scenario
