@@ -95,6 +95,7 @@ def test_wheel_ships_the_bundled_data_and_every_plugin_card(wheel):
     assert "mssbench_census/data/census-income.test.gz" in names
     assert "mssbench_census/data/SOURCE.md" in names
     assert "pytest_mssbench.py" in names  # the pytest11 entry point
+    assert "mssbench/baselines/regression.json" in names  # python -m mssbench.regression
     for plugin in sorted((ROOT / "plugins").iterdir()):
         if (plugin / "__init__.py").exists():
             assert f"{plugin.name}/README.md" in names, f"{plugin.name}/README.md not in the wheel"

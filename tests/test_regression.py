@@ -22,3 +22,17 @@ def test_models_still_learn_as_in_the_baseline():
     assert not problems, "\n".join(problems)
     for aucs in current.values():
         assert all(v > 0.6 for v in aucs.values())  # every model learns something
+
+
+def test_the_baseline_is_package_data_outside_the_test_tree():
+    from importlib.resources import files
+    from pathlib import Path
+
+    import mssbench
+
+    package = Path(mssbench.__file__).resolve().parent
+    assert BASELINE.is_relative_to(package)
+    assert files("mssbench").joinpath("baselines/regression.json").read_text() == (
+        BASELINE.read_text()
+    )
+    assert set(json.loads(BASELINE.read_text())) >= {"dataset", "settings", "aucs"}
