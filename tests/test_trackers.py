@@ -1,7 +1,10 @@
-"""Tracker plugins: MLflow (a real local file store) and TensorBoard (event files read back)."""
+"""Tracker plugins: MLflow (a real local file store), TensorBoard (event files read back) and
+W&B (the offline run directory read back)."""
 
 import json
+import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,8 +40,8 @@ def test_unknown_tracker_is_an_error(registry, tmp_path):
         check_trackers(registry.pm, ["mlflow"], {"tensorboard": "/tmp/x"})
     with pytest.raises(ConfigError, match="NAME=URI"):
         parse_uris(["file:///tmp"])
-    result = CliRunner().invoke(main, tiny_run_args(tmp_path, 1, "--tracker", "wandb"))
-    assert result.exit_code == 2 and "unknown tracker 'wandb'" in result.output
+    result = CliRunner().invoke(main, tiny_run_args(tmp_path, 1, "--tracker", "neptune"))
+    assert result.exit_code == 2 and "unknown tracker 'neptune'" in result.output
 
 
 def test_trackers_do_not_change_the_run_hash():
@@ -192,7 +195,11 @@ def test_tracker_from_config_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("tracker", "modules"),
-    [("mlflow", ["mlflow", "mlflow.tracking"]), ("tensorboard", ["torch.utils.tensorboard"])],
+    [
+        ("mlflow", ["mlflow", "mlflow.tracking"]),
+        ("tensorboard", ["torch.utils.tensorboard"]),
+        ("wandb", ["wandb"]),
+    ],
 )
 def test_a_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, tracker, modules):
     for module in modules:
@@ -203,3 +210,105 @@ def test_a_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, t
         f"Error: --tracker {tracker} needs the {tracker} package: "
         f"pip install 'mssbench[{tracker}]'\n"
     )
+
+
+def _wandb_offline_run(directory, wait_s=30.0):
+    """The records of the one offline run under ``directory``: ``{kind: [protobuf, ...]}``.
+
+    ``run.finish()`` returns a few milliseconds before W&B's writer process has flushed the
+    file, so this waits (up to ``wait_s``) for the run's ``exit`` record.
+    """
+    [run_dir] = Path(directory).glob("wandb/offline-run-*")
+    [log] = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + wait_s
+    records = _wandb_records(log.read_bytes())
+    while "exit" not in records and time.monotonic() < deadline:
+        time.sleep(0.05)
+        records = _wandb_records(log.read_bytes())
+    return run_dir, records
+
+
+def _wandb_records(data):
+    """Parse a ``run-<id>.wandb`` file: a 7-byte header (``:W&B``, magic, version), then a
+    LevelDB-style log of 32 KiB blocks of chunks (CRC32, length, type FULL/FIRST/MIDDLE/LAST).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    pos, pending, out = 7, b"", {}
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:
+            pos += 32768 - pos % 32768  # block trailer
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):
+            break  # a chunk still being written
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record.FromString(pending)
+            out.setdefault(record.WhichOneof("record_type"), []).append(record)
+    return out
+
+
+def _wandb_summary(records):
+    summary = {}
+    for record in records.get("summary", []):
+        for item in record.summary.update:
+            summary["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    return summary
+
+
+def _wandb_history(records, key):
+    rows = [
+        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+        for r in records.get("history", [])
+    ]
+    return [(row["_step"], row[key]) for row in rows if key in row]
+
+
+def test_wandb_offline_run_reads_back(tmp_path):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'mssbench[wandb]')")
+    directory = tmp_path / "wb"
+    record, path = _run(
+        tmp_path / "runs", "--tracker", "wandb", "--tracker-uri", f"wandb={directory}"
+    )
+    run_dir, records = _wandb_offline_run(directory)
+    [opened] = records["run"]
+    assert opened.run.project == "tiny-synth"
+    config = {u.key: json.loads(u.value_json) for u in opened.run.config.update}
+    assert config["params.embed_dim"] == "8" and config["batch_size"] == "256"
+    assert config["mssbench.run_hash"] == record["run_hash"]
+    assert _wandb_history(records, "train_loss") == [
+        (e["epoch"], pytest.approx(e["train_loss"])) for e in record["training"]["history"]
+    ]
+    summary = _wandb_summary(records)
+    auc = {k: v for k, v in record["test"]["summary"].items() if k.startswith("auc/")}
+    assert auc
+    for key, value in auc.items():
+        assert summary[f"test/{key}"] == pytest.approx(value)
+    [done] = records["exit"]
+    assert done.exit.exit_code == 0
+    copy = run_dir / "files" / path.name
+    assert json.loads(copy.read_text())["run_hash"] == record["run_hash"]
+
+
+def test_wandb_failed_run_is_marked_failed(tmp_path, registry):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'mssbench[wandb]')")
+    run = _started_run(registry, "wandb", str(tmp_path / "wb"))
+    registry.pm.hook.mssbench_epoch_end(run=run, epoch=1, metrics={"train_loss": 0.5})
+    registry.pm.hook.mssbench_run_failed(run=run, error=RuntimeError("out of memory"))
+    _, records = _wandb_offline_run(tmp_path / "wb")
+    [done] = records["exit"]
+    assert done.exit.exit_code == 1
+    assert _wandb_summary(records)["mssbench.error"] == "RuntimeError: out of memory"
+    assert _wandb_history(records, "train_loss") == [(1, 0.5)]
+
+
+def test_wandb_default_directory_is_hidden_beside_the_records(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'mssbench[wandb]')")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default
+    out = tmp_path / "runs"
+    _run(out, "--tracker", "wandb")
+    assert list((out / ".wandb").glob("wandb/offline-run-*/run-*.wandb"))
+    records, rejected = load_records(out)  # the record's copy in the run is not a second run
+    assert len(records) == 1 and not rejected

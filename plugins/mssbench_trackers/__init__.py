@@ -1,7 +1,7 @@
-"""Built-in experiment trackers: MLflow and TensorBoard, on the run lifecycle hooks.
+"""Built-in experiment trackers: MLflow, TensorBoard and W&B, on the run lifecycle hooks.
 
 Each acts only on runs that name it (``mssbench run --tracker mlflow``, or ``trackers:`` in a
-config file) and imports its package only then, so neither is needed unless used.
+config file) and imports its package only then, so none is needed unless used.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from mssbench import hookimpl
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.trackers import TrackerSpec, enabled
 
-from . import mlflow_tracker, tensorboard_tracker
+from . import mlflow_tracker, tensorboard_tracker, wandb_tracker
 
-_TRACKERS = (mlflow_tracker, tensorboard_tracker)
+_TRACKERS = (mlflow_tracker, tensorboard_tracker, wandb_tracker)
 
 
 def _each(run: Mapping[str, Any], step: str, call: Callable[[Any], None]) -> None:
@@ -41,7 +41,7 @@ def _each(run: Mapping[str, Any], step: str, call: Callable[[Any], None]) -> Non
 
 @hookimpl
 def mssbench_register_trackers() -> list[TrackerSpec]:
-    """MLflow and TensorBoard."""
+    """MLflow, TensorBoard and Weights & Biases."""
     return [t.SPEC for t in _TRACKERS]
 
 
