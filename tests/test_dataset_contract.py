@@ -78,6 +78,19 @@ def test_negative_id_names_the_first_bad_row():
     assert line.startswith("dataset 'tiny', split train, column 'c0': id -1 at row 9 ")
 
 
+@pytest.mark.parametrize(("bad", "row"), [(3, 5), (-1, 5), (99, 0)])
+def test_scenario_id_outside_the_declared_scenarios(bad, row):
+    data = tiny(n_scenarios=3)
+    # LoadedDataset checks the ids when built; a plugin that edits them afterwards in place
+    # (as this does) is caught by the contract check before any model indexes with them.
+    data.valid.scenario[[row, 30]] = bad
+    line = only_error(data)
+    assert line == (
+        f"dataset 'tiny', split valid, column 'scenario': id {bad} at row {row} is outside "
+        "[0, 3) (scenarios s0, s1, s2)"
+    )
+
+
 def test_floating_point_ids():
     data = tiny()
     line = only_error(with_split(data, "valid", categorical=data.valid.categorical.float()))

@@ -2,9 +2,9 @@
 
 :func:`mssbench.api.load_dataset` calls :func:`validate` on whatever a plugin returns, so a
 model never sees an id outside its embedding table (an id equal to ``vocab_size`` would be
-looked up in the next field's rows of a shared table), a label outside {0, 1}, a row that
-breaks a declared relation (``ctcvr`` without ``ctr``), or a NaN/inf numeric. Each violation
-is one line naming the dataset, split, column and first bad row.
+looked up in the next field's rows of a shared table), a scenario id outside ``[0, S)``, a
+label outside {0, 1}, a row that breaks a declared relation (``ctcvr`` without ``ctr``), or a
+NaN/inf numeric. Each violation is one line naming the dataset, split, column and first bad row.
 
 The checks are vectorised and cheap on millions of rows: the common (valid) case is decided
 from aggregates (each field's minimum and maximum id, one sum of all numerics, which is finite
@@ -154,14 +154,26 @@ def _numeric(dataset: str, split_name: str, split: Split, schema: DatasetSchema)
     return out
 
 
-def _scenario_dtype(dataset: str, split_name: str, split: Split) -> list[str]:
+def _scenario(dataset: str, split_name: str, split: Split, schema: DatasetSchema) -> list[str]:
+    """Scenario ids: an integer ``[N]`` tensor with values in ``[0, S)``.
+
+    A scenario id indexes per-scenario towers, gates and counts, so one outside the range is
+    the dataset's error, reported here rather than as an indexing failure inside a model.
+    """
     s = split.scenario
     if s.is_floating_point() or s.is_complex() or s.dtype == torch.bool or s.dim() != 1:
         return [
             f"{_where(dataset, split_name, 'scenario')}: expected a [N] integer tensor, "
             f"got {s.dtype} of shape {list(s.shape)}"
         ]
-    return []
+    n = schema.n_scenarios
+    if not len(split) or (int(s.min()) >= 0 and int(s.max()) < n):
+        return []
+    row = _first_row(s, lambda c: (c < 0) | (c >= n))
+    return [
+        f"{_where(dataset, split_name, 'scenario')}: id {int(s[row])} at row {row} is outside "
+        f"[0, {n}) (scenarios {', '.join(schema.scenarios)})"
+    ]
 
 
 def violations(data: LoadedDataset, dataset: str) -> list[str]:
@@ -174,7 +186,7 @@ def violations(data: LoadedDataset, dataset: str) -> list[str]:
     out: list[str] = []
     for name in SPLITS:
         split: Split = getattr(data, name)
-        out += _scenario_dtype(dataset, name, split)
+        out += _scenario(dataset, name, split, data.schema)
         out += _categorical(dataset, name, split, data.schema)
         labels = _labels(dataset, name, split, data.schema)
         out += labels
