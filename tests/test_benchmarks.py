@@ -100,3 +100,30 @@ def test_max_difference_treats_nan_pairs_as_equal(evaluation):
     assert diff == 0.0 and both_nan == 1
     assert evaluation.max_difference({"a": 0.5}, {"a": math.nan})[0] == math.inf
     assert evaluation.max_difference({}, {"a": 0.5})[0] == math.inf
+
+
+@pytest.fixture(scope="module")
+def bad_inputs():
+    return _load("bad_inputs")
+
+
+def test_bad_inputs_audit_has_30_distinct_cases(bad_inputs):
+    names = [case.name for case in bad_inputs.CASES]
+    assert len(names) >= 30 and len(set(names)) == len(names)
+
+
+def test_bad_inputs_verdicts(bad_inputs, tmp_path):
+    from click.testing import CliRunner
+
+    from mssbench.cli import main
+
+    def verdict(argv):
+        return bad_inputs.message(CliRunner().invoke(main, argv))
+
+    text, kind = verdict(bad_inputs.run_argv(tmp_path, "--lr", "nan"))
+    assert kind == "refused" and text == "Error: --lr must be a finite number > 0, got nan"
+    assert verdict(["plugins"])[1] == "ACCEPTED"
+    assert verdict(["check", "--help"])[1] == "ACCEPTED"
+    argv = bad_inputs.bad_data_argv(tmp_path, "labels", "2")
+    text, kind = verdict(argv)
+    assert kind == "refused" and text.endswith("expected 0 or 1 (+1 more Error: lines)")
