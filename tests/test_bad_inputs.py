@@ -70,8 +70,8 @@ CASES = [
     ("param-typo", run_args("-p", "embdim=8"), "Did you mean 'embed_dim'?"),
     ("param-huge-value", run_args("-p", f"embed_dim={HUGE}"), "more characters)"),
     ("param-huge-key", run_args("-p", f"{HUGE}=1"), "more characters)"),
-    ("mode-unknown", run_args("-p", "mode=zz"),
-     "model 'mmoe' rejected its hyper-parameters: mode must be 'st' or 't', got 'zz'"),
+    ("scenario-towers-not-bool", run_args("-p", "scenario_towers=zz"),
+     "model 'mmoe' param 'scenario_towers' expects bool (default true), got 'zz'"),
     # --- run: names, data options, metrics, output, checkpoints -------------------------------
     ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth", "--out",
                        "{tmp}/runs"], "unknown model 'nosuch'. Known models: adasparse, aesm"),

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedMLP
+from mssbench.nn import Dropout, FeatureEncoder, GroupedMLP
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = [
@@ -190,7 +190,7 @@ class ExpertBank(nn.Module):
             self.norms.append(DebiasedBatchNorm1d(n_experts * h, eps=BN_EPS, momentum=bn_momentum))
             width = h
         self.act = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
         self.out_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ DEFAULTS = {
     "alpha_self": 0.9,
     "alpha_per_unit": False,
     "alpha_lr_scale": 100.0,
-    "columns": "tasks",
+    "scenario_towers": False,
     "scenario_as_feature": True,
 }
 

@@ -11,7 +11,7 @@ DEFAULTS = {
     "expert_hidden": [512, 256],
     "tower_hidden": [128, 64],
     "dropout": 0.2,
-    "mode": "st",
+    "scenario_towers": True,
     "scenario_as_feature": False,
 }
 
