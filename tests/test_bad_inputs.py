@@ -168,12 +168,15 @@ def files(tmp: Path) -> dict[str, str]:
 
 
 def _plant_garbage_checkpoint(tmp: Path) -> None:
+    import mssbench_mmoe
+
     from mssbench.api import checkpoint_path
     from mssbench.config import RunConfig
 
     cfg = RunConfig(model="mmoe", dataset="tiny-synth", params=dict(SMALL_MMOE), epochs=1,
                     batch_size=256, out=str(tmp / "runs"))
-    checkpoint_path(tmp / "runs", cfg, 1).write_bytes(b"\x80\x04garbage")
+    [mmoe] = mssbench_mmoe.mssbench_register_models()
+    checkpoint_path(tmp / "runs", cfg, mmoe.version).write_bytes(b"\x80\x04garbage")
 
 
 def test_there_are_at_least_30_cases():

@@ -280,8 +280,8 @@ class ESMMHead(nn.Module):
         self.pairs = [
             (schema.task_index(r.child), schema.task_index(r.parent)) for r in schema.relations
         ]
-        if hasattr(backbone, "task_weights"):
-            self.task_weights = backbone.task_weights
+        if hasattr(backbone, "mssbench_task_weights"):
+            self.mssbench_task_weights = backbone.mssbench_task_weights
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Backbone logits with each child column replaced by its entire-space logit."""

@@ -32,6 +32,7 @@ def mssbench_register_models():
             name="mmoe",
             summary="MMoE with one gate and tower per (scenario, task) (MMoE-ST)",
             build=lazy("mssbench_mmoe.model:MMoE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "

@@ -34,6 +34,7 @@ def mssbench_register_models():
             summary="OMoE: one gate shared by all tasks (one per scenario), tower per "
             "(scenario, task)",
             build=lazy("mssbench_omoe.model:OMoE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "

@@ -30,6 +30,7 @@ def mssbench_register_models():
             summary="Single-task baseline: a fully separate network per task; scenario id "
             "as a feature",
             build=lazy("mssbench_single_task.model:SingleTask"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "
