@@ -1,5 +1,8 @@
 """Counter-based dropout (mssbench.nn.dropout): masks from (seed, step, index) alone."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -126,3 +129,18 @@ def test_cuda_masks_equal_cpu_masks():
         cpu = keep_mask((97, 33), 0.2, seed, step)
         gpu = keep_mask((97, 33), 0.2, torch.tensor(seed, device="cuda"), step)
         assert torch.equal(cpu, gpu.cpu())
+
+
+def test_no_built_in_model_draws_torch_dropout_masks():
+    """Every built-in model and building block uses mssbench.nn.Dropout (one rule, one place)."""
+    root = Path(__file__).resolve().parents[1]
+    banned = re.compile(
+        r"\bnn\.Dropout\(|\bF\.dropout\(|\bnn\.MultiheadAttention\(|\bnn\.Transformer\w*\("
+        r"|scaled_dot_product_attention\(|\bdropout=(?!dropout\b)"
+    )
+    sources = [*root.glob("plugins/mssbench_*/*.py"), *root.glob("mssbench/nn/*.py")]
+    assert sources
+    for path in sources:
+        code = re.sub(r"``[^`]*``", "", path.read_text())  # docstrings may name torch's layers
+        for number, line in enumerate(code.splitlines(), 1):
+            assert not banned.search(line), f"{path.relative_to(root)}:{number}: {line.strip()}"
