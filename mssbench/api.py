@@ -37,7 +37,15 @@ from mssbench.runners.trainer import (
     resolve_device,
     seed_everything,
 )
-from mssbench.spec import DatasetSchema, LoadedDataset, MetricSpec, ModelSpec, SpecError, Split
+from mssbench.spec import (
+    DatasetSchema,
+    LoadedDataset,
+    MetricSpec,
+    ModelSpec,
+    SpecError,
+    Split,
+    resolve_task_weights,
+)
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -125,12 +133,14 @@ def build_model(registry: Registry, name: str, schema, params: dict[str, Any]) -
     resolved = resolve("param", f"model {name!r}", spec.defaults, params, spec.constraints)
     try:
         model = spec.build(schema, **resolved)
+        weights = resolve_task_weights(spec, schema, resolved)
     except MssbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name and place
         raise build_error(registry, name, exc) from exc
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"model {name!r}: build() must return a torch.nn.Module")
+    model.mssbench_task_weights = weights  # the spec's weights, read by the trainer's loss
     return model
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 if TYPE_CHECKING:  # torch is imported by whoever builds tensors: `mssbench --help` stays fast
     import torch
@@ -513,6 +513,11 @@ class ModelSpec:
             (widths > 0, dropout in [0, 1)); keys must be keys of ``defaults``, and the
             defaults and ``check_params`` must satisfy them. User values are checked before
             ``build``.
+        task_weights: ``task_weights(schema, params) -> [w_1, ..., w_T]``, the loss weight of
+            each task in the schema's task order given the resolved hyper-parameters (a model's
+            published weighting, e.g. AESM²'s 0.1 on CTR); ``None``: every task weighs 1. The
+            core resolves it when it builds the model (:func:`resolve_task_weights`) and the
+            trainer's loss reads the result.
         version: Bumped whenever a change alters the numbers the model gives at an unchanged
             configuration. Every record states it; ``mssbench suite`` runs a configuration
             again when its finished record is of another version, and a leaderboard page shows
@@ -529,6 +534,7 @@ class ModelSpec:
     check_params: Mapping[str, Any] = field(default_factory=dict)
     version: int = 1
     constraints: Mapping[str, Constraint] = field(default_factory=dict)
+    task_weights: Callable[[DatasetSchema, Mapping[str, Any]], Sequence[float]] | None = None
 
     def _validate_constraints(self) -> None:
         unknown = sorted(set(self.constraints) - set(self.defaults))
@@ -552,6 +558,8 @@ class ModelSpec:
         _check_name("model", self.name)
         if not callable(self.build):
             raise SpecError(f"model {self.name!r}: build is not callable")
+        if self.task_weights is not None and not callable(self.task_weights):
+            raise SpecError(f"model {self.name!r}: task_weights must be callable or None")
         if not isinstance(self.summary, str) or not self.summary.strip():
             raise SpecError(f"model {self.name!r}: summary must be a non-empty string")
         try:
@@ -576,6 +584,27 @@ class ModelSpec:
                 f"model {self.name!r}: tag heads must be a non-empty list of "
                 f"{', '.join(HEADS)}, got {heads!r}"
             )
+
+
+def resolve_task_weights(
+    spec: ModelSpec, schema: DatasetSchema, params: Mapping[str, Any]
+) -> tuple[float, ...]:
+    """The loss weight of each task for ``spec`` built with ``params`` on ``schema``.
+
+    Raises:
+        ValueError: The declared function returned other than one finite weight >= 0 per task.
+    """
+    if spec.task_weights is None:
+        return (1.0,) * schema.n_tasks
+    weights = tuple(float(w) for w in spec.task_weights(schema, params))
+    if len(weights) != schema.n_tasks:
+        raise ValueError(
+            f"task_weights has {len(weights)} entries but the dataset has {schema.n_tasks} "
+            f"tasks ({', '.join(schema.task_names)})"
+        )
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"task_weights must be finite and >= 0, got {list(weights)}")
+    return weights
 
 
 @dataclass(frozen=True)

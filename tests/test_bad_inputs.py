@@ -70,8 +70,8 @@ CASES = [
     ("param-typo", run_args("-p", "embdim=8"), "Did you mean 'embed_dim'?"),
     ("param-huge-value", run_args("-p", f"embed_dim={HUGE}"), "more characters)"),
     ("param-huge-key", run_args("-p", f"{HUGE}=1"), "more characters)"),
-    ("mode-unknown", run_args("-p", "mode=zz"),
-     "model 'mmoe' rejected its hyper-parameters: mode must be 'st' or 't', got 'zz'"),
+    ("scenario-towers-not-bool", run_args("-p", "scenario_towers=zz"),
+     "model 'mmoe' param 'scenario_towers' expects bool (default true), got 'zz'"),
     # --- run: names, data options, metrics, output, checkpoints -------------------------------
     ("model-unknown", ["run", *TESTING, "-m", "nosuch", "-d", "tiny-synth", "--out",
                        "{tmp}/runs"], "unknown model 'nosuch'. Known models: adasparse, aesm"),
@@ -168,12 +168,15 @@ def files(tmp: Path) -> dict[str, str]:
 
 
 def _plant_garbage_checkpoint(tmp: Path) -> None:
+    import mssbench_mmoe
+
     from mssbench.api import checkpoint_path
     from mssbench.config import RunConfig
 
     cfg = RunConfig(model="mmoe", dataset="tiny-synth", params=dict(SMALL_MMOE), epochs=1,
                     batch_size=256, out=str(tmp / "runs"))
-    checkpoint_path(tmp / "runs", cfg, 1).write_bytes(b"\x80\x04garbage")
+    [mmoe] = mssbench_mmoe.mssbench_register_models()
+    checkpoint_path(tmp / "runs", cfg, mmoe.version).write_bytes(b"\x80\x04garbage")
 
 
 def test_there_are_at_least_30_cases():

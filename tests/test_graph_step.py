@@ -20,7 +20,7 @@ from mssbench.testing.synthetic import make_dataset
 SMALL = {
     "mmoe": dict(SMALL_MMOE),
     "aesm": {"embed_dim": 4, "scenario_experts": 4, "scenario_expert_hidden": [8]},
-    "supermoe": {"d_model": 8, "n_heads": 2, "n_experts": 4, "expert_hidden": 16},
+    "supermoe": {"d_model": 8, "n_heads": 2, "n_experts": 4, "expert_hidden": [16]},
 }
 
 
@@ -227,7 +227,7 @@ def test_a_model_that_synchronises_with_the_host_is_refused_clearly():
         ("dephn", {}, False),
         ("supermoe", {}, False),
         ("star", {}, True),
-        ("single_task", {"per_scenario": True}, True),
+        ("single_task", {"scenario_towers": True}, True),
     ],
 )
 def test_models_that_cannot_be_captured_say_why_and_are_refused(registry, name, params, unsafe):

@@ -55,7 +55,7 @@ def test_the_bank_reference_catches_a_wrong_expert_order():
 
 def moe(seed=0, n_experts=5, top_k=2, noise_std=0.0):
     torch.manual_seed(seed)
-    return MoEFFN(8, 16, n_experts, top_k, noise_std)
+    return MoEFFN(8, [16], n_experts, top_k, noise_std)
 
 
 def per_expert_moe(layer: MoEFFN, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +66,9 @@ def per_expert_moe(layer: MoEFFN, x: torch.Tensor) -> torch.Tensor:
         out = 0
         for slot in range(layer.top_k):
             e = int(route.experts[n, slot])
-            h = F.gelu(x[n] @ layer.fc1.weight[e] + layer.fc1.bias[e])
-            out = out + route.weights[n, slot] * (h @ layer.fc2.weight[e] + layer.fc2.bias[e])
+            first, last = layer.fcs[0], layer.fcs[-1]
+            h = F.gelu(x[n] @ first.weight[e] + first.bias[e])
+            out = out + route.weights[n, slot] * (h @ last.weight[e] + last.bias[e])
         rows.append(out)
     return torch.stack(rows)
 

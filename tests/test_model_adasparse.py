@@ -38,7 +38,7 @@ def base_network(model, b):
 
 def test_spec():
     [spec] = mssbench_register_models()
-    assert spec.name == "adasparse" and spec.version == 1
+    assert spec.name == "adasparse" and spec.version == 2
     assert spec.defaults["form"] == "fusion" and spec.defaults["beta"] == 2.0
     assert "no sparsity regulariser" in spec.summary
 

@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mssbench_aesm import DEFAULTS, mssbench_register_models
 from mssbench_aesm.model import (
     AESM2,
@@ -17,12 +19,15 @@ from mssbench_aesm.model import (
     expert_log_distribution,
     kl_distances,
     masked_mixing_weights,
+    multiplicative_mixing_weights,
     selection_mask,
 )
 
+from mssbench.api import build_model
 from mssbench.cli import main
 from mssbench.nn import ESMMHead
-from mssbench.spec import Implies
+from mssbench.runners.trainer import task_weights
+from mssbench.spec import Implies, resolve_task_weights
 from mssbench.testing import make_schema, make_split
 
 [SPEC] = mssbench_register_models()
@@ -241,7 +246,8 @@ def test_layer_kl_losses_are_means_over_the_selected_experts():
 
 def test_aux_loss_is_the_weighted_sum_of_one_term_per_layer_and_task_layer_task():
     schema = make_schema()
-    model = build(schema, lambda_sp=0.3, lambda_sh=0.05).train()
+    # no dropout: its masks advance with every call, the noise is re-seeded below
+    model = build(schema, lambda_sp=0.3, lambda_sh=0.05, dropout=0.0).train()
     batch = batch_of(schema)
     torch.manual_seed(5)
     logits, sp, sh = model.forward_terms(batch)
@@ -298,7 +304,6 @@ def test_default_model_shapes():
     assert [layer.out_dim for layer in model.scenario_block[0]] == [64, 64]
     assert [c[0].out_dim for c in model.task_block] == [32, 32]
     assert model.scenario_block[0][0].n_gates == 3 and model.task_block[0][0].n_gates == 2
-    assert model.task_weights == [0.1, 1.0]
     expert_bn = model.scenario_block[0][0].experts.norms[0]
     assert (expert_bn.momentum, expert_bn.eps) == (0.001, 1e-3)
 
@@ -422,13 +427,18 @@ def test_invalid_hyper_parameters_are_rejected(overrides, message):
         build(**overrides)
 
 
-# Task weights and the core's ESMM head.
-def test_task_weights_are_exposed_and_kept_by_the_esmm_head():
+# Task weights: declared on the spec, resolved by the core, kept by the ESMM head.
+def weights_of(schema, **params):
+    return resolve_task_weights(SPEC, schema, {**DEFAULTS, **params})
+
+
+def test_task_weights_reach_the_loss_through_the_spec_and_the_esmm_head(registry):
     schema = make_schema()
-    model = build(schema, task_weights=[0.5, 2.0])
-    assert model.task_weights == [0.5, 2.0]
+    model = build_model(registry, "aesm", schema, {**SMALL, "task_weights": [0.5, 2.0]})
     head = ESMMHead(model, schema)
-    assert head.task_weights == [0.5, 2.0]
+    assert task_weights(head, 2, torch.device("cpu")).tolist() == [0.5, 2.0]
+    default = build_model(registry, "aesm", schema, dict(SMALL))
+    assert task_weights(default, 2, torch.device("cpu")).tolist() == pytest.approx([0.1, 1.0])
     out = head(batch_of(schema))
     assert torch.isfinite(out.logits).all()
     assert (torch.sigmoid(out.logits[:, 1]) <= torch.sigmoid(out.logits[:, 0]) + 1e-6).all()
@@ -437,13 +447,13 @@ def test_task_weights_are_exposed_and_kept_by_the_esmm_head():
 def test_default_task_weights_follow_the_task_roles():
     """CTR 0.1 and CTCVR 1 where the click -> purchase relation exists; 1 everywhere else."""
     related = make_schema(tasks=["ctr", "ctcvr"])
-    assert build(related).task_weights == [0.1, 1.0]
+    assert weights_of(related) == (0.1, 1.0)
     # The parent is found by the relation, not by position.
     swapped = make_schema(tasks=["ctcvr", "ctr"], implies=False)
     swapped = dataclasses.replace(swapped, relations=(Implies("ctcvr", "ctr", "cvr"),))
-    assert build(swapped).task_weights == [1.0, 0.1]
+    assert weights_of(swapped) == (1.0, 0.1)
     unrelated = make_schema(tasks=["income", "never_married"], implies=False)
-    assert build(unrelated).task_weights == [1.0, 1.0]
+    assert weights_of(unrelated) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -513,3 +523,40 @@ def test_empty_blocks_build_and_train_every_parameter(scenario_layers, task_laye
     loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.labels)
     (loss + out.aux_loss).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# The mask variants: additive (the paper, default) and multiplicative (the released code).
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k_sp=st.integers(1, 3), k_sh=st.integers(0, 3))
+def test_additive_mask_never_weights_an_unselected_expert(seed, k_sp, k_sh):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(16, 6, generator=g) * 3  # about half negative, as after batch-norm
+    d_sp, d_sh = torch.rand(16, 6, generator=g), torch.rand(16, 6, generator=g)
+    selected, index_sp, index_sh = selection_mask(d_sp, d_sh, k_sp, k_sh)
+    w = masked_mixing_weights(logits, selected)
+    assert torch.equal(w[~selected], torch.zeros_like(w[~selected]))
+    torch.testing.assert_close(w.sum(1), torch.ones(16))
+
+
+def test_multiplicative_mask_follows_the_released_code_and_differs_from_additive():
+    logits = torch.tensor([[-2.0, 0.5, 1.0, -0.1]])  # expert 0 unselected with a negative logit
+    index_sp, index_sh = torch.tensor([[1, 2]]), torch.tensor([[2, 3]])  # expert 2 in both
+    mult = multiplicative_mixing_weights(logits, index_sp, index_sh)
+    factor = torch.tensor([[-1e9, 1.0, 2.0, 1.0]])
+    torch.testing.assert_close(mult, torch.softmax(logits * factor, dim=1))
+    assert mult[0, 0] > 0.99  # the unselected expert takes the weight (P-A1)
+    selected = torch.tensor([[False, True, True, True]])
+    add = masked_mixing_weights(logits, selected)
+    assert add[0, 0] == 0
+    torch.testing.assert_close(add[0, 1:], torch.softmax(logits[0, 1:], dim=0))
+
+
+def test_mask_option_changes_the_model_outputs_and_is_checked():
+    schema = make_schema()
+    b = batch_of(schema)
+    additive = build(schema).eval()(b).logits
+    multiplicative = build(schema, mask="multiplicative").eval()(b).logits
+    assert not torch.allclose(additive, multiplicative)
+    assert SPEC.defaults["mask"] == "additive"
+    with pytest.raises(ValueError, match="mask must be one of"):
+        build(schema, mask="both")

@@ -59,7 +59,7 @@ def test_defaults():
     assert spec.name == "cross_stitch"
     d = spec.defaults
     assert (d["input_width"], d["column_hidden"], d["tower_hidden"]) == (256, [256, 128], [64])
-    assert (d["alpha_self"], d["alpha_lr_scale"], d["columns"]) == (0.9, 100.0, "tasks")
+    assert (d["alpha_self"], d["alpha_lr_scale"], d["scenario_towers"]) == (0.9, 100.0, False)
     assert d["alpha_per_unit"] is False
     model = spec.build(SCHEMA, **d)
     assert len(model.stitches) == 2  # one unit after each hidden layer of the columns
@@ -68,7 +68,7 @@ def test_defaults():
 
 @pytest.mark.parametrize(
     "overrides, n_columns",
-    [({}, 2), ({"columns": "scenario_tasks"}, 6), ({"alpha_per_unit": True}, 2)],
+    [({}, 2), ({"scenario_towers": True}, 6), ({"alpha_per_unit": True}, 2)],
 )
 def test_alpha_init(overrides, n_columns):
     model = build(**overrides)
@@ -205,7 +205,7 @@ def test_reparameterisation_matches_an_alpha_parameter_group():
 
 
 def test_scenario_task_columns_pick_own_scenario():
-    model = build(columns="scenario_tasks")
+    model = build(scenario_towers=True)
     S, T = SCHEMA.n_scenarios, SCHEMA.n_tasks
     assert model.C == S * T
     set_identity(model)
@@ -218,14 +218,9 @@ def test_scenario_task_columns_pick_own_scenario():
     assert not changed[:, 0].any()
 
 
-def test_invalid_columns_rejected():
-    with pytest.raises(ValueError, match="columns"):
-        build(columns="scenarios")
-
-
 def test_variants_conform():
     [spec] = mssbench_register_models()
-    for extra in ({"columns": "scenario_tasks"}, {"alpha_per_unit": True}):
+    for extra in ({"scenario_towers": True}, {"alpha_per_unit": True}):
         variant = dataclasses.replace(spec, check_params={**spec.check_params, **extra})
         failed = [
             r

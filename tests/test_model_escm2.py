@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mssbench_escm2 import DEFAULTS, mssbench_register_models
 from mssbench_escm2.model import ESCM2, counterfactual_risk, inverse_propensity
 
-from mssbench.api import check_head_supported
+from mssbench.api import build_model, check_head_supported
 from mssbench.cli import main
 from mssbench.errors import ConfigError
 from mssbench.nn import ESMMHead
@@ -136,8 +136,10 @@ def test_model_aux_loss_is_the_weighted_risk_of_its_tower_logits(mode):
     assert model.n_towers == (3 if mode == "dr" else 2)
 
 
-def test_training_loss_is_ctr_plus_weighted_ctcvr_plus_risk():
-    model = ESMMHead(build(global_weight=0.25, counterfactual="ips").train(), SCHEMA)
+def test_training_loss_is_ctr_plus_weighted_ctcvr_plus_risk(registry):
+    params = {**SMALL, "global_weight": 0.25, "counterfactual": "ips"}
+    torch.manual_seed(0)
+    model = ESMMHead(build_model(registry, "escm2", SCHEMA, params).train(), SCHEMA)
     b = batch()
     torch.manual_seed(5)
     out = model(b)

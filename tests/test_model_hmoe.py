@@ -31,7 +31,7 @@ def batch(n=48, seed=1, scenario=None):
 
 def test_spec():
     [spec] = mssbench_register_models()
-    assert spec.name == "hmoe" and spec.version == 1
+    assert spec.name == "hmoe" and spec.version == 2
     assert spec.defaults["label_space"] is True
     assert spec.tags["scenario_handling"]
 

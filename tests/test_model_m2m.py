@@ -33,7 +33,7 @@ def batch(n=40, seed=1):
 
 def test_spec():
     [spec] = mssbench_register_models()
-    assert spec.name == "m2m" and spec.version == 1
+    assert spec.name == "m2m" and spec.version == 2
     assert spec.tags["scenario_handling"]
 
 

@@ -41,17 +41,17 @@ def test_defaults_are_mtreclibs():
     assert spec.defaults["tower_hidden"] == [128, 64]
 
 
-@pytest.mark.parametrize("mode, n_gates", [("st", 3), ("t", 1)])
-def test_gate_count_does_not_depend_on_the_number_of_tasks(mode, n_gates):
+@pytest.mark.parametrize("scenario_towers, n_gates", [(True, 3), (False, 1)])
+def test_gate_count_does_not_depend_on_the_number_of_tasks(scenario_towers, n_gates):
     for tasks in (("a", "b"), ("a", "b", "c", "d")):
-        model = build(make_schema(tasks=tasks, implies=False), mode=mode)
+        model = build(make_schema(tasks=tasks, implies=False), scenario_towers=scenario_towers)
         assert model.gates.out_features == n_gates * SMALL["n_experts"]
 
 
-@pytest.mark.parametrize("mode", ["st", "t"])
-def test_every_task_reads_the_same_mixture(mode):
+@pytest.mark.parametrize("scenario_towers", [True, False])
+def test_every_task_reads_the_same_mixture(scenario_towers):
     """With identical towers, every task gives the same logit: one gate serves all tasks."""
-    model, b = build(mode=mode), batch()
+    model, b = build(scenario_towers=scenario_towers), batch()
     T = SCHEMA.n_tasks
     n_groups = model.towers.n_groups
     for g in range(n_groups):
@@ -89,7 +89,3 @@ def test_one_expert_gets_all_the_weight():
         w = model.gate_weights(model.encoder(b), b.scenario)
     assert torch.equal(w, torch.ones(48, 1))
 
-
-def test_bad_mode_is_rejected():
-    with pytest.raises(ValueError, match="mode must be 'st' or 't'"):
-        build(mode="both")

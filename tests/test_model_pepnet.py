@@ -60,7 +60,7 @@ def test_specs_and_defaults():
     assert set(EPNET_DEFAULTS) == set(DEFAULTS)
     for spec in specs.values():
         assert spec.tags["scenario_handling"]
-        assert spec.version == 1
+        assert spec.version == 2
     assert build_epnet(SCHEMA, **EPNET_DEFAULTS).pp_gates is None
 
 

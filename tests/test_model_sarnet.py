@@ -38,7 +38,7 @@ def logits(model, b):
 
 def test_spec():
     [spec] = mssbench_register_models()
-    assert spec.name == "sarnet" and spec.version == 1
+    assert spec.name == "sarnet" and spec.version == 2
     assert "adaptation" in spec.summary
     assert (spec.defaults["n_shared_experts"], spec.defaults["n_specific_experts"]) == (8, 2)
 

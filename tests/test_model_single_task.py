@@ -46,7 +46,7 @@ def test_defaults():
         "bottom_hidden": [512, 256],
         "tower_hidden": [128, 64],
         "dropout": 0.2,
-        "per_scenario": False,
+        "scenario_towers": False,
     }
     assert spec.tags["scenario_handling"]
     model = spec.build(SCHEMA, **spec.defaults)
@@ -91,7 +91,7 @@ def test_networks_are_initialised_independently():
 
 
 def test_per_scenario_holds_one_network_per_scenario_and_task():
-    model = build(per_scenario=True)
+    model = build(scenario_towers=True)
     assert len(model.networks) == SCHEMA.n_scenarios
     assert all(net.G == SCHEMA.n_tasks and not net.scenario_as_feature for net in model.networks)
     heads = [k for k in model.state_dict() if k.endswith("tower.head.weight")]
@@ -100,7 +100,7 @@ def test_per_scenario_holds_one_network_per_scenario_and_task():
 
 @pytest.mark.parametrize("scenario", [0, 2])
 def test_per_scenario_rows_change_only_their_scenario(scenario):
-    model = build(per_scenario=True, dropout=0.2).train()
+    model = build(scenario_towers=True, dropout=0.2).train()
     b = batch()
     own = b.scenario == scenario
     logits = model(b).logits
@@ -122,7 +122,7 @@ def test_per_scenario_network_sees_only_its_own_rows():
     own = b.scenario == 1
     grads, stats = [], []
     for inputs in (b, rows(b, own)):
-        model = build(per_scenario=True).train()
+        model = build(scenario_towers=True).train()
         logits = model(inputs).logits
         keep = inputs.scenario == 1
         F.binary_cross_entropy_with_logits(
@@ -138,7 +138,7 @@ def test_per_scenario_network_sees_only_its_own_rows():
 
 
 def test_per_scenario_keeps_batch_order_and_matches_own_network():
-    model = build(per_scenario=True).eval()
+    model = build(scenario_towers=True).eval()
     b = batch()
     with torch.no_grad():
         logits = model(b).logits
@@ -148,7 +148,7 @@ def test_per_scenario_keeps_batch_order_and_matches_own_network():
 
 
 def test_per_scenario_single_row_scenario_in_training():
-    model = build(per_scenario=True).train()
+    model = build(scenario_towers=True).train()
     b = batch(32)
     b = Batch(b.categorical, b.numeric, torch.tensor([0] * 16 + [1] * 15 + [2]), b.labels)
     norm = model.networks[2].bottom.norms[0]
@@ -162,7 +162,7 @@ def test_per_scenario_single_row_scenario_in_training():
 
 
 def test_per_scenario_unknown_scenario_rejected():
-    model = build(per_scenario=True).eval()
+    model = build(scenario_towers=True).eval()
     b = batch(8)
     b = Batch(b.categorical, b.numeric, torch.full_like(b.scenario, SCHEMA.n_scenarios), b.labels)
     with pytest.raises(ValueError, match="scenario ids"):
@@ -171,7 +171,7 @@ def test_per_scenario_unknown_scenario_rejected():
 
 def test_per_scenario_conforms():
     [spec] = mssbench_register_models()
-    variant = dataclasses.replace(spec, check_params={**spec.check_params, "per_scenario": True})
+    variant = dataclasses.replace(spec, check_params={**spec.check_params, "scenario_towers": True})
     failed = [
         r for r in run_checks(variant, checks=QUICK_CHECKS) if r.status not in ("passed", "skipped")
     ]

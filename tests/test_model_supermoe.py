@@ -16,7 +16,7 @@ from mssbench.testing.synthetic import make_split
 
 SCHEMA = make_schema()  # 3 scenarios, 4 categorical fields + numerics, tasks ctr and ctcvr
 S, T = SCHEMA.n_scenarios, SCHEMA.n_tasks
-SMALL = {"d_model": 16, "n_heads": 2, "n_experts": 4, "expert_hidden": 32, "tower_hidden": [8]}
+SMALL = {"d_model": 16, "n_heads": 2, "n_experts": 4, "expert_hidden": [32], "tower_hidden": [8]}
 
 
 def build(seed=0, **overrides):
@@ -30,7 +30,7 @@ def batch(n, seed=1):
 
 def moe(seed=0, n_experts=4, top_k=2, noise_std=0.0, d=8):
     torch.manual_seed(seed)
-    return MoEFFN(d, 16, n_experts, top_k, noise_std)
+    return MoEFFN(d, [16], n_experts, top_k, noise_std)
 
 
 def dense_reference(layer, x):
@@ -50,10 +50,10 @@ def test_spec_is_labelled_and_defaults_follow_the_design():
     assert spec.tags["scenario_handling"]
     d = spec.defaults
     assert (d["d_model"], d["n_layers"], d["n_heads"]) == (64, 2, 4)
-    assert (d["n_experts"], d["top_k"], d["expert_hidden"]) == (8, 2, 256)
+    assert (d["n_experts"], d["top_k"], d["expert_hidden"]) == (8, 2, [256])
     assert d["router_noise"] == 1.0  # std router_noise / n_experts = 1/E
     assert d["balance_coef"] == 0.01
-    assert d["per_scenario_towers"] is False
+    assert d["scenario_towers"] is False
 
 
 def test_tokens_are_fields_plus_scenario_plus_one_per_task():
@@ -106,7 +106,7 @@ def test_expert_without_tokens_gets_zero_gradient_and_dispatch_stays_exact():
     assert set(layer.route(x).experts.unique().tolist()) == {0, 1}
     torch.testing.assert_close(y, dense_reference(layer, x))
     (y.square().sum() + balance).backward()
-    for lin in (layer.fc1, layer.fc2):
+    for lin in layer.fcs:
         assert lin.weight.grad[2:].abs().sum() == 0
         assert lin.weight.grad[:2].abs().sum() > 0
 
@@ -269,8 +269,8 @@ def test_scenario_token_changes_the_output():
         assert model(b).logits.shape == (8, T)
 
 
-def test_per_scenario_towers_are_registered_trained_and_picked_by_gather():
-    model = build(per_scenario_towers=True).train()
+def test_scenario_towers_are_registered_trained_and_picked_by_gather():
+    model = build(scenario_towers=True).train()
     assert model.towers.head.weight.shape[0] == S * T
     b = batch(256)
     logits, aux = model(b)
@@ -302,3 +302,16 @@ def test_unseen_scenario_is_an_informative_error():
 def test_build_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         build(**bad)
+
+
+def test_expert_ffn_takes_several_hidden_widths_in_both_dispatches():
+    torch.manual_seed(0)
+    layer = MoEFFN(8, [16, 12], 4, 2, 0.0)
+    assert [tuple(fc.weight.shape) for fc in layer.fcs] == [(4, 8, 16), (4, 16, 12), (4, 12, 8)]
+    x = torch.randn(30, 8)
+    layer.dispatch = "grouped"
+    grouped, _ = layer(x)
+    layer.dispatch = "loop"
+    loop, _ = layer(x)
+    torch.testing.assert_close(grouped, loop)
+    torch.testing.assert_close(loop, dense_reference(layer, x))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,3 +88,16 @@ def test_batch_to_and_split_subset():
     assert len(sub) == 2 and torch.equal(sub.labels, split.labels[[1, 3]])
     b = split.batch(slice(0, 3)).to("cpu")
     assert isinstance(b, Batch) and b.categorical.dtype == torch.int64
+
+
+def test_a_model_setting_its_own_task_weights_attribute_is_told_to_declare_them():
+    from mssbench.errors import ConfigError
+    from mssbench.runners.trainer import task_weights
+
+    model = torch.nn.Linear(2, 2)
+    model.task_weights = [0.1, 1.0]
+    with pytest.raises(ConfigError, match="declare the weights as ModelSpec.task_weights"):
+        task_weights(model, 2, torch.device("cpu"))
+    del model.task_weights
+    model.mssbench_task_weights = (0.1, 1.0)
+    assert task_weights(model, 2, torch.device("cpu")).tolist() == pytest.approx([0.1, 1.0])

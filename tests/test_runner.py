@@ -180,8 +180,8 @@ def test_unknown_param_and_wrong_type(registry, runs_dir):
         run(config(runs_dir, params={"n_expert": "4"}), registry=registry, log=quiet)
     with pytest.raises(ConfigError, match=r"'n_experts' expects int.*got 'four'"):
         run(config(runs_dir, params={"n_experts": "four"}), registry=registry, log=quiet)
-    with pytest.raises(ConfigError, match=r"rejected its hyper-parameters: mode must be"):
-        run(config(runs_dir, params={"mode": "x"}), registry=registry, log=quiet)
+    with pytest.raises(ConfigError, match=r"takes no param 'mode'.*scenario_towers"):
+        run(config(runs_dir, params={"mode": "st"}), registry=registry, log=quiet)
 
 
 def test_unavailable_device(monkeypatch):
@@ -201,7 +201,9 @@ def test_unwritable_output_directory(registry, tmp_path):
 
 
 def test_esmm_head_wraps_any_model(registry, runs_dir):
-    res = run(config(runs_dir, epochs=2, head="esmm"), registry=registry, log=quiet)
+    # Without dropout: two epochs on tiny-synth sit close to chance, so keep the masks out of it.
+    params = {**SMALL_MMOE, "dropout": "0"}
+    res = run(config(runs_dir, epochs=2, head="esmm", params=params), registry=registry, log=quiet)
     assert res.record["config"]["head"] == "esmm"
     assert res.record["test"]["summary"]["auc/ctr"] > 0.5
 

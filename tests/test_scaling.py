@@ -111,8 +111,8 @@ def test_widths_of_built_in_models_and_their_scaling(registry):
     assert experts == {"n_experts": 16}
     with pytest.raises(ConfigError, match="no hyper-parameter 'widths'"):
         scaled_params(mmoe, {}, 2.0, keys=["widths"])
-    with pytest.raises(ConfigError, match="mode='st' is not a width"):
-        scaled_params(mmoe, {}, 2.0, keys=["mode"])
+    with pytest.raises(ConfigError, match="scenario_towers=True is not a width"):
+        scaled_params(mmoe, {}, 2.0, keys=["scenario_towers"])
 
 
 def test_study_grids_per_axis():

@@ -15,16 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mssbench.nn.attention import SelfAttention, TransformerLayer
+from mssbench.nn.dropout import Dropout, counter_dropout, keep_mask
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = [
+    "Dropout",
     "ESMMHead",
     "FeatureEncoder",
     "GroupedLinear",
     "GroupedMLP",
     "MLP",
+    "SelfAttention",
+    "TransformerLayer",
+    "counter_dropout",
     "esmm_logit",
     "gather_scenario",
+    "keep_mask",
     "log1mexp",
     "zero_aux",
 ]
@@ -123,7 +130,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU())
             if dropout:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = h
         super().__init__(*layers)
         self.out_dim = width
@@ -202,7 +209,7 @@ class GroupedMLP(nn.Module):
             self.linears.append(GroupedLinear(n_groups, width, h))
             self.norms.append(nn.BatchNorm1d(n_groups * h) if batch_norm else nn.Identity())
             width = h
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
         self.head = GroupedLinear(n_groups, width, out_dim) if out_dim is not None else None
         self.out_dim = out_dim if out_dim is not None else width
 
@@ -275,8 +282,8 @@ class ESMMHead(nn.Module):
         self.pairs = [
             (schema.task_index(r.child), schema.task_index(r.parent)) for r in schema.relations
         ]
-        if hasattr(backbone, "task_weights"):
-            self.task_weights = backbone.task_weights
+        if hasattr(backbone, "mssbench_task_weights"):
+            self.mssbench_task_weights = backbone.mssbench_task_weights
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Backbone logits with each child column replaced by its entire-space logit."""

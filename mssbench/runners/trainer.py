@@ -288,8 +288,17 @@ def _validate_output(out: Any, batch_rows: int, n_tasks: int, model_name: str) -
 
 
 def task_weights(model: torch.nn.Module, n_tasks: int, device: torch.device) -> torch.Tensor:
-    """The model's ``task_weights`` attribute as a ``[T]`` tensor; all ones when it has none."""
-    weights = getattr(model, "task_weights", None)
+    """The loss weight of each task, ``[T]``, as the model's spec declares it.
+
+    :func:`mssbench.api.build_model` resolves ``ModelSpec.task_weights`` for the schema and
+    hyper-parameters and records it on the model; a model built otherwise weighs every task 1.
+    """
+    if hasattr(model, "task_weights"):
+        raise ConfigError(
+            f"{type(model).__name__} sets a task_weights attribute, which the loss no longer "
+            "reads: declare the weights as ModelSpec.task_weights"
+        )
+    weights = getattr(model, "mssbench_task_weights", None)
     if weights is None:
         return torch.ones(n_tasks, device=device)
     w = torch.as_tensor(list(weights), dtype=torch.float32, device=device)

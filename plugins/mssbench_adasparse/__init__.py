@@ -40,6 +40,7 @@ def mssbench_register_models():
             "scenario-aware pruners scale the embeddings and every hidden layer of each task's "
             "network",
             build=lazy("mssbench_adasparse.model:AdaSparse"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Yang et al., AdaSparse: Learning Adaptively Sparse Structures for "

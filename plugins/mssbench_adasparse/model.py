@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedLinear, zero_aux
+from mssbench.nn import Dropout, FeatureEncoder, GroupedLinear, zero_aux
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = ["FORMS", "AdaSparse", "DomainPruner", "weighting_factors"]
@@ -126,7 +126,7 @@ class AdaSparse(nn.Module):
             [DomainPruner(self.T, embed_dim, d_in)]
             + [DomainPruner(self.T, embed_dim, w) for w in widths[1:]]
         )
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
 
     @property
     def alpha(self) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from mssbench import Constraint, ModelSpec, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
+from mssbench_aesm.task_weights import aesm_task_weights
 
 #: The official AliExpress configuration (ant-research/aes_msl_mtl) where published; embedding,
 #: indicator and tower sizes are our choices (§2.6 "not published").
@@ -32,6 +33,7 @@ DEFAULTS = {
     "lambda_sp": 1e-3,
     "lambda_sh": 1e-4,
     "task_weights": [],
+    "mask": "additive",
 }
 
 #: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
@@ -70,6 +72,7 @@ def mssbench_register_models():
             build=lazy("mssbench_aesm.model:AESM2"),
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
+            task_weights=aesm_task_weights,
             paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "
             "Search, SIGIR 2022, https://arxiv.org/abs/2205.14321",
             tags={
@@ -79,7 +82,7 @@ def mssbench_register_models():
             },
             # 2: debiased batch-norm moving averages; loss weights by task role.
             # 3: one GEMM for the shared-input expert layer (float summation order).
-            version=3,
+            version=4,
             check_params={
                 "embed_dim": 8,
                 "scenario_embed_dim": 4,

@@ -9,13 +9,14 @@ together by :class:`ExpertSelectionLayer`; :class:`AESM2` stacks those layers.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedMLP
+from mssbench.nn import Dropout, FeatureEncoder, GroupedMLP
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
+from mssbench_aesm.task_weights import aesm_task_weights
 
 __all__ = [
     "AESM2",
@@ -25,13 +26,12 @@ __all__ = [
     "expert_log_distribution",
     "kl_distances",
     "masked_mixing_weights",
+    "multiplicative_mixing_weights",
     "selection_mask",
 ]
 
 #: Batch-norm epsilon of the official TensorFlow 1.x layers (ant-research/aes_msl_mtl).
 BN_EPS = 1e-3
-#: Loss weight of the click task of a click -> purchase pair (``lambda_ctr``; CTCVR gets 1).
-PUBLISHED_PARENT_WEIGHT = 0.1
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -40,6 +40,9 @@ ACTIVATIONS = {
 }
 
 GATE_NORMS = ("bn", "none")
+#: ``additive``: the paper's ``-inf`` on unselected experts; ``multiplicative``: the released
+#: code's ``{1, 2, -1e9}`` factors (:func:`multiplicative_mixing_weights`).
+MASKS = ("additive", "multiplicative")
 
 
 def expert_log_distribution(gate_logits: torch.Tensor) -> torch.Tensor:
@@ -120,6 +123,32 @@ def masked_mixing_weights(logits: torch.Tensor, selected: torch.Tensor) -> torch
     return torch.softmax(logits.masked_fill(~selected, float("-inf")), dim=1)
 
 
+def multiplicative_mixing_weights(
+    logits: torch.Tensor, index_sp: torch.Tensor, index_sh: torch.Tensor
+) -> torch.Tensor:
+    """The official core's mixing weights: logits *multiplied* by ``{1, 2, -1e9}``.
+
+    ``1`` on an expert selected in one set, ``2`` on one selected in both, ``-1e9`` on an
+    unselected one, then a softmax over experts (``create_gate_masks`` in the official
+    ``aems2.py``). An unselected expert with a negative logit becomes ``+huge`` and takes almost
+    all the weight; with batch-normed gate logits that is the usual case (P-A1). Kept as the
+    ``mask="multiplicative"`` variant to reproduce the released code, never the default.
+
+    Args:
+        logits: ``[B, n]`` clean gate logits of each sample's own gate.
+        index_sp: ``[B, k_sp]`` selected specific experts.
+        index_sh: ``[B, k_sh]`` selected shared experts.
+
+    Returns:
+        ``[B, n]`` weights summing to 1 per row.
+    """
+    count = torch.zeros_like(logits)
+    count.scatter_add_(1, index_sp, torch.ones_like(index_sp, dtype=logits.dtype))
+    count.scatter_add_(1, index_sh, torch.ones_like(index_sh, dtype=logits.dtype))
+    factor = torch.where(count > 0, count, torch.full_like(count, -1e9))  # [B, n]
+    return torch.softmax(logits * factor, dim=1)
+
+
 class DebiasedBatchNorm1d(nn.BatchNorm1d):
     """Batch norm whose moving averages start at zero and are debiased in eval.
 
@@ -190,7 +219,7 @@ class ExpertBank(nn.Module):
             self.norms.append(DebiasedBatchNorm1d(n_experts * h, eps=BN_EPS, momentum=bn_momentum))
             width = h
         self.act = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
         self.out_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,6 +241,16 @@ class ExpertBank(nn.Module):
                 y = torch.einsum("bni,nio->bno", y, weight).reshape(b, -1)  # [B, n*h]
             y = self.dropout(self.act(norm(y)).view(b, n, weight.shape[2]))
         return y
+
+
+class Selection(NamedTuple):
+    """What :meth:`ExpertSelectionLayer.select` chose for a batch."""
+
+    selected: torch.Tensor  # [B, n] bool, union of both sets
+    index_sp: torch.Tensor  # [B, k_sp]
+    index_sh: torch.Tensor  # [B, k_sh]
+    l_sp: torch.Tensor | None
+    l_sh: torch.Tensor | None
 
 
 class ExpertSelectionLayer(nn.Module):
@@ -241,6 +280,8 @@ class ExpertSelectionLayer(nn.Module):
         gate_norm: ``bn`` (faithful: ``FC`` without bias, then batch-norm) or ``none``
             (``FC`` with bias).
         bn_momentum: Batch-norm momentum of experts and gates.
+        mask: ``additive`` (the paper) or ``multiplicative`` (the released code), see
+            :func:`multiplicative_mixing_weights`.
     """
 
     def __init__(
@@ -257,8 +298,12 @@ class ExpertSelectionLayer(nn.Module):
         dropout: float,
         gate_norm: str,
         bn_momentum: float,
+        mask: str = "additive",
     ):
         super().__init__()
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        self.mask = mask
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"expert_activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
@@ -302,9 +347,7 @@ class ExpertSelectionLayer(nn.Module):
             return logits
         return logits + self.noise_std * torch.randn_like(logits)
 
-    def select(
-        self, logits: torch.Tensor, own: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def select(self, logits: torch.Tensor, own: torch.Tensor) -> Selection:
         """Select experts from (perturbed) gate logits.
 
         Args:
@@ -312,7 +355,7 @@ class ExpertSelectionLayer(nn.Module):
             own: ``[B]`` int64 own gate of each sample.
 
         Returns:
-            ``(selected, l_sp, l_sh)``: the ``[B, n]`` bool mask and, in training, the mean
+            The ``[B, n]`` bool mask, the indices of both sets and, in training, the mean
             distance of the selected specific and shared experts (``None`` in eval, or when a
             set is empty).
         """
@@ -320,10 +363,10 @@ class ExpertSelectionLayer(nn.Module):
         d_sp, d_sh = kl_distances(log_p, own)  # [B, n] each
         selected, index_sp, index_sh = selection_mask(d_sp, d_sh, self.k_sp, self.k_sh)
         if not self.training:
-            return selected, None, None
+            return Selection(selected, index_sp, index_sh, None, None)
         l_sp = d_sp.gather(1, index_sp).mean() if self.k_sp else None
         l_sh = d_sh.gather(1, index_sh).mean() if self.k_sh else None
-        return selected, l_sp, l_sh
+        return Selection(selected, index_sp, index_sh, l_sp, l_sh)
 
     def forward(
         self, h: torch.Tensor, cond: torch.Tensor, own: torch.Tensor
@@ -348,8 +391,12 @@ class ExpertSelectionLayer(nn.Module):
             weights = torch.softmax(row, dim=1)
             l_sp = l_sh = None
         else:
-            selected, l_sp, l_sh = self.select(logits, own)
-            weights = masked_mixing_weights(row, selected)  # [B, n]
+            sel = self.select(logits, own)
+            l_sp, l_sh = sel.l_sp, sel.l_sh
+            if self.mask == "multiplicative":
+                weights = multiplicative_mixing_weights(row, sel.index_sp, sel.index_sh)
+            else:
+                weights = masked_mixing_weights(row, sel.selected)  # [B, n]
         out = torch.einsum("bn,bnd->bd", weights, experts)  # [B, d]
         return out, l_sp, l_sh
 
@@ -406,7 +453,11 @@ class AESM2(nn.Module):
         task_weights: Loss weight of each task in schema order. ``[]`` (default): the published
             weights where they apply, ``0.1`` on the parent (click) task of each
             click -> purchase relation of the dataset and ``1`` on every other task (AliExpress:
-            CTR 0.1, CTCVR 1; Census-Income: 1, 1). Exposed as the ``task_weights`` attribute.
+            CTR 0.1, CTCVR 1; Census-Income: 1, 1). Declared as the spec's ``task_weights``
+            (:func:`mssbench_aesm.task_weights.aesm_task_weights`).
+        mask: How unselected experts are masked before the mixing softmax: ``additive``
+            (default; the paper and the official docstring, ``-inf``) or ``multiplicative``
+            (the released code's ``{1, 2, -1e9}`` factors; reproduces its behaviour, P-A1).
 
     Differences from the paper and the official core:
 
@@ -455,6 +506,7 @@ class AESM2(nn.Module):
         lambda_sp: float,
         lambda_sh: float,
         task_weights: Sequence[float],
+        mask: str,
     ):
         super().__init__()
         S, T = schema.n_scenarios, schema.n_tasks
@@ -482,6 +534,8 @@ class AESM2(nn.Module):
             )
         if gate_norm not in GATE_NORMS:
             raise ValueError(f"gate_norm must be one of {GATE_NORMS}, got {gate_norm!r}")
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not 0.0 < bn_momentum <= 1.0:
@@ -490,7 +544,7 @@ class AESM2(nn.Module):
             raise ValueError(f"lambda_sp and lambda_sh must be >= 0, got {lambda_sp}, {lambda_sh}")
         if min(embed_dim, scenario_embed_dim, task_embed_dim) < 1:
             raise ValueError("embed_dim, scenario_embed_dim and task_embed_dim must be >= 1")
-        self.task_weights = _task_weights(schema, task_weights)
+        aesm_task_weights(schema, {"task_weights": task_weights})  # checked here too
         self.lambda_sp, self.lambda_sh = float(lambda_sp), float(lambda_sh)
         self.share_task_layer_params = share_task_layer_params
         self.S, self.T = S, T
@@ -514,6 +568,7 @@ class AESM2(nn.Module):
             dropout=dropout,
             gate_norm=gate_norm,
             bn_momentum=bn_momentum,
+            mask=mask,
         )
         width = self.encoder.out_dim
         self.scenario_block = nn.ModuleList()
@@ -625,29 +680,6 @@ class AESM2(nn.Module):
         if sh_terms:
             aux = aux + self.lambda_sh * torch.stack(sh_terms).sum()
         return ModelOutput(logits, aux)
-
-
-def _task_weights(schema: DatasetSchema, given: Sequence[float]) -> list[float]:
-    """One loss weight per task: ``given``, or the published rule when it is empty."""
-    T = schema.n_tasks
-    if not given:
-        weights = [1.0] * T
-        for rel in schema.relations:
-            weights[schema.task_index(rel.parent)] = PUBLISHED_PARENT_WEIGHT
-        return weights
-    if len(given) != T:
-        raise ValueError(
-            f"task_weights has {len(given)} entries but the dataset has {T} tasks "
-            f"({', '.join(schema.task_names)}); pass one weight per task, or [] for the "
-            f"published weights"
-        )
-    try:
-        weights = [float(w) for w in given]
-    except (TypeError, ValueError):
-        raise ValueError(f"task_weights must be numbers, got {list(given)!r}") from None
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(f"task_weights must be finite and >= 0, got {weights}")
-    return weights
 
 
 def _check_block(

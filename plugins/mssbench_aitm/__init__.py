@@ -31,6 +31,7 @@ def mssbench_register_models():
             summary="AITM: task towers with adaptive information transfer along the conversion "
             "chain and the behavioural expectation calibrator; scenario id as a feature",
             build=lazy("mssbench_aitm.model:AITM"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Xi et al., Modeling the Sequential Dependence among Audience Multi-step "

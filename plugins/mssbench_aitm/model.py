@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedLinear
+from mssbench.nn import Dropout, FeatureEncoder, GroupedLinear
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = ["AITM", "AITAttention", "calibrator_loss"]
@@ -148,11 +148,11 @@ class AITM(nn.Module):
         self.tower_layers = nn.ModuleList(
             GroupedLinear(self.T, w_in, w_out) for w_in, w_out in zip(widths, widths[1:])
         )
-        self.tower_dropout = nn.ModuleList(nn.Dropout(p) for p in dropout)
+        self.tower_dropout = nn.ModuleList(Dropout(p) for p in dropout)
         k = tower_hidden[-1]
         # g_0 .. g_{T-2}: one information layer per transfer step.
         self.info = GroupedLinear(self.T - 1, k, k) if self.T > 1 else None
-        self.info_dropout = nn.Dropout(dropout[-1])
+        self.info_dropout = Dropout(dropout[-1])
         self.attention = AITAttention(k) if self.T > 1 else None
         self.heads = GroupedLinear(self.T, k, 1)
 

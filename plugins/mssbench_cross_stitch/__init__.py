@@ -13,7 +13,7 @@ DEFAULTS = {
     "alpha_self": 0.9,
     "alpha_per_unit": False,
     "alpha_lr_scale": 100.0,
-    "columns": "tasks",
+    "scenario_towers": False,
     "scenario_as_feature": True,
 }
 
@@ -37,6 +37,7 @@ def mssbench_register_models():
             name="cross_stitch",
             summary="Cross-stitch networks: one MLP column per task; scenario id as a feature",
             build=lazy("mssbench_cross_stitch.model:CrossStitch"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "

@@ -10,8 +10,6 @@ from torch import nn
 from mssbench.nn import FeatureEncoder, GroupedMLP, gather_scenario, zero_aux
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
-COLUMN_MODES = ("tasks", "scenario_tasks")
-
 
 class CrossStitchUnit(nn.Module):
     """Linear mixing of ``C`` column activations: ``x~_t = sum_u alpha_{t,u} x_u``.
@@ -91,8 +89,8 @@ class CrossStitch(nn.Module):
     columns initialised from single-task networks better); the optional per-unit ``alpha``.
 
     Multi-scenario handling (our adaptation): the scenario id is an embedded input field
-    (``scenario_as_feature``). ``columns="tasks"`` (default) gives one column per task;
-    ``columns="scenario_tasks"`` one column per (scenario, task), all computed for every sample
+    (``scenario_as_feature``). ``scenario_towers=False`` (default) gives one column per
+    task; ``scenario_towers=True`` one column per (scenario, task), all computed for every sample
     (the units mix all of them), each sample's own scenario's logits picked by gather.
 
     Args:
@@ -105,7 +103,7 @@ class CrossStitch(nn.Module):
         alpha_self: Initial same-column weight ``alpha_S``.
         alpha_per_unit: One ``alpha`` per pair of columns and hidden unit (``[C, C, d]``).
         alpha_lr_scale: Effective learning-rate multiplier of the ``alpha`` under Adam.
-        columns: ``"tasks"`` or ``"scenario_tasks"``, see above.
+        scenario_towers: A column (and tower) per (scenario, task), see above.
         scenario_as_feature: Feed the scenario id as an input field.
     """
 
@@ -120,17 +118,15 @@ class CrossStitch(nn.Module):
         alpha_self: float,
         alpha_per_unit: bool,
         alpha_lr_scale: float,
-        columns: str,
+        scenario_towers: bool,
         scenario_as_feature: bool,
     ):
         super().__init__()
-        if columns not in COLUMN_MODES:
-            raise ValueError(f"columns must be one of {COLUMN_MODES}, got {columns!r}")
         if not column_hidden:
             raise ValueError("column_hidden must name at least one layer")
         self.S, self.T = schema.n_scenarios, schema.n_tasks
-        self.per_scenario = columns == "scenario_tasks"
-        self.C = self.S * self.T if self.per_scenario else self.T
+        self.scenario_towers = bool(scenario_towers)
+        self.C = self.S * self.T if self.scenario_towers else self.T
         self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature)
         self.input_layer = nn.Sequential(nn.Linear(self.encoder.out_dim, input_width), nn.ReLU())
         self.layers = nn.ModuleList()
@@ -150,6 +146,6 @@ class CrossStitch(nn.Module):
         for layer, stitch in zip(self.layers, self.stitches):
             h = stitch(layer(h))  # [B, C, h]
         out = self.towers(h).squeeze(-1)  # [B, C]
-        if self.per_scenario:
+        if self.scenario_towers:
             out = gather_scenario(out.view(-1, self.S, self.T), batch.scenario)  # [B, T]
         return ModelOutput(out, zero_aux(out))

@@ -52,6 +52,7 @@ def mssbench_register_models():
             summary="DEPHN-style (our reconstruction): heterogeneous DNN/FM/cross/attention "
             "experts, per-(scenario, task) gates with a virtual gradient coefficient",
             build=lazy("mssbench_dephn.model:DEPHN"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "

@@ -1,8 +1,10 @@
 """ESCM² model plugin (``escm2``)."""
 
+from typing import Any, Mapping
+
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
-from mssbench.spec import NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
+from mssbench.spec import NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS, DatasetSchema
 
 #: The official configuration (PaddleRec ``models/multitask/escm2/config_bigdata.yaml``).
 DEFAULTS = {
@@ -28,6 +30,14 @@ CONSTRAINTS = {
 }
 
 
+def escm2_task_weights(schema: DatasetSchema, params: Mapping[str, Any]) -> list[float]:
+    """``global_weight`` (``lambda_g``) on each conversion task implying a click task, else 1."""
+    weights = [1.0] * schema.n_tasks
+    for rel in schema.relations:
+        weights[schema.task_index(rel.child)] = float(params["global_weight"])
+    return weights
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``escm2``."""
@@ -37,8 +47,10 @@ def mssbench_register_models():
             summary="ESCM²: ESMM over an MMoE backbone with a counterfactual CVR risk "
             "(IPS or DR, inverse click propensity on clicked rows); scenario id as a feature",
             build=lazy("mssbench_escm2.model:ESCM2"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
+            task_weights=escm2_task_weights,
             paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "
             "Post-Click Conversion Rate Estimation, SIGIR 2022, "
             "https://doi.org/10.1145/3477495.3531972",

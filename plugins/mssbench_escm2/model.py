@@ -128,10 +128,6 @@ class ESCM2(nn.Module):
         self.pairs = [
             (schema.task_index(r.child), schema.task_index(r.parent)) for r in schema.relations
         ]
-        weights = [1.0] * self.T
-        for child, _ in self.pairs:
-            weights[child] = float(global_weight)
-        self.task_weights = weights
         n_imputation = len(self.pairs) if counterfactual == "dr" else 0
         self.n_towers = self.T + n_imputation
         self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature=True)

@@ -31,6 +31,7 @@ def mssbench_register_models():
             "p_ctcvr = p_ctr * p_cvr (ESMM head where ctcvr implies ctr, else direct heads); "
             "scenario id as a feature",
             build=lazy("mssbench_esmm.model:ESMM"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Entire Space Multi-Task Model: An Effective Approach for "

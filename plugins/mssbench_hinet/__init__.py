@@ -43,6 +43,7 @@ def mssbench_register_models():
             summary="HiNet: scenario extraction (shared and scenario-specific sub-expert "
             "modules, scenario-aware attention) then a CGC per (scenario, task)",
             build=lazy("mssbench_hinet.model:HiNet"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Zhou et al., HiNet: Novel Multi-Scenario & Multi-Task Learning with "

@@ -33,6 +33,7 @@ def mssbench_register_models():
             summary="HMoE: MMoE gates and towers per (scenario, task), predictions of all "
             "scenarios combined by a label-space gate with other scenarios gradient-blocked",
             build=lazy("mssbench_hmoe.model:HMoE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by "

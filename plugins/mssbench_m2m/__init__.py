@@ -38,6 +38,7 @@ def mssbench_register_models():
             summary="M2M: experts over field tokens, meta attention and residual meta towers "
             "whose weights are generated from the scenario",
             build=lazy("mssbench_m2m.model:M2M"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta "

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedLinear, GroupedMLP, gather_scenario, zero_aux
+from mssbench.nn import (
+    FeatureEncoder,
+    GroupedLinear,
+    GroupedMLP,
+    TransformerLayer,
+    gather_scenario,
+    zero_aux,
+)
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = ["M2M", "MetaLinear"]
@@ -128,12 +135,11 @@ class M2M(nn.Module):
         self.S, self.T = schema.n_scenarios, schema.n_tasks
         self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature=False)
         self.transformer = (
-            nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(
-                    embed_dim, n_heads, 4 * embed_dim, dropout, batch_first=True
-                ),
-                field_transformer_layers,
-                enable_nested_tensor=False,
+            nn.Sequential(
+                *(
+                    TransformerLayer(embed_dim, n_heads, 4 * embed_dim, dropout)
+                    for _ in range(field_transformer_layers)
+                )
             )
             if field_transformer_layers
             else None

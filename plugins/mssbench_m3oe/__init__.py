@@ -33,6 +33,7 @@ def mssbench_register_models():
             summary="M3oE: STAR bottom, shared + per-scenario + per-task experts fused by "
             "learned weights, tower per (scenario, task); fusion weights trained jointly",
             build=lazy("mssbench_m3oe.model:M3oE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Zhang et al., M3oE: Multi-Domain Multi-Task Mixture-of-Experts "

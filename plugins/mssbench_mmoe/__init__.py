@@ -10,7 +10,7 @@ DEFAULTS = {
     "expert_hidden": [512, 256],
     "tower_hidden": [128, 64],
     "dropout": 0.2,
-    "mode": "st",
+    "scenario_towers": True,
     "scenario_as_feature": False,
 }
 
@@ -32,6 +32,7 @@ def mssbench_register_models():
             name="mmoe",
             summary="MMoE with one gate and tower per (scenario, task) (MMoE-ST)",
             build=lazy("mssbench_mmoe.model:MMoE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "

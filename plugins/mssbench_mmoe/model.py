@@ -23,10 +23,11 @@ class MMoE(nn.Module):
 
     Multi-scenario handling (our adaptation; the paper is multi-task only):
 
-    * ``mode="st"`` (default, "MMoE-ST"): one gate and one tower per (scenario, task); each sample
-      uses its own scenario's gate and tower (picked by gather, never by reordering). The scenario
-      is not an input feature unless ``scenario_as_feature`` is set.
-    * ``mode="t"`` ("MMoE-T"): one gate and tower per task; the scenario id is an input feature.
+    * ``scenario_towers=True`` (default, "MMoE-ST"): one gate and one tower per (scenario, task);
+      each sample uses its own scenario's gate and tower (picked by gather, never by reordering).
+      The scenario is not an input feature unless ``scenario_as_feature`` is set.
+    * ``scenario_towers=False`` ("MMoE-T"): one gate and tower per task; the scenario id is an
+      input feature.
 
     Args:
         schema: Dataset schema.
@@ -35,9 +36,9 @@ class MMoE(nn.Module):
         expert_hidden: Hidden widths of each expert MLP.
         tower_hidden: Hidden widths of each tower.
         dropout: Dropout in experts and towers.
-        mode: ``"st"`` or ``"t"``, see above.
-        scenario_as_feature: Also feed the scenario id as a feature in ``"st"`` mode (always on
-            in ``"t"`` mode).
+        scenario_towers: A gate and a tower per (scenario, task), see above.
+        scenario_as_feature: Also feed the scenario id as a feature with ``scenario_towers``
+            (always on without).
     """
 
     def __init__(
@@ -48,27 +49,25 @@ class MMoE(nn.Module):
         expert_hidden: Sequence[int],
         tower_hidden: Sequence[int],
         dropout: float,
-        mode: str,
+        scenario_towers: bool,
         scenario_as_feature: bool,
     ):
         super().__init__()
-        if mode not in ("st", "t"):
-            raise ValueError(f"mode must be 'st' or 't', got {mode!r}")
         if n_experts < 1:
             raise ValueError(f"n_experts must be >= 1, got {n_experts}")
-        self.mode = mode
+        self.scenario_towers = bool(scenario_towers)
         self.S, self.T, self.E = schema.n_scenarios, schema.n_tasks, n_experts
-        self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature or mode == "t")
+        self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature or not scenario_towers)
         d_in = self.encoder.out_dim
         self.experts = GroupedMLP(n_experts, d_in, expert_hidden, dropout)
-        n_gates = self.S * self.T if mode == "st" else self.T
+        n_gates = self.S * self.T if scenario_towers else self.T
         self.gates = nn.Linear(d_in, n_gates * n_experts, bias=False)
         self.towers = GroupedMLP(n_gates, self.experts.out_dim, tower_hidden, dropout, out_dim=1)
 
     def gate_weights(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         """Softmax gate weights ``[B, T, E]`` for each sample's own scenario."""
         logits = self.gates(x)
-        if self.mode == "st":
+        if self.scenario_towers:
             logits = gather_scenario(logits.view(-1, self.S, self.T, self.E), scenario)
         return torch.softmax(logits.view(-1, self.T, self.E), dim=-1)
 
@@ -82,7 +81,7 @@ class MMoE(nn.Module):
         experts = self.experts(x)  # [B, E, H]
         gates = self.gate_weights(x, batch.scenario)  # [B, T, E]
         mixed = torch.einsum("bte,beh->bth", gates, experts)  # [B, T, H]
-        if self.mode == "st":
+        if self.scenario_towers:
             # Every scenario's towers see the sample; keep the sample's own: [B, S*T, H].
             tower_in = mixed.unsqueeze(1).expand(-1, self.S, -1, -1).flatten(1, 2)
             out = self.towers(tower_in).view(-1, self.S, self.T)  # [B, S, T]

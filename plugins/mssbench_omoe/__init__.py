@@ -11,7 +11,7 @@ DEFAULTS = {
     "expert_hidden": [512, 256],
     "tower_hidden": [128, 64],
     "dropout": 0.2,
-    "mode": "st",
+    "scenario_towers": True,
     "scenario_as_feature": False,
 }
 
@@ -34,6 +34,7 @@ def mssbench_register_models():
             summary="OMoE: one gate shared by all tasks (one per scenario), tower per "
             "(scenario, task)",
             build=lazy("mssbench_omoe.model:OMoE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "

@@ -10,8 +10,6 @@ from torch import nn
 from mssbench.nn import FeatureEncoder, GroupedMLP, gather_scenario, zero_aux
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
-MODES = ("st", "t")
-
 
 class OMoE(nn.Module):
     """One-gate Mixture-of-Experts (OMoE).
@@ -28,10 +26,10 @@ class OMoE(nn.Module):
 
     Multi-scenario handling (our adaptation, the same two modes as ``mmoe``):
 
-    * ``mode="st"`` (default): one gate per scenario, shared by all tasks, and one tower per
-      (scenario, task); each sample uses its own scenario's gate and towers (gather).
-    * ``mode="t"``: one gate for everything and one tower per task; the scenario id is an
-      input feature.
+    * ``scenario_towers=True`` (default): one gate per scenario, shared by all tasks, and one
+      tower per (scenario, task); each sample uses its own scenario's gate and towers (gather).
+    * ``scenario_towers=False``: one gate for everything and one tower per task; the scenario
+      id is an input feature.
 
     Args:
         schema: Dataset schema.
@@ -40,9 +38,9 @@ class OMoE(nn.Module):
         expert_hidden: Hidden widths of each expert MLP.
         tower_hidden: Hidden widths of each tower.
         dropout: Dropout in experts and towers.
-        mode: ``"st"`` or ``"t"``, see above.
-        scenario_as_feature: Also feed the scenario id as a feature in ``"st"`` mode (always on
-            in ``"t"`` mode).
+        scenario_towers: A gate per scenario and a tower per (scenario, task), see above.
+        scenario_as_feature: Also feed the scenario id as a feature with ``scenario_towers``
+            (always on without).
     """
 
     def __init__(
@@ -53,28 +51,26 @@ class OMoE(nn.Module):
         expert_hidden: Sequence[int],
         tower_hidden: Sequence[int],
         dropout: float,
-        mode: str,
+        scenario_towers: bool,
         scenario_as_feature: bool,
     ):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'st' or 't', got {mode!r}")
         if n_experts < 1:
             raise ValueError(f"n_experts must be >= 1, got {n_experts}")
-        self.mode = mode
+        self.scenario_towers = bool(scenario_towers)
         self.S, self.T, self.E = schema.n_scenarios, schema.n_tasks, n_experts
-        self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature or mode == "t")
+        self.encoder = FeatureEncoder(schema, embed_dim, scenario_as_feature or not scenario_towers)
         d_in = self.encoder.out_dim
         self.experts = GroupedMLP(n_experts, d_in, expert_hidden, dropout)
-        self.n_gates = self.S if mode == "st" else 1
+        self.n_gates = self.S if scenario_towers else 1
         self.gates = nn.Linear(d_in, self.n_gates * n_experts, bias=False)
-        n_towers = self.S * self.T if mode == "st" else self.T
+        n_towers = self.S * self.T if scenario_towers else self.T
         self.towers = GroupedMLP(n_towers, self.experts.out_dim, tower_hidden, dropout, out_dim=1)
 
     def gate_weights(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         """Softmax gate weights ``[B, E]`` of each sample's own scenario, shared by all tasks."""
         logits = self.gates(x).view(-1, self.n_gates, self.E)  # [B, S or 1, E]
-        if self.mode == "st":
+        if self.scenario_towers:
             return torch.softmax(gather_scenario(logits, scenario), dim=-1)
         return torch.softmax(logits[:, 0], dim=-1)
 
@@ -85,6 +81,6 @@ class OMoE(nn.Module):
         gates = self.gate_weights(x, batch.scenario)  # [B, E]
         mixed = torch.einsum("be,beh->bh", gates, experts)  # [B, H], one mixture for all tasks
         out = self.towers(mixed).squeeze(-1)  # [B, S*T] or [B, T]
-        if self.mode == "st":
+        if self.scenario_towers:
             out = gather_scenario(out.view(-1, self.S, self.T), batch.scenario)  # [B, T]
         return ModelOutput(out, zero_aux(out))

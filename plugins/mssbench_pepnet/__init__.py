@@ -42,6 +42,7 @@ def mssbench_register_models():
             summary="PEPNet: scenario-gated embeddings (EPNet) and per-layer gates on every "
             "task tower (PPNet)",
             build=lazy("mssbench_pepnet.model:PEPNet"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper=PAPER,
@@ -52,6 +53,7 @@ def mssbench_register_models():
             name="epnet",
             summary="EPNet (PEPNet without PPNet): scenario-gated embeddings, one tower per task",
             build=lazy("mssbench_pepnet.model:build_epnet"),
+            version=2,
             defaults=EPNET_DEFAULTS,
             constraints=CONSTRAINTS,
             paper=PAPER,

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedLinear, zero_aux
+from mssbench.nn import Dropout, FeatureEncoder, GroupedLinear, zero_aux
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = ["EPNET_GATES", "GateNU", "PEPNet", "build_epnet"]
@@ -123,7 +123,7 @@ class PEPNet(nn.Module):
             if personalize_params
             else None
         )
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
 
     def embedding_gate(self, fields: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """EPNet's ``delta_domain`` ``[B, F]`` or ``[B, F * d]`` (no gradient into ``fields``)."""

@@ -33,6 +33,7 @@ def mssbench_register_models():
             name="ple",
             summary="PLE (CGC levels, torch-rechub routing); scenario id as a feature",
             build=lazy("mssbench_ple.model:PLE"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "

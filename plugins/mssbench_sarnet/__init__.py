@@ -37,6 +37,7 @@ def mssbench_register_models():
             summary="SAR-Net (tabular adaptation: scenario-aware attention over fields, no "
             "debias network): scenario-specific transfer, shared and per-scenario experts",
             build=lazy("mssbench_sarnet.model:SARNet"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized "

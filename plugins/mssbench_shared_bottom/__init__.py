@@ -29,6 +29,7 @@ def mssbench_register_models():
             name="shared_bottom",
             summary="Shared-bottom (hard parameter sharing); scenario id as a feature",
             build=lazy("mssbench_shared_bottom.model:SharedBottom"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Caruana, Multitask Learning, Machine Learning 28, 1997",

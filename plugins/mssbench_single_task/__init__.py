@@ -9,7 +9,7 @@ DEFAULTS = {
     "bottom_hidden": [512, 256],
     "tower_hidden": [128, 64],
     "dropout": 0.2,
-    "per_scenario": False,
+    "scenario_towers": False,
 }
 
 #: Allowed values, checked before ``build`` (:class:`mssbench.Constraint`).
@@ -30,13 +30,14 @@ def mssbench_register_models():
             summary="Single-task baseline: a fully separate network per task; scenario id "
             "as a feature",
             build=lazy("mssbench_single_task.model:SingleTask"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "
             "(https://github.com/easezyc/Multitask-Recommendation-Library)",
             check_params={"embed_dim": 8, "bottom_hidden": [32, 16], "tower_hidden": [8]},
             tags={
-                "scenario_handling": "scenario as input feature (per_scenario: one network "
+                "scenario_handling": "scenario as input feature (scenario_towers: one network "
                 "per (scenario, task))"
             },
         )

@@ -112,9 +112,9 @@ class SingleTask(nn.Module):
 
     Multi-scenario handling (our adaptation):
 
-    * ``per_scenario=False`` (default): the scenario id is one more embedded field of each task's
+    * ``scenario_towers=False`` (default): the scenario id is one more embedded field of each task's
       network.
-    * ``per_scenario=True``: ``S * T`` independent networks, one per (scenario, task), without a
+    * ``scenario_towers=True``: ``S * T`` independent networks, one per (scenario, task), without a
       scenario field (each network only ever sees one scenario). Each network runs only on its
       own scenario's rows, which are picked by index and whose logits are written back to the
       same rows (the batch order is kept). Batch-norm statistics are therefore computed over a
@@ -129,7 +129,7 @@ class SingleTask(nn.Module):
         bottom_hidden: Hidden widths of each network's bottom MLP.
         tower_hidden: Hidden widths of each network's tower.
         dropout: Dropout in bottoms and towers.
-        per_scenario: One network per (scenario, task) instead of one per task.
+        scenario_towers: One network per (scenario, task) instead of one per task.
     """
 
     def __init__(
@@ -139,34 +139,34 @@ class SingleTask(nn.Module):
         bottom_hidden: Sequence[int],
         tower_hidden: Sequence[int],
         dropout: float,
-        per_scenario: bool,
+        scenario_towers: bool,
     ):
         super().__init__()
         self.S, self.T = schema.n_scenarios, schema.n_tasks
-        self.per_scenario = per_scenario
+        self.scenario_towers = scenario_towers
         #: ``--step graph`` refuses per-scenario networks: each selects its rows with nonzero().
         self.cuda_graph_unsafe = (
             "per-scenario networks select their rows with data-dependent sizes"
-            if per_scenario
+            if scenario_towers
             else ""
         )
-        # networks[s] holds scenario s's T task networks (a single entry without per_scenario).
+        # networks[s] holds scenario s's T task networks (a single entry without scenario_towers).
         self.networks = nn.ModuleList(
             SeparateNetworks(
                 self.T,
                 schema,
                 embed_dim,
-                not per_scenario,
+                not scenario_towers,
                 bottom_hidden,
                 tower_hidden,
                 dropout,
             )
-            for _ in range(self.S if per_scenario else 1)
+            for _ in range(self.S if scenario_towers else 1)
         )
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Logits ``[B, T]`` and a zero auxiliary loss."""
-        if not self.per_scenario:
+        if not self.scenario_towers:
             logits = self.networks[0](*batch[:3])  # [B, T]
             return ModelOutput(logits, zero_aux(logits))
         scenario = batch.scenario

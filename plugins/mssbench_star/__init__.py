@@ -34,6 +34,7 @@ def mssbench_register_models():
             summary="STAR: partitioned norm, one star-topology FCN per task, auxiliary network; "
             "scenario-pure batches (--batching mixed: 'STAR (mixed batches)')",
             build=lazy("mssbench_star.model:STAR"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedMLP, zero_aux
+from mssbench.nn import Dropout, FeatureEncoder, GroupedMLP, zero_aux
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = ["STAR", "PartitionedNorm", "StarLinear", "group_rows", "ungroup"]
@@ -193,7 +193,7 @@ class STAR(nn.Module):
         self.layers = nn.ModuleList(
             StarLinear(self.S, self.T, a, b) for a, b in zip(widths[:-1], widths[1:])
         )
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
         if auxiliary:
             self.scenario_embedding = nn.Parameter(torch.empty(self.S, embed_dim))
             nn.init.xavier_uniform_(self.scenario_embedding)

@@ -39,6 +39,7 @@ def mssbench_register_models():
             "experts but train only their own (all forward, task-specific backward); "
             "scenario id as a feature",
             build=lazy("mssbench_stem.model:STEM"),
+            version=2,
             defaults=DEFAULTS,
             constraints=CONSTRAINTS,
             paper="Su et al., STEM: Unleashing the Power of Embeddings for Multi-task "

@@ -2,7 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
-from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE
+from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 DEFAULTS = {
     "d_model": 64,
@@ -10,11 +10,11 @@ DEFAULTS = {
     "n_heads": 4,
     "n_experts": 8,
     "top_k": 2,
-    "expert_hidden": 256,
+    "expert_hidden": [256],
     "router_noise": 1.0,
     "balance_coef": 0.01,
     "tower_hidden": [64],
-    "per_scenario_towers": False,
+    "scenario_towers": False,
     "dropout": 0.1,
 }
 
@@ -25,7 +25,7 @@ CONSTRAINTS = {
     "n_heads": POSITIVE,
     "n_experts": POSITIVE,
     "top_k": POSITIVE,
-    "expert_hidden": POSITIVE,
+    "expert_hidden": WIDTHS,
     "router_noise": NON_NEGATIVE,
     "balance_coef": NON_NEGATIVE,
     "tower_hidden": OPTIONAL_WIDTHS,
@@ -49,17 +49,17 @@ def mssbench_register_models():
             "https://arxiv.org/abs/2207.04648",
             # 2: grouped expert dispatch on GPUs (every expert on every token, mixed by the
             # routing weights): the same function, float summation order changed.
-            version=2,
+            version=3,
             check_params={
                 "d_model": 16,
                 "n_heads": 2,
                 "n_experts": 4,
-                "expert_hidden": 32,
+                "expert_hidden": [32],
                 "tower_hidden": [8],
             },
             tags={
                 "scenario_handling": "learned scenario token attended to by every field and "
-                "task token; towers per task (per_scenario_towers: per (scenario, task))",
+                "task token; towers per task (scenario_towers: per (scenario, task))",
                 "reconstruction": "SUPERMOE-style: only the abstract is known; every component "
                 "is our adaptation",
             },

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mssbench.nn import FeatureEncoder, GroupedLinear, GroupedMLP, gather_scenario
+from mssbench.nn import (
+    Dropout,
+    FeatureEncoder,
+    GroupedLinear,
+    GroupedMLP,
+    SelfAttention,
+    gather_scenario,
+)
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 #: Standard deviation of the learned token embeddings (field ids, scenario, tasks) at init.
@@ -59,8 +66,9 @@ def load_balance_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tenso
 class MoEFFN(nn.Module):
     """Sparsely gated expert feed-forward layer with noisy top-``k`` routing.
 
-    Each token goes to its ``k`` most probable experts (``FFN_i = Linear -> GELU -> Linear``) and
-    receives ``sum_{i in top-k} r_i * FFN_i(x)`` with the ``r_i`` renormalised over the top-``k``.
+    Each token goes to its ``k`` most probable experts (``FFN_i = Linear -> GELU -> ... ->
+    Linear``) and receives ``sum_{i in top-k} r_i * FFN_i(x)`` with the ``r_i`` renormalised
+    over the top-``k``.
     There is no capacity limit, so no token is ever dropped and a token's output never depends
     on the other tokens of the batch.
 
@@ -83,19 +91,23 @@ class MoEFFN(nn.Module):
 
     Args:
         d_model: Token width.
-        d_hidden: Hidden width of each expert.
+        d_hidden: Hidden widths of each expert.
         n_experts: Number of experts ``E``.
         top_k: Experts per token ``k``.
         noise_std: Standard deviation of the Gaussian noise added to the router logits in
             training mode only (drawn from torch's global generator).
     """
 
-    def __init__(self, d_model: int, d_hidden: int, n_experts: int, top_k: int, noise_std: float):
+    def __init__(
+        self, d_model: int, d_hidden: Sequence[int], n_experts: int, top_k: int, noise_std: float
+    ):
         super().__init__()
         self.n_experts, self.top_k, self.noise_std = n_experts, top_k, noise_std
         self.router = nn.Linear(d_model, n_experts, bias=False)
-        self.fc1 = GroupedLinear(n_experts, d_model, d_hidden)
-        self.fc2 = GroupedLinear(n_experts, d_hidden, d_model)
+        widths = [d_model, *(int(w) for w in d_hidden), d_model]
+        self.fcs = nn.ModuleList(
+            GroupedLinear(n_experts, a, b) for a, b in zip(widths[:-1], widths[1:])
+        )
         #: ``auto`` (``loop`` on the CPU, ``grouped`` elsewhere), ``grouped`` or ``loop``.
         self.dispatch = "auto"
 
@@ -117,8 +129,9 @@ class MoEFFN(nn.Module):
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert ``e``'s FFN on tokens ``x`` ``[n, d]``."""
-        h = F.gelu(x @ self.fc1.weight[e] + self.fc1.bias[e])  # [n, d_hidden]
-        return h @ self.fc2.weight[e] + self.fc2.bias[e]  # [n, d]
+        for fc in self.fcs[:-1]:
+            x = F.gelu(x @ fc.weight[e] + fc.bias[e])  # [n, h]
+        return x @ self.fcs[-1].weight[e] + self.fcs[-1].bias[e]  # [n, d]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixture output and the layer's load-balance loss (grouped dispatch).
@@ -142,8 +155,10 @@ class MoEFFN(nn.Module):
         x = x.reshape(-1, shape[-1])  # [N, d]
         route = self.route(x)
         mix = route.weights.new_zeros(route.probs.shape).scatter(1, route.experts, route.weights)
-        h = F.gelu(self.fc1(x))  # [N, E, h]: one GEMM for every expert
-        out = self.fc2(h)  # [N, E, d]: one batched matmul over the experts
+        h = x  # [N, d], shared by the experts' first layer: one GEMM for every expert
+        for fc in self.fcs[:-1]:
+            h = F.gelu(fc(h))  # [N, E, h]
+        out = self.fcs[-1](h)  # [N, E, d]: one batched matmul over the experts
         y = torch.einsum("ne,ned->nd", mix.to(out.dtype), out)
         return y.view(shape), load_balance_loss(route.probs, route.experts)
 
@@ -174,7 +189,7 @@ class MoETransformerBlock(nn.Module):
     Args:
         d_model: Token width.
         n_heads: Attention heads.
-        d_hidden: Hidden width of each expert.
+        d_hidden: Hidden widths of each expert.
         n_experts: Number of experts.
         top_k: Experts per token.
         noise_std: Router noise in training.
@@ -185,22 +200,22 @@ class MoETransformerBlock(nn.Module):
         self,
         d_model: int,
         n_heads: int,
-        d_hidden: int,
+        d_hidden: Sequence[int],
         n_experts: int,
         top_k: int,
         noise_std: float,
         dropout: float,
     ):
         super().__init__()
-        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.attention = SelfAttention(d_model, n_heads, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.moe = MoEFFN(d_model, d_hidden, n_experts, top_k, noise_std)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens ``[B, N, d]`` in, tokens ``[B, N, d]`` and ``L_bal`` out."""
-        a, _ = self.attention(x, x, x, need_weights=False)
+        a = self.attention(x)
         h = self.norm1(x + self.dropout(a))
         m, balance = self.moe(h)
         return self.norm2(h + self.dropout(m)), balance
@@ -234,11 +249,11 @@ class SUPERMoE(nn.Module):
         n_heads: Attention heads; must divide ``d_model``.
         n_experts: Experts per MoE layer ``E``.
         top_k: Experts per token ``k``, ``1 <= k <= E``.
-        expert_hidden: Hidden width of each expert FFN.
+        expert_hidden: Hidden widths of each expert FFN (``GELU`` between layers).
         router_noise: Router-noise std in units of ``1 / n_experts`` (0 disables it).
         balance_coef: Weight of the summed load-balance losses.
         tower_hidden: Hidden widths of each task tower (ReLU, no batch norm).
-        per_scenario_towers: One tower per (scenario, task) instead of one per task.
+        scenario_towers: One tower per (scenario, task) instead of one per task.
         dropout: Dropout in attention, residual branches and towers.
     """
 
@@ -250,11 +265,11 @@ class SUPERMoE(nn.Module):
         n_heads: int,
         n_experts: int,
         top_k: int,
-        expert_hidden: int,
+        expert_hidden: Sequence[int],
         router_noise: float,
         balance_coef: float,
         tower_hidden: Sequence[int],
-        per_scenario_towers: bool,
+        scenario_towers: bool,
         dropout: float,
     ):
         super().__init__()
@@ -268,7 +283,7 @@ class SUPERMoE(nn.Module):
             raise ValueError("router_noise and balance_coef must be >= 0")
         self.S, self.T = schema.n_scenarios, schema.n_tasks
         self.balance_coef = balance_coef
-        self.per_scenario_towers = per_scenario_towers
+        self.scenario_towers = bool(scenario_towers)
         self.encoder = FeatureEncoder(schema, d_model)
         self.field_id = nn.Parameter(torch.randn(self.encoder.n_fields, d_model) * TOKEN_INIT_STD)
         self.scenario_token = nn.Parameter(torch.randn(self.S, d_model) * TOKEN_INIT_STD)
@@ -280,7 +295,7 @@ class SUPERMoE(nn.Module):
             )
             for _ in range(n_layers)
         )
-        n_towers = self.S * self.T if per_scenario_towers else self.T
+        n_towers = self.S * self.T if scenario_towers else self.T
         self.towers = GroupedMLP(
             n_towers, d_model, tower_hidden, dropout, batch_norm=False, out_dim=1
         )
@@ -328,7 +343,7 @@ class SUPERMoE(nn.Module):
             balances.append(balance)
         self.last_balance = tuple(x.detach() for x in balances)
         task_states = tokens[:, -self.T :]  # [B, T, d]
-        if self.per_scenario_towers:
+        if self.scenario_towers:
             # Every scenario's towers see the sample; gather keeps its own: [B, S*T, d].
             tower_in = task_states.unsqueeze(1).expand(-1, self.S, -1, -1).flatten(1, 2)
             out = self.towers(tower_in).view(b, self.S, self.T)  # [B, S, T]
