@@ -416,6 +416,99 @@ def ranking(scores: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return table
 
 
+#: The model every other is compared with in the negative-transfer table.
+TRANSFER_REFERENCE = "single_task"
+TRANSFER_RULE = (
+    "Each cell is the model's test AUC minus that of {reference} in the same scenario and "
+    "task, averaged over the seeds both have (differences taken seed by seed); ▲ / ▼ = "
+    "significantly higher / lower (two-sided paired t-test by seed, Holm-corrected across "
+    "every cell of these tables, family-wise α = {alpha}); no mark: not significantly "
+    "different with n seeds, or fewer than 2 seeds in common"
+)
+
+
+def transfer_reference(frame: pd.DataFrame, order: Sequence[str]) -> str | None:
+    """The best-ranked variant of the single-task model on the page, or None if there is none."""
+    single = set(frame.loc[frame["model"] == TRANSFER_REFERENCE, "variant"])
+    return next((v for v in order if v in single), None)
+
+
+def transfer_table(
+    frame: pd.DataFrame, reference: str, cells: Sequence[tuple[str, str]], alpha: float = ALPHA
+) -> pd.DataFrame:
+    """Each variant's AUC minus the reference's, paired by seed, in every (scenario, task) cell.
+
+    Returns:
+        One row per (variant other than ``reference``, scenario, task) of ``cells``: ``diff``
+        (mean over the common seeds of the per-seed difference), ``n_common``, ``p_value``
+        (paired t-test; NaN with fewer than 2 common seeds), ``p_holm`` (Holm-adjusted over the
+        whole table) and ``sign`` (+1 / -1 where ``p_holm < alpha``, else 0).
+    """
+    auc = per_seed(frame[frame["metric"] == "auc"])
+    values = auc.set_index(["variant", "scenario", "task", "seed"])["value"].dropna()
+    rows = []
+    variants = [v for v in dict.fromkeys(frame["variant"]) if v != reference]
+    for v, (scenario, task) in ((v, c) for v in sorted(variants) for c in cells):
+        try:
+            a = values.loc[(v, scenario, task)]
+            b = values.loc[(reference, scenario, task)]
+        except KeyError:
+            a = b = pd.Series(dtype=float)
+        common = a.index.intersection(b.index)
+        x, y = a.loc[common].to_numpy(), b.loc[common].to_numpy()
+        diff = x - y
+        p = paired_p_value(x, y) if len(common) >= 2 else math.nan
+        rows.append(
+            {
+                "variant": v,
+                "scenario": scenario,
+                "task": task,
+                "diff": float(diff.mean()) if len(diff) else math.nan,
+                "n_common": len(common),
+                "p_value": p,
+            }
+        )
+    cols = ["variant", "scenario", "task", "diff", "n_common", "p_value"]
+    table = pd.DataFrame(rows, columns=cols)
+    table["p_holm"] = holm(table["p_value"].to_numpy())
+    significant = table["p_holm"] < alpha
+    table["sign"] = np.where(significant, np.sign(table["diff"]), 0).astype(int)
+    return table
+
+
+def _transfer_lines(page: Page, order: Sequence[str]) -> list[str]:
+    """The negative-transfer section of a page (empty without a single-task model)."""
+    lines = ["## Against single-task models (negative transfer)", ""]
+    reference = transfer_reference(page.frame, order)
+    if reference is None:
+        return lines + [
+            f"No {TRANSFER_REFERENCE} runs on this page: the table needs the single-task "
+            "baseline run on the same protocol.",
+            "",
+        ]
+    scenarios = list(page.scenarios)  # the scenarios, then pooled and macro
+    cells = [(s, t) for t in page.tasks for s in scenarios]
+    table = transfer_table(page.frame, reference, cells)
+    lines += [
+        TRANSFER_RULE.format(reference=md_escape(reference), alpha=ALPHA) + ".",
+        "",
+    ]
+    marks = {1: " ▲", -1: " ▼", 0: ""}
+    for t in page.tasks:
+        sub = table[table["task"] == t].set_index(["variant", "scenario"])
+        rows = []
+        for v in (v for v in order if v != reference):
+            row = [md_escape(v)]
+            for s in scenarios:
+                r = sub.loc[(v, s)]
+                text = "n/a" if math.isnan(r["diff"]) else f"{r['diff']:+.4f}{marks[r['sign']]}"
+                row.append(f"{text} (n={r['n_common']})" if text != "n/a" else text)
+            rows.append(row)
+        headers = ["model"] + [md_escape(s) for s in scenarios]
+        lines += [f"### {md_escape(t)}", "", _table(rows, headers), ""]
+    return lines
+
+
 # --- Formatting -------------------------------------------------------------------------------
 
 
@@ -1000,6 +1093,8 @@ def render_page(
             f"![ranking score against training cost]({cost[0]})",
             "",
         ]
+
+    lines += _transfer_lines(page, order)
 
     if reported is not None:
         lines += [render_reported(*reported), ""]

@@ -65,3 +65,44 @@ def test_page_states_the_correction_and_applies_it():
     assert "not significantly different from the best with n seeds" in text
     assert "Holm" in text
     assert "tied" not in text.lower()
+
+
+# --- negative transfer --------------------------------------------------------------------------
+
+
+def _transfer_records():
+    rng = np.random.default_rng(0)
+    base = 0.75 + rng.normal(0, 0.01, 5)
+    recs = []
+    for name, shift in (("single_task", 0.0), ("worse", -0.02), ("same", 0.0)):
+        noise = rng.normal(0, 0.001, 5) if name != "single_task" else np.zeros(5)
+        recs += [
+            make_record(name, seed=s, auc=float(v)) for s, v in enumerate(base + shift + noise)
+        ]
+    return recs, base
+
+
+def test_transfer_table_pairs_by_seed_and_marks_only_significant_cells():
+    from mssbench.leaderboard import transfer_table
+
+    recs, base = _transfer_records()
+    page = plan_pages(recs)[0]
+    cells = [(s, t) for t in page.tasks for s in page.scenarios]
+    table = transfer_table(page.frame, "single_task", cells).set_index(
+        ["variant", "scenario", "task"]
+    )
+    assert len(table) == 2 * len(cells)
+    worse = table.loc[("worse", "pooled", "ctr")]
+    assert worse["diff"] == pytest.approx(-0.02, abs=0.002)
+    assert worse["sign"] == -1 and worse["n_common"] == 5
+    assert (table.xs("same", level="variant")["sign"] == 0).all()
+    # The adjusted p-values are Holm's over the whole table.
+    np.testing.assert_allclose(table["p_holm"], holm(table["p_value"].to_numpy()))
+
+
+def test_transfer_section_on_page_and_without_single_task():
+    recs, _ = _transfer_records()
+    text = render_page(plan_pages(recs)[0])
+    assert "negative transfer" in text and "▼" in text and "Holm" in text
+    others = [r for r in recs if r["model"]["name"] != "single_task"]
+    assert "No single_task runs on this page" in render_page(plan_pages(others)[0])
