@@ -37,6 +37,7 @@ from tabulate import tabulate
 from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
 from mssbench.io import atomic_write, write_text
+from mssbench.metrics.intervals import CI_HIGH, CI_LOW, LEVEL
 from mssbench.records import is_legacy, requested_values
 from mssbench.reproduce import suite_file_name, suite_files
 from mssbench.results import (
@@ -556,6 +557,21 @@ def _cell_stats(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], tuple[fl
     }
 
 
+def _auc_text(
+    stats: Mapping[tuple[str, str, str, str], tuple[float, float, int]],
+    key: tuple[str, str, str],
+    n_total: int,
+) -> str:
+    """A cell's AUC, mean ± std over seeds, then the mean test-set interval ``[low, high]``."""
+    mean, std, n = stats.get((*key, "auc"), (math.nan, math.nan, 0))
+    text = _with_n(_fmt(mean, std), n, n_total)
+    low = stats.get((*key, CI_LOW), (math.nan,))[0]
+    high = stats.get((*key, CI_HIGH), (math.nan,))[0]
+    if text != "n/a" and not (math.isnan(low) or math.isnan(high)):
+        text += f" [{low:.4f}, {high:.4f}]"
+    return text
+
+
 def _with_n(text: str, n: int, n_total: int) -> str:
     return text if n >= n_total or text == "n/a" else f"{text} (n={n})"
 
@@ -1019,7 +1035,8 @@ def render_page(
             p_text = f"{r.p_holm:.3g} (n={r.n_common})"
         row = [rank, md_escape(v), _with_n(_fmt(r.mean, r.std), r.n_seeds, n_total)]
         for t in tasks:
-            for scenario, metric in (("pooled", "auc"), ("macro", "auc"), ("pooled", "logloss")):
+            row.append(_auc_text(stats, (v, "pooled", t), n_total))
+            for scenario, metric in (("macro", "auc"), ("pooled", "logloss")):
                 mean, std, n = stats.get((v, scenario, t, metric), (math.nan, math.nan, 0))
                 row.append(_with_n(_fmt(mean, std), n, n_total))
         sub = frame[frame["variant"] == v].drop_duplicates("run_hash")
@@ -1049,7 +1066,11 @@ def render_page(
         "",
         f"score = the ranking score (mean over {tasks_text} of the pooled AUC); values are mean ± "
         "std (ddof = 1) over seeds, runs sharing a seed are averaged first; (n=k): defined for k "
-        "seeds only. params and train samples/s are means over runs; samples/s depend on the "
+        f"seeds only. [low, high] after an AUC: the test-set {LEVEL:.0%} bootstrap interval "
+        "(percentile, over the dataset's groups -- search pages, users -- where it declares "
+        "them, else rows; resamples as the record states), its ends averaged over seeds: it "
+        "shows how much the test set alone moves the number. params and train samples/s are "
+        "means over runs; samples/s depend on the "
         "hardware in *from* (see [Where the results come from](#where-the-results-come-from)).",
     ]
     if oracle_stats:
@@ -1067,8 +1088,7 @@ def render_page(
             n_total = len(seeds_of.get(v, []))
             cells = []
             for s in scen:
-                mean, std, n = stats.get((v, s, t, "auc"), (math.nan, math.nan, 0))
-                cells.append(_with_n(_fmt(mean, std), n, n_total))
+                cells.append(_auc_text(stats, (v, s, t), n_total))
             rows.append([md_escape(v)] + cells)
         if oracle_stats:
             cells = []

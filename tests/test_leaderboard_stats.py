@@ -106,3 +106,19 @@ def test_transfer_section_on_page_and_without_single_task():
     assert "negative transfer" in text and "▼" in text and "Holm" in text
     others = [r for r in recs if r["model"]["name"] != "single_task"]
     assert "No single_task runs on this page" in render_page(plan_pages(others)[0])
+
+
+def test_test_set_interval_is_shown_beside_the_seed_mean():
+    recs = []
+    for seed, (auc, low, high) in enumerate(((0.70, 0.68, 0.72), (0.72, 0.70, 0.74))):
+        rec = make_record("m", seed=seed, auc=auc)
+        for s in ("a", "b", "pooled"):
+            for t in ("ctr", "ctcvr"):
+                rec["test"]["metrics"] += [
+                    {"scenario": s, "task": t, "metric": "auc_ci_low", "value": low},
+                    {"scenario": s, "task": t, "metric": "auc_ci_high", "value": high},
+                ]
+        recs.append(rec)
+    text = render_page(plan_pages(recs)[0])
+    assert "0.7100 ± 0.0141 [0.6900, 0.7300]" in text
+    assert "bootstrap interval" in text
