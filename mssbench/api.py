@@ -18,6 +18,8 @@ from mssbench.data import contract
 from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
 from mssbench.metrics import evaluate
+from mssbench.metrics.core import call_metric
+from mssbench.metrics.intervals import auc_intervals
 from mssbench.nn import ESMMHead
 from mssbench.plugins import Registry, RunHooks, load_registry
 from mssbench.records import (
@@ -171,7 +173,7 @@ def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
     for spec in specs:
         plugin = registry.plugin_of("metric", spec.name)
         try:
-            float(spec.compute(logits.clone(), labels.clone()))
+            call_metric(spec, logits, labels)
         except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name
             raise PluginError(
                 f'metric {spec.name!r} (plugin "{plugin}") fails on a 6-row cell: '
@@ -445,10 +447,18 @@ def _run(
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
-    test_df = evaluate(test_logits, test.labels, test.scenario, schema, metric_specs)
+    test_df = evaluate(
+        test_logits, test.labels, test.scenario, schema, metric_specs, groups=test.groups
+    )
+    intervals = auc_intervals(
+        test_logits, test.labels, test.scenario, schema, test.groups, seed=config.seed
+    )
+    test_df = pd.concat([test_df, intervals], ignore_index=True)
     oracle_df = None
     if test.oracle is not None:
-        oracle_df = evaluate(test.oracle, test.labels, test.scenario, schema, metric_specs)
+        oracle_df = evaluate(
+            test.oracle, test.labels, test.scenario, schema, metric_specs, groups=test.groups
+        )
     state = result.state
     training = {
         "epochs_run": state.epoch,

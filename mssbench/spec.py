@@ -250,6 +250,9 @@ class Split:
         oracle: Optional ``[N, T]`` logits of the *true* label probabilities, known only for
             generated data; the runner then reports the oracle (Bayes) metrics, the ceiling no
             model can beat, beside the model's.
+        groups: Optional ``[N]`` integer ids of the rows' groups (a search page, a user), for a
+            dataset whose spec declares a group column (``DatasetSpec.tags["group"]``): grouped
+            metrics (GAUC, NDCG@k) rank within them and test-set intervals resample them.
     """
 
     categorical: torch.Tensor
@@ -257,9 +260,12 @@ class Split:
     scenario: torch.Tensor
     labels: torch.Tensor
     oracle: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.scenario.shape[0]
+        if self.groups is not None and (self.groups.dim() != 1 or self.groups.shape[0] != n):
+            raise SpecError(f"Split.groups: expected [{n}], got {list(self.groups.shape)}")
         for name in ("categorical", "numeric", "labels", "oracle"):
             t = getattr(self, name)
             if t is None:
@@ -287,17 +293,20 @@ class Split:
             self.scenario[index],
             self.labels[index],
             None if self.oracle is None else self.oracle[index],
+            None if self.groups is None else self.groups[index],
         )
 
     def to(self, device: torch.device | str) -> "Split":
         """The same split with every tensor on ``device``."""
         oracle = None if self.oracle is None else self.oracle.to(device)
+        groups = None if self.groups is None else self.groups.to(device)
         return Split(
             self.categorical.to(device),
             self.numeric.to(device),
             self.scenario.to(device),
             self.labels.to(device),
             oracle,
+            groups,
         )
 
 
@@ -619,7 +628,9 @@ class DatasetSpec:
         options: Every loader option with its default (for example ``{"protocol": "bundled",
             "data_dir": ""}``).
         source: Where the data comes from and under which licence.
-        tags: Declared properties, e.g. ``{"synthetic": True}``.
+        tags: Declared properties, e.g. ``{"synthetic": True}``. ``{"group": "search_id"}``
+            declares the column its splits carry as :attr:`Split.groups` (the search page, the
+            user), within which grouped metrics rank and over which test intervals resample.
         prepare: Optional ``prepare(source, dest, log) -> list[dict]`` for data users bring:
             converts the files under ``source`` (a directory) into the dataset's cache under
             ``dest`` (``mssbench data prepare NAME --source DIR``), reporting progress through
@@ -684,6 +695,9 @@ class MetricSpec:
             is undefined for the cell.
         needs_both_classes: The cell is undefined (NaN, with the reason) unless it holds
             positives and negatives; ``compute`` is then never called with one class only.
+        grouped: ``compute(logits, labels, groups)`` takes a third ``[M]`` int64 tensor, the
+            cell's group ids (search page, user) from the test split; on a dataset that declares
+            no group column the metric's cells are NaN, with that reason.
         higher_is_better: Direction of the metric (AUC-like: True; loss-like: False).
         reference: Where the definition comes from (paper, library function).
         version: Bumped whenever a change alters the values the metric gives; records state it.
@@ -691,8 +705,9 @@ class MetricSpec:
 
     name: str
     summary: str
-    compute: Callable[[torch.Tensor, torch.Tensor], float]
+    compute: Callable[..., float]
     needs_both_classes: bool = True
+    grouped: bool = False
     higher_is_better: bool = True
     reference: str = ""
     version: int = 1

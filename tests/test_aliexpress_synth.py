@@ -66,7 +66,7 @@ def test_hook_registers_synthetic_dataset():
     spec = specs[0]
     spec.validate()
     assert "SYNTHETIC" in spec.summary
-    assert spec.tags == {"synthetic": True}
+    assert spec.tags == {"synthetic": True, "group": "search_id"}
     assert {"n_rows", "seed", "scenarios", "cache", "cvr_scale"} <= set(spec.options)
     assert spec.options["scenarios"] == "NL,ES,FR,US,RU"
     assert "aliexpress-synth" in load_registry().datasets

@@ -374,7 +374,7 @@ def test_significance_marker_on_constructed_example():
     page = plan_pages(recs)[0]
     table = ranking(seed_scores(page.frame, page.ranking_tasks)).set_index("variant")
     assert table.loc["best", "rank"] == 1
-    assert table.loc["close", "tied"] and not table.loc["worse", "tied"]
+    assert table.loc["close", "not_different"] and not table.loc["worse", "not_different"]
     assert table.loc["close", "p_value"] == pytest.approx(stats.ttest_rel(base, close).pvalue)
     assert table.loc["worse", "p_value"] < 0.001
     rows = {cells(line)[2].strip(): cells(line)[1].strip() for line in tables(render_page(page))[0]}
@@ -389,7 +389,7 @@ def test_no_test_with_fewer_than_two_common_seeds():
     recs.append(make_record("b", seed=7, auc=0.7))
     page = plan_pages(recs)[0]
     table = ranking(seed_scores(page.frame, page.ranking_tasks)).set_index("variant")
-    assert math.isnan(table.loc["b", "p_value"]) and not table.loc["b", "tied"]
+    assert math.isnan(table.loc["b", "p_value"]) and not table.loc["b", "not_different"]
     assert "n/a (0 common seeds)" in render_page(page)
 
 

@@ -50,6 +50,8 @@ class TabularLayout:
         min_count: A categorical value seen fewer times than this in train maps to id 0.
         scale_numeric: Min-max scale numerics with the train range (False: kept as read).
         scenario_field: Name of the scenario field in the schema (default: ``scenario``).
+        group: The column whose integer values group the rows (the user) for grouped metrics
+            and test intervals (:attr:`~mssbench.spec.Split.groups`); empty: none.
     """
 
     categorical: tuple[str, ...]
@@ -61,6 +63,7 @@ class TabularLayout:
     min_count: int = 1
     scale_numeric: bool = True
     scenario_field: str = ""
+    group: str = ""
 
     @property
     def scenario_names(self) -> tuple[str, ...]:
@@ -145,6 +148,9 @@ def encode_splits(
             torch.from_numpy(_numeric(part, layout, scale)),
             torch.from_numpy(scen),
             torch.from_numpy(labels.astype(np.float32)),
+            groups=torch.from_numpy(np.asarray(part[layout.group], np.int64))
+            if layout.group
+            else None,
         )
         is_oov = cat == OOV
         per_field = is_oov.sum(axis=0)

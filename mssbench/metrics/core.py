@@ -486,6 +486,20 @@ def _check_eval_inputs(
         raise ValueError(f"schema: scenario names {sorted(clash)} are reserved for summary rows")
 
 
+def _check_row_groups(groups: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+    """The group ids of :func:`evaluate` as int64 ``[N]`` on the logits' device, or None."""
+    if groups is None:
+        return None
+    if not isinstance(groups, torch.Tensor):
+        raise ValueError(f"groups: expected a torch.Tensor, got {type(groups).__name__}")
+    n = logits.shape[0]
+    if groups.dim() != 1 or groups.shape[0] != n:
+        raise ValueError(f"groups: expected shape [{n}], got {list(groups.shape)}")
+    if groups.dtype == torch.bool or groups.is_floating_point() or groups.is_complex():
+        raise ValueError(f"groups: expected an integer tensor, got dtype {groups.dtype}")
+    return groups.to(logits.device, torch.int64)
+
+
 def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int, both_classes: bool) -> str:
     """Why a per-scenario (or pooled) cell is undefined; ``""`` if it is defined."""
     if n == 0:
@@ -501,12 +515,45 @@ def _cell_reason(metric: str, n: int, n_pos: int, n_nan: int, both_classes: bool
     return ""
 
 
+def call_metric(
+    spec: MetricSpec,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor | None = None,
+) -> tuple[float, str]:
+    """``(value, note)`` of ``spec`` on one cell, given copies of float64 logits and labels.
+
+    A grouped metric also gets the cell's ``groups`` (row index // 5 where none are given: the
+    checks' small cells). ``compute`` returns a number, or ``(number, note)`` where a defined
+    value needs a word (``"3 of 40 groups left out: one class only"``); the note is ``""``
+    otherwise.
+
+    Raises:
+        ValueError: If ``compute`` returned something other than a number or such a pair.
+    """
+    args = [logits.to(torch.float64, copy=True), labels.clone()]
+    if spec.grouped:
+        if groups is None:
+            groups = torch.arange(len(labels), device=labels.device) // 5
+        args.append(groups.clone())
+    raw = spec.compute(*args)
+    note = ""
+    if isinstance(raw, tuple) and len(raw) == 2 and isinstance(raw[1], str):
+        raw, note = raw
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {spec.name!r} returned {raw!r}, expected a number") from None
+    return value, note
+
+
 def _plugin_metric_cells(
     spec: MetricSpec,
     score: torch.Tensor,
     y: torch.Tensor,
     groups: torch.Tensor,
     counts: torch.Tensor,
+    row_groups: torch.Tensor | None = None,
 ) -> list[tuple[float, str]]:
     """``(value, reason)`` of a plugin metric for each scenario, then for all rows pooled.
 
@@ -514,9 +561,13 @@ def _plugin_metric_cells(
     metrics counted them. The metric sees each cell's rows as float64 logits and int64 labels
     (copies, so that it cannot alter the evaluation). An undefined cell is NaN with the
     reason; so is a cell where the metric raised or returned something other than a number,
-    with what happened.
+    with what happened. A grouped metric also gets the cell's ``row_groups`` (search page,
+    user); without them its cells are NaN.
     """
     n_scen = counts.shape[1] - 1
+    if spec.grouped and row_groups is None:
+        reason = f"metric {spec.name!r} needs a group column; the dataset declares none"
+        return [(math.nan, reason)] * (n_scen + 1)
     order = torch.argsort(groups, stable=True)
     sizes = [int(c) for c in counts[0, :n_scen]]
     cells = list(torch.split(order, sizes)) + [None]  # None: every row (pooled)
@@ -529,17 +580,15 @@ def _plugin_metric_cells(
             continue
         s = score if rows is None else score[rows]
         t = y if rows is None else y[rows]
+        g = None if row_groups is None or rows is None else row_groups[rows]
         try:
-            raw = spec.compute(s.to(torch.float64, copy=True), t.clone())
+            value, note = call_metric(spec, s, t, row_groups if rows is None else g)
         except Exception as exc:  # noqa: BLE001 - a plugin bug: reported in the cell
             out.append((math.nan, f"metric {spec.name!r} raised {type(exc).__name__}: {exc}"))
             continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            out.append((math.nan, f"metric {spec.name!r} returned {raw!r}, expected a number"))
-            continue
-        out.append((value, "undefined (the metric returned NaN)" if math.isnan(value) else ""))
+        if math.isnan(value):
+            note = note or "undefined (the metric returned NaN)"
+        out.append((value, note))
     return out
 
 
@@ -549,6 +598,7 @@ def evaluate(
     scenario: torch.Tensor,
     schema: DatasetSchema,
     metrics: Sequence[MetricSpec] = (),
+    groups: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """AUC and log loss of every task in every scenario, pooled, and macro-averaged.
 
@@ -570,6 +620,8 @@ def evaluate(
         metrics: Plugin metrics (:class:`~mssbench.spec.MetricSpec`) computed for every cell
             too, after the built-in ones. A cell where one raises is NaN and its reason says
             what was raised.
+        groups: Optional ``[N]`` integer group ids (search page, user) that grouped plugin
+            metrics rank within (:attr:`~mssbench.spec.Split.groups`).
 
     Returns:
         A tidy frame with columns ``scenario, task, metric, value, n, n_pos, reason``: one row
@@ -598,21 +650,24 @@ def evaluate(
     n_groups = n_scen + 1  # the scenarios, then "pooled"
     y_all = _check_binary("labels", labels)  # [N, T] int64
     scen = _check_groups("scenario", scenario, n_scen)  # [N] int64
+    row_groups = _check_row_groups(groups, logits)
 
     columns: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = [
         (t, logits[:, j], y_all[:, j], scen) for j, t in enumerate(schema.task_names)
     ]
+    column_groups = [row_groups] * len(columns)
     for rel in schema.relations:
         c, p = schema.task_index(rel.child), schema.task_index(rel.parent)
         rows = y_all[:, p] == 1  # [N] parent positives
         score = conditional_logit(logits[rows, c].double(), logits[rows, p].double())  # [M]
         columns.append((rel.conditional, score, y_all[rows, c], scen[rows]))
+        column_groups.append(None if row_groups is None else row_groups[rows])
 
     # Per task: [5, S + 1] float64 = auc, logloss, n, n_pos, count of NaN scores; the last
     # column is "pooled", computed as one more group.
     stats = []
     plugin_cells: list[dict[str, list[tuple[float, str]]]] = []  # per task: name -> per group
-    for _task, score, y, groups in columns:
+    for (_task, score, y, groups), rg in zip(columns, column_groups, strict=True):
         score, y = score.contiguous(), y.contiguous()  # [M] each
         auc, n, n_pos = _grouped_auc(score, y, groups, n_scen, pooled=True)
         ll = _grouped_logloss(score, y, groups, n_scen, pooled=True)
@@ -622,7 +677,7 @@ def evaluate(
         nan[n_scen] = nan[:n_scen].sum()
         stats.append(torch.stack([auc, ll, n.double(), n_pos.double(), nan.double()]).cpu())
         plugin_cells.append(
-            {m.name: _plugin_metric_cells(m, score, y, groups, stats[-1][2:]) for m in metrics}
+            {m.name: _plugin_metric_cells(m, score, y, groups, stats[-1][2:], rg) for m in metrics}
         )
 
     names = list(schema.scenarios) + [POOLED]

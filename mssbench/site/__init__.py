@@ -75,6 +75,9 @@ def _ranking_rows(page: Page) -> list[dict[str, Any]]:
             "std": _num(r["std"]),
             "n_seeds": int(r["n_seeds"]),
             "p_value": _num(r["p_value"], 3),
+            "p_holm": _num(r["p_holm"], 3),
+            "n_common": int(r["n_common"]),
+            "not_different": bool(r["not_different"]),
         }
         for _, r in table.iterrows()
     ]

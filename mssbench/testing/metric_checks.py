@@ -35,12 +35,19 @@ def _cell(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return logits, labels
 
 
-def _value(spec: MetricSpec, logits: torch.Tensor, labels: torch.Tensor) -> float:
-    raw = spec.compute(logits.clone(), labels.clone())
+def _value(
+    spec: MetricSpec,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor | None = None,
+) -> float:
+    """The metric on one cell (a grouped metric: ``groups``, default 5 consecutive rows each)."""
+    from mssbench.metrics.core import call_metric
+
     try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise AssertionError(f"compute returned {raw!r}, expected a number") from None
+        return call_metric(spec, logits, labels, groups)[0]
+    except ValueError as exc:
+        raise AssertionError(f"compute {exc}") from None
 
 
 def _same(a: float, b: float) -> bool:
@@ -62,10 +69,11 @@ def check_metric_defined_on_two_classes(spec: MetricSpec) -> None:
 def check_metric_row_order_invariant(spec: MetricSpec) -> None:
     """Shuffling the rows of a cell does not change the value."""
     logits, labels = _cell(500, seed=1)
-    base = _value(spec, logits, labels)
+    groups = torch.arange(len(labels)) // 5
+    base = _value(spec, logits, labels, groups)
     for seed in range(3):
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        value = _value(spec, logits[perm], labels[perm])
+        value = _value(spec, logits[perm], labels[perm], groups[perm])
         assert _same(base, value), f"row order changed the value: {base!r} -> {value!r}"
 
 
@@ -73,7 +81,8 @@ def check_metric_inputs_unchanged(spec: MetricSpec) -> None:
     """``compute`` does not modify the tensors it is given."""
     logits, labels = _cell(200, seed=2)
     x, y = logits.clone(), labels.clone()
-    spec.compute(x, y)
+    g = torch.arange(len(y)) // 5
+    spec.compute(x, y, g) if spec.grouped else spec.compute(x, y)
     assert torch.equal(x, logits) and torch.equal(y, labels), "compute modified its inputs"
 
 

@@ -35,6 +35,7 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
                 "(research use); downloaded by each user, never redistributed"
             ),
             prepare=prepare,
-            tags={"oov_probe": oov_probe},  # mssbench.testing.check_dataset's OOV probe
+            # oov_probe: mssbench.testing.check_dataset's OOV probe; group: the search page
+            tags={"oov_probe": oov_probe, "group": "search_id"},
         )
     ]

@@ -200,9 +200,12 @@ def _resident_split(
     num = np.empty((n, arrays["numeric"].shape[1]), np.float32)
     lab = np.empty((n, 2), np.float32)
     scen = np.empty(n, np.int64)
+    pages = np.empty(n, np.int64) if "search_id" in arrays else None
     at = 0
     for s, r in enumerate(ranges):
         scen[at : at + len(r)] = s
+        if pages is not None:
+            pages[at : at + len(r)] = arrays["search_id"][r.start : r.stop]
         for lo in range(r.start, r.stop, _CHUNK):
             hi = min(r.stop, lo + _CHUNK)
             k = slice(at + lo - r.start, at + hi - r.start)
@@ -213,7 +216,11 @@ def _resident_split(
                 _remap(cat[k], lut)
         at += len(r)
     return Split(
-        torch.from_numpy(cat), torch.from_numpy(num), torch.from_numpy(scen), torch.from_numpy(lab)
+        torch.from_numpy(cat),
+        torch.from_numpy(num),
+        torch.from_numpy(scen),
+        torch.from_numpy(lab),
+        groups=None if pages is None else torch.from_numpy(pages),
     )
 
 
@@ -235,6 +242,7 @@ def _mapped_split(
         torch.from_numpy(arrays["numeric"][lo:hi]),
         torch.from_numpy(scen),
         torch.from_numpy(arrays["labels"][lo:hi]),
+        groups=torch.from_numpy(arrays["search_id"][lo:hi]) if "search_id" in arrays else None,
     )
 
 

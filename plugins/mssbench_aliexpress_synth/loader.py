@@ -236,6 +236,7 @@ def _split(arrays: Mapping[str, np.ndarray]) -> Split:
         scenario=torch.from_numpy(arrays["scenario"]),
         labels=torch.from_numpy(arrays["labels"]),
         oracle=torch.from_numpy(arrays["oracle"]),
+        groups=torch.from_numpy(arrays["search_id"]) if "search_id" in arrays else None,
     )
 
 
@@ -249,7 +250,7 @@ def protocol_variant(config: SynthConfig) -> str:
 
 
 def to_dataset(gen: Generated, memory_mapped: bool = False) -> LoadedDataset:
-    """The :class:`LoadedDataset` of generated arrays (search ids are not part of it)."""
+    """The :class:`LoadedDataset` of generated arrays; the search ids are the splits' groups."""
     countries = gen.config.countries
     return LoadedDataset(
         schema=make_schema(countries),

@@ -31,6 +31,7 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
             ),
             load=partial(load, name),
             options={"data_dir": ""},
+            tags={"group": "user_id"},
             source=(
                 f"Kuaishou, KuaiRand ({KUAIRAND_URL}), CC BY-SA 4.0 (Gao et al., KuaiRand, "
                 "CIKM 2022); downloaded by each user"

@@ -261,7 +261,7 @@ def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
         codes = hash_split(cols["user_id"] * 1_000_003 + cols["video_id"], 0.1, 0.1, SALT)
     layout = TabularLayout(
         categorical=CATEGORICAL, numeric=NUMERIC, scenario="tab", scenarios=TABS,
-        tasks=TASKS[name],
+        tasks=TASKS[name], group="user_id",
     )  # fmt: skip
     info = {"cache": str(data_dir), "prepared": manifest["created"],
             "layout": manifest["layout"], "inputs": manifest["inputs"]}  # fmt: skip

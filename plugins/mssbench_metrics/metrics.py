@@ -7,7 +7,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["average_precision", "normalized_entropy"]
+__all__ = [
+    "average_precision",
+    "gauc",
+    "ndcg_10",
+    "ndcg_at",
+    "normalized_entropy",
+]
 
 
 def average_precision(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -44,3 +50,89 @@ def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     loss = float(F.binary_cross_entropy_with_logits(logits.to(torch.float64), y))
     entropy = -(p * math.log(p) + (1.0 - p) * math.log1p(-p))
     return loss / entropy
+
+
+def _dense_groups(groups: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Group ids renumbered ``0..G-1`` and ``G``."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    return inverse, int(uniq.numel())
+
+
+def _gauc_parts(
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+) -> tuple[float, int]:
+    """``(GAUC, groups skipped)``: the row-weighted mean of the per-group AUCs."""
+    from mssbench.metrics import grouped_auc
+
+    g, n_groups = _dense_groups(groups)
+    auc, n, n_pos = grouped_auc(logits, labels, g, n_groups)
+    both = (n_pos > 0) & (n_pos < n)
+    skipped = int((~both).sum())
+    if not bool(both.any()):
+        return math.nan, skipped
+    weight = n[both].double()
+    return float((auc[both] * weight).sum() / weight.sum()), skipped
+
+
+def gauc(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> tuple[float, str]:
+    """Group AUC: the mean of the per-group AUCs weighted by the groups' rows (impressions).
+
+    Groups holding one class only have no AUC and are left out; the note beside the value
+    (the record's ``reason``) counts them. NaN when no group holds both classes.
+    """
+    value, skipped = _gauc_parts(logits, labels, groups)
+    n_groups = int(torch.unique(groups).numel())
+    note = f"{skipped} of {n_groups} groups left out (one class only)" if skipped else ""
+    return value, note
+
+
+def _within_group_gains(
+    key: torch.Tensor, labels: torch.Tensor, g: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Per group, the discounted gain of the first ``k`` rows ordered by ``key``, decreasing.
+
+    Rows with equal (group, key) share the mean of their labels (the expected gain under a
+    random order of the tie), so the result does not depend on the order of the rows.
+    """
+    n_groups = int(g.max()) + 1 if g.numel() else 0
+    order = torch.argsort(key, descending=True, stable=True)
+    order = order[torch.argsort(g[order], stable=True)]  # by group, then key decreasing
+    gs, ks, ys = g[order], key[order], labels[order].double()
+    new_run = torch.ones_like(gs, dtype=torch.bool)
+    new_run[1:] = (gs[1:] != gs[:-1]) | (ks[1:] != ks[:-1])
+    run = torch.cumsum(new_run.long(), 0) - 1
+    n_runs = int(run[-1]) + 1 if run.numel() else 0
+    run_sum = torch.zeros(n_runs, dtype=torch.float64).index_add_(0, run, ys)
+    run_len = torch.bincount(run, minlength=n_runs).double()
+    gain = (run_sum / run_len)[run]
+    sizes = torch.bincount(gs, minlength=n_groups)
+    starts = torch.cumsum(sizes, 0) - sizes
+    pos = torch.arange(gs.numel()) - starts[gs]  # 0-based position within the group
+    discount = torch.where(pos < k, 1.0 / torch.log2(pos.double() + 2.0), 0.0)
+    return torch.zeros(n_groups, dtype=torch.float64).index_add_(0, gs, gain * discount)
+
+
+def ndcg_at(k: int):  # noqa: ANN201 - a metric function
+    """The NDCG@``k`` metric: per group, DCG of the first ``k`` rows by score over the ideal DCG.
+
+    Gains are the 0/1 labels, discounts ``1 / log2(position + 1)``; groups without a positive
+    have no NDCG and are left out; the value is the unweighted mean over the other groups.
+    NaN when no group holds a positive.
+    """
+
+    def ndcg(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
+        logits, labels = logits.cpu(), labels.cpu()
+        g, _ = _dense_groups(groups.cpu())
+        dcg = _within_group_gains(logits.double(), labels, g, k)
+        ideal = _within_group_gains(labels.double(), labels, g, k)
+        has_pos = ideal > 0
+        if not bool(has_pos.any()):
+            return math.nan
+        return float((dcg[has_pos] / ideal[has_pos]).mean())
+
+    ndcg.__name__ = f"ndcg_{k}"
+    return ndcg
+
+
+#: NDCG at the first 10 rows of each group.
+ndcg_10 = ndcg_at(10)

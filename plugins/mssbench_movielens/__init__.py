@@ -37,7 +37,7 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
                 f"GroupLens Research, MovieLens ({GROUPLENS_URL}); GroupLens licence (research "
                 "use, no redistribution): downloaded by each user, never bundled"
             ),
-            tags={"protocols": list(PROTOCOLS)},
+            tags={"protocols": list(PROTOCOLS), "group": "user_id"},
             prepare=partial(prepare, name),
         )
         for name, size in _SIZES.items()

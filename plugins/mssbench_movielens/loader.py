@@ -290,6 +290,7 @@ def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
         scenarios=p["scenarios"],
         tasks=p["tasks"],
         relations=p["relations"],
+        group="user_id",
     )
     info = {"cache": str(data_dir), "prepared": manifest["created"],
             "layout": manifest["layout"], "inputs": manifest["inputs"]}  # fmt: skip

@@ -1,0 +1,124 @@
+"""Holm's correction and the wording of the significance marker."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_leaderboard import make_record
+
+from mssbench.leaderboard import plan_pages, ranking, render_page, seed_scores
+from mssbench.significance import holm
+
+p_lists = st.lists(
+    st.one_of(st.floats(0.0, 1.0), st.just(math.nan)), min_size=0, max_size=12
+)
+
+
+def _holm_reference(p):
+    """Holm by the textbook loop: reject in increasing order while p_(k) < alpha / (m - k + 1)."""
+    idx = [i for i, v in enumerate(p) if not math.isnan(v)]
+    idx.sort(key=lambda i: (p[i], i))
+    m = len(idx)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for k, i in enumerate(idx):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out
+
+
+@given(p_lists)
+def test_holm_matches_the_step_down_loop(p):
+    np.testing.assert_allclose(holm(p), _holm_reference(p), equal_nan=True)
+
+
+@given(p_lists)
+def test_holm_never_lowers_a_p_value_and_stays_a_probability(p):
+    adj = holm(p)
+    raw = np.asarray(p, dtype=float)
+    defined = ~np.isnan(raw)
+    assert np.all(np.isnan(adj[~defined]))
+    assert np.all(adj[defined] >= raw[defined] - 1e-15)
+    assert np.all(adj[defined] <= 1.0)
+
+
+def test_holm_on_a_worked_example():
+    # m = 3: 0.01 * 3 = 0.03, 0.02 * 2 = 0.04, 0.04 * 1 = 0.04
+    np.testing.assert_allclose(holm([0.04, 0.01, 0.02]), [0.04, 0.03, 0.04])
+
+
+def test_page_states_the_correction_and_applies_it():
+    base = np.array([0.80, 0.78, 0.81, 0.79, 0.80])
+    recs = [make_record("best", seed=s, auc=float(v)) for s, v in enumerate(base)]
+    # Three challengers, each with raw p a little under 0.05: Holm keeps them all.
+    shift = np.array([0.010, 0.002, 0.012, 0.001, 0.009])
+    for name in ("a", "b", "c"):
+        recs += [make_record(name, seed=s, auc=float(v)) for s, v in enumerate(base - shift)]
+    page = plan_pages(recs)[0]
+    table = ranking(seed_scores(page.frame, page.ranking_tasks)).set_index("variant")
+    assert 0.01 < table.loc["a", "p_value"] < 0.05
+    assert table.loc["a", "p_holm"] == pytest.approx(min(1.0, 3 * table.loc["a", "p_value"]))
+    assert table.loc["a", "not_different"]
+    text = render_page(page)
+    assert "not significantly different from the best with n seeds" in text
+    assert "Holm" in text
+    assert "tied" not in text.lower()
+
+
+# --- negative transfer --------------------------------------------------------------------------
+
+
+def _transfer_records():
+    rng = np.random.default_rng(0)
+    base = 0.75 + rng.normal(0, 0.01, 5)
+    recs = []
+    for name, shift in (("single_task", 0.0), ("worse", -0.02), ("same", 0.0)):
+        noise = rng.normal(0, 0.001, 5) if name != "single_task" else np.zeros(5)
+        recs += [
+            make_record(name, seed=s, auc=float(v)) for s, v in enumerate(base + shift + noise)
+        ]
+    return recs, base
+
+
+def test_transfer_table_pairs_by_seed_and_marks_only_significant_cells():
+    from mssbench.leaderboard import transfer_table
+
+    recs, base = _transfer_records()
+    page = plan_pages(recs)[0]
+    cells = [(s, t) for t in page.tasks for s in page.scenarios]
+    table = transfer_table(page.frame, "single_task", cells).set_index(
+        ["variant", "scenario", "task"]
+    )
+    assert len(table) == 2 * len(cells)
+    worse = table.loc[("worse", "pooled", "ctr")]
+    assert worse["diff"] == pytest.approx(-0.02, abs=0.002)
+    assert worse["sign"] == -1 and worse["n_common"] == 5
+    assert (table.xs("same", level="variant")["sign"] == 0).all()
+    # The adjusted p-values are Holm's over the whole table.
+    np.testing.assert_allclose(table["p_holm"], holm(table["p_value"].to_numpy()))
+
+
+def test_transfer_section_on_page_and_without_single_task():
+    recs, _ = _transfer_records()
+    text = render_page(plan_pages(recs)[0])
+    assert "negative transfer" in text and "▼" in text and "Holm" in text
+    others = [r for r in recs if r["model"]["name"] != "single_task"]
+    assert "No single_task runs on this page" in render_page(plan_pages(others)[0])
+
+
+def test_test_set_interval_is_shown_beside_the_seed_mean():
+    recs = []
+    for seed, (auc, low, high) in enumerate(((0.70, 0.68, 0.72), (0.72, 0.70, 0.74))):
+        rec = make_record("m", seed=seed, auc=auc)
+        for s in ("a", "b", "pooled"):
+            for t in ("ctr", "ctcvr"):
+                rec["test"]["metrics"] += [
+                    {"scenario": s, "task": t, "metric": "auc_ci_low", "value": low},
+                    {"scenario": s, "task": t, "metric": "auc_ci_high", "value": high},
+                ]
+        recs.append(rec)
+    text = render_page(plan_pages(recs)[0])
+    assert "0.7100 ± 0.0141 [0.6900, 0.7300]" in text
+    assert "bootstrap interval" in text
