@@ -272,6 +272,22 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Epochs of --pretrain.",
         ),
         click.option(
+            "--balancer",
+            default=RUN_DEFAULTS.balancer,
+            show_default=True,
+            metavar="NAME",
+            help="How the task losses are combined: fixed (the model's task weights), "
+            "uncertainty, gradnorm, pcgrad, or a plugin's balancer (`mssbench plugins`).",
+        ),
+        click.option(
+            "--balancer-param",
+            "balancer_params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Balancer parameter (repeatable), e.g. --balancer-param alpha=1.5; "
+            "`mssbench plugins NAME` lists them.",
+        ),
+        click.option(
             "--tracker",
             "trackers",
             multiple=True,
@@ -643,7 +659,7 @@ def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str
 def plugins_cmd(
     name: str | None, plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool
 ) -> None:
-    """List registered models, datasets, metrics and trackers; with NAME, describe that one in full.
+    """List registered models, datasets, metrics, balancers and trackers; NAME: describe it in full.
 
     Plugins that only implement lifecycle hooks are listed as kind ``hooks``.
     """
@@ -664,6 +680,10 @@ def plugins_cmd(
     rows += [
         ["metric", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.metrics.items())
+    ]
+    rows += [
+        ["balancer", name, reg.plugin, reg.spec.summary]
+        for name, reg in sorted(registry.balancers.items())
     ]
     rows += [
         ["hooks", name, name, ", ".join(hooks) or "(no hooks)"]
