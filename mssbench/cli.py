@@ -610,7 +610,7 @@ def check(
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
-    """Run the plugin conformance suite on NAMES (registered models, datasets or metrics)."""
+    """Run the plugin conformance suite on NAMES (models, datasets, metrics or balancers)."""
     registry = _registry(plugins, disabled, strict_plugins)
     options = _dataset_options(registry, names, parse_assignments(data_options, "--data-option"))
     failed = False
@@ -625,7 +625,7 @@ def check(
 
 
 def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tuple[str, list]:
-    """The kind of ``name`` (model first, then dataset, then metric) and its check results."""
+    """The kind of ``name`` (model, dataset, metric, balancer: first found) and its results."""
     from mssbench.testing import run_checks, run_dataset_checks, run_metric_checks
 
     if name in registry.models:
@@ -634,9 +634,18 @@ def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tupl
         return "dataset", run_dataset_checks(registry.dataset(name), options)
     if name in registry.metrics:
         return "metric", run_metric_checks(registry.metric(name))
-    known = {"models": registry.models, "datasets": registry.datasets, "metrics": registry.metrics}
+    if name in registry.balancers:
+        from mssbench.testing import run_balancer_checks
+
+        return "balancer", run_balancer_checks(registry.balancer(name))
+    known = {
+        "models": registry.models,
+        "datasets": registry.datasets,
+        "metrics": registry.metrics,
+        "balancers": registry.balancers,
+    }
     listed = "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in known.items())
-    raise ConfigError(f"no model, dataset or metric named {name!r} ({listed})")
+    raise ConfigError(f"no model, dataset, metric or balancer named {name!r} ({listed})")
 
 
 def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str, str]) -> dict:

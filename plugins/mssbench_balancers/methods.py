@@ -20,12 +20,24 @@ def per_task_grads(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> Grad
     ]
 
 
+def _reached(grads: tuple[torch.Tensor | None, ...]) -> list[bool]:
+    """Per parameter: whether the task's gradient on it is not zero (one sync per task)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return [False] * len(grads)
+    nonzero = iter(torch.stack([g.detach().abs().sum().float() for g in present]).gt(0).tolist())
+    return [next(nonzero) if g is not None else False for g in grads]
+
+
 def shared_mask(grads: Grads) -> list[bool]:
     """Per parameter: reached by two tasks or more (shared), or by one (task-specific).
 
+    A task reaches a parameter when its gradient there is not zero: the towers of the other
+    tasks sit in the same graph (the logits are one ``[B, T]`` tensor) with zero gradients.
     Where no parameter is shared (a model of independent towers), every one counts as shared.
     """
-    mask = [sum(g[k] is not None for g in grads) >= 2 for k in range(len(grads[0]))]
+    reached = [_reached(g) for g in grads]
+    mask = [sum(r[k] for r in reached) >= 2 for k in range(len(grads[0]))]
     return mask if any(mask) else [True] * len(mask)
 
 
