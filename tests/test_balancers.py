@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mssbench_balancers.methods import GradNorm, PCGrad, Uncertainty, project_conflicting
 
+import mssbench
 from mssbench.balancing import (
     DEFAULT_BALANCER,
     WeightedSum,
@@ -279,3 +280,36 @@ def test_config_file_sets_the_balancer(tmp_path):
     cfg.write_text("balancer: gradnorm\nbalancer_params:\n  alpha: 0.5\n")
     values = read(cfg, "run", main.commands["run"])
     assert values == {"balancer": "gradnorm", "balancer_params": {"alpha": 0.5}}
+
+
+class Interrupt:
+    @mssbench.hookimpl
+    def mssbench_epoch_end(self, run, epoch, metrics):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_restores_the_learned_weights(registry, tmp_path):
+    from conftest import SMALL_MMOE
+
+    from mssbench.api import run
+
+    def cfg(out, **kw):
+        return RunConfig(
+            model="mmoe", dataset="tiny-synth", params=dict(SMALL_MMOE), epochs=2,
+            batch_size=256, patience=5, out=str(out), progress=False, balancer="uncertainty",
+            **kw,
+        )
+
+    full = run(cfg(tmp_path / "full"), registry=registry, log=lambda _: None)
+    registry.pm.register(Interrupt(), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(tmp_path / "cut"), registry=registry, log=lambda _: None)
+    (checkpoint,) = (tmp_path / "cut" / ".partial").glob("*.pt")
+    saved = torch.load(checkpoint, weights_only=True)["balancer"]["log_vars"]
+    assert not torch.equal(saved, torch.zeros(2))  # learned during epoch 1, kept
+    registry.pm.unregister(name="interrupt")
+    resumed = run(cfg(tmp_path / "cut", resume=True), registry=registry, log=lambda _: None)
+    weights = [r.record["training"]["balancer"]["task_weights"] for r in (full, resumed)]
+    assert weights[0] == pytest.approx(weights[1])
+    assert resumed.record["test"]["summary"] == pytest.approx(full.record["test"]["summary"])
