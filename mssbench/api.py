@@ -323,14 +323,15 @@ def _make_balancer(
 
 
 def _balancer_report(
-    balancer: Balancer | None, spec: BalancerSpec | None, params: dict[str, Any]
+    balancer: Balancer | None, spec: BalancerSpec | None, params: dict[str, Any], plugin: str
 ) -> dict[str, Any]:
-    """The record's ``training.balancer``: name, version, every parameter, final weights."""
+    """The record's ``training.balancer``: name, plugin, version, parameters, final weights."""
     if balancer is None or spec is None:
         return {}
     return {
         "balancer": {
             "name": spec.name,
+            "plugin": plugin,
             "version": spec.version,
             "params": params,
             # The weights it ended with (learned ones included).
@@ -495,7 +496,14 @@ def _run(
         ),
         "history": state.history,
     }
-    training.update(_balancer_report(balancer, balancer_spec, balancer_params))
+    training.update(
+        _balancer_report(
+            balancer,
+            balancer_spec,
+            balancer_params,
+            registry.plugin_of("balancer", config.balancer) if balancer_spec else "",
+        )
+    )
     record = finish_record(
         record,
         finished_at=datetime.now(timezone.utc).isoformat(),

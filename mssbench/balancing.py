@@ -99,6 +99,18 @@ def balancer_label(config: Mapping[str, Any]) -> str:
     return f"balancer={name}" + (f"({given})" if given else "")
 
 
+def balancer_flags(config: Mapping[str, Any]) -> list[str]:
+    """The ``--balancer``/``--balancer-param`` options of a record's config (none: default)."""
+    name = config.get("balancer") or DEFAULT_BALANCER
+    params = config.get("balancer_params") or {}
+    flags = ["--balancer", str(name)] if name != DEFAULT_BALANCER or params else []
+    for key in sorted(params):
+        value = params[key]
+        text = value if isinstance(value, str) else json.dumps(value)
+        flags += ["--balancer-param", f"{key}={text}"]
+    return flags
+
+
 class Balancer:
     """Base of balancers: combines per-task losses and runs the backward pass.
 

@@ -313,3 +313,25 @@ def test_a_resumed_run_restores_the_learned_weights(registry, tmp_path):
     weights = [r.record["training"]["balancer"]["task_weights"] for r in (full, resumed)]
     assert weights[0] == pytest.approx(weights[1])
     assert resumed.record["test"]["summary"] == pytest.approx(full.record["test"]["summary"])
+
+
+def test_page_commands_rebuild_the_balancer_options(tmp_path):
+    from mssbench.leaderboard import Defaults, run_command
+    from mssbench.records import recomputed_run_hash
+    from mssbench.reproduce import _options
+
+    plugin = tmp_path / "my_balancer.py"
+    plugin.write_text(THIRD_PARTY)
+    out = tmp_path / "runs"
+    args = tiny_run_args(out, 1, "--plugin", str(plugin), "--balancer", "scaled")
+    result = CliRunner().invoke(main, [*args, "--balancer-param", "scale=0.5", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (path,) = out.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["training"]["balancer"]["plugin"] == str(plugin)
+    command = run_command(record, Defaults.from_registry(REGISTRY))
+    assert f"--plugin {plugin}" in command
+    assert "--balancer scaled --balancer-param scale=0.5" in command
+    rest = ["--balancer", "scaled", "--balancer-param", "scale=0.5"]
+    assert _options(rest) == {"balancer": "scaled", "balancer_params": {"scale": "0.5"}}
+    assert record["run_hash"] in recomputed_run_hash(record)
