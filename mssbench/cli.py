@@ -12,6 +12,7 @@ from typing import Any, Callable
 import click
 from tabulate import tabulate
 
+from mssbench.balancing import resolve_balancer
 from mssbench.config import (
     DEFAULT_OUT,
     PRECISIONS,
@@ -542,6 +543,10 @@ def suite(
         **options,
     )
     base.validate()
+    # An unknown balancer or parameter stops the suite before any run starts.
+    resolve_balancer(
+        registry, base.balancer, base.balancer_params, distributed=False, step=base.step
+    )
     planned, notes = plan(
         registry,
         models,

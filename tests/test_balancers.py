@@ -335,3 +335,14 @@ def test_page_commands_rebuild_the_balancer_options(tmp_path):
     rest = ["--balancer", "scaled", "--balancer-param", "scale=0.5"]
     assert _options(rest) == {"balancer": "scaled", "balancer_params": {"scale": "0.5"}}
     assert record["run_hash"] in recomputed_run_hash(record)
+
+
+def test_suite_refuses_an_unknown_balancer_before_running(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["suite", "--plugin", "mssbench.testing.plugin", "--models", "mmoe", "--datasets",
+         "tiny-synth", "--seeds", "1", "--balancer", "gradnrom", "--out", str(tmp_path)],
+    )
+    assert result.exit_code != 0
+    assert "unknown balancer 'gradnrom'" in result.output and "'gradnorm'" in result.output
+    assert not list(tmp_path.glob("*.json"))
