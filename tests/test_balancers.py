@@ -346,3 +346,29 @@ def test_suite_refuses_an_unknown_balancer_before_running(tmp_path):
     assert result.exit_code != 0
     assert "unknown balancer 'gradnrom'" in result.output and "'gradnorm'" in result.output
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_check_command_runs_the_balancer_checks():
+    result = CliRunner().invoke(main, ["check", "uncertainty"])
+    assert result.exit_code == 0, result.output
+    assert "uncertainty (balancer, plugin balancers)" in result.output
+    assert "check_balancer_loss_falls" in result.output
+
+
+def test_check_balancer_reports_a_broken_balancer():
+    from mssbench.balancing import Balancer, BalancerSpec
+
+    class ForgetsAux(Balancer):
+        def __init__(self, n_tasks, task_weights):
+            super().__init__()
+
+        def task_weights(self):
+            return torch.ones(2)
+
+        def backward(self, losses, shared_params, aux=None):
+            losses.sum().backward()
+            return losses.sum().detach()
+
+    spec = BalancerSpec(name="forgets_aux", summary="drops the aux loss", factory=ForgetsAux)
+    with pytest.raises(AssertionError, match="check_balancer_adds_aux_loss"):
+        check_balancer(spec)
