@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
+from mssbench.balancing import Balancer, BalancerSpec, build_balancer, resolve_balancer
 from mssbench.config import RunConfig, resolve
 from mssbench.data import contract
 from mssbench.data.splits import nested_sample
@@ -38,6 +39,7 @@ from mssbench.runners.trainer import (
     predict,
     resolve_device,
     seed_everything,
+    task_weights,
 )
 from mssbench.spec import (
     DatasetSchema,
@@ -318,6 +320,38 @@ def check_head_supported(
     )
 
 
+def _make_balancer(
+    spec: BalancerSpec | None,
+    params: dict[str, Any],
+    model: torch.nn.Module,
+    schema: DatasetSchema,
+) -> Balancer | None:
+    """The run's balancer (``None``: the trainer's weighted sum)."""
+    if spec is None:
+        return None
+    device = next(model.parameters()).device
+    weights = task_weights(model, schema.n_tasks, device)
+    return build_balancer(spec, schema.n_tasks, weights, params)
+
+
+def _balancer_report(
+    balancer: Balancer | None, spec: BalancerSpec | None, params: dict[str, Any], plugin: str
+) -> dict[str, Any]:
+    """The record's ``training.balancer``: name, plugin, version, parameters, final weights."""
+    if balancer is None or spec is None:
+        return {}
+    return {
+        "balancer": {
+            "name": spec.name,
+            "plugin": plugin,
+            "version": spec.version,
+            "params": params,
+            # The weights it ended with (learned ones included).
+            "task_weights": balancer.task_weights().detach().cpu().tolist(),
+        }
+    }
+
+
 def _run(
     config: RunConfig,
     registry: Registry,
@@ -339,6 +373,13 @@ def _run(
         "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
     )
     metric_specs = resolve_metrics(registry, config.metrics)
+    balancer_spec, balancer_params = resolve_balancer(
+        registry,
+        config.balancer,
+        config.balancer_params,
+        distributed=world.enabled,
+        step=config.step,
+    )
     out_dir = ensure_writable(config.out)
     batching = config.batching
     if batching == "auto":
@@ -389,6 +430,7 @@ def _run(
         else ("Adam (fused, capturable)" if config.step == "graph" else "Adam (fused)")
     )
     config_dict["distributed"] = world.describe()
+    balancer = _make_balancer(balancer_spec, balancer_params, model, schema)
     facts = RunFacts(
         rows={"train": len(train), "valid": len(valid), "test": len(test)},
         counts=counts,
@@ -444,6 +486,7 @@ def _run(
         compile_model=config.compile,
         step_mode=config.step,
         started=started,
+        balancer=balancer,
     )
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
@@ -473,6 +516,14 @@ def _run(
         ),
         "history": state.history,
     }
+    training.update(
+        _balancer_report(
+            balancer,
+            balancer_spec,
+            balancer_params,
+            registry.plugin_of("balancer", config.balancer) if balancer_spec else "",
+        )
+    )
     record = finish_record(
         record,
         finished_at=datetime.now(timezone.utc).isoformat(),

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import click
 from tabulate import tabulate
 
+from mssbench.balancing import resolve_balancer
 from mssbench.config import (
     DEFAULT_OUT,
     PRECISIONS,
@@ -272,6 +273,22 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Epochs of --pretrain.",
         ),
         click.option(
+            "--balancer",
+            default=RUN_DEFAULTS.balancer,
+            show_default=True,
+            metavar="NAME",
+            help="How the task losses are combined: fixed (the model's task weights), "
+            "uncertainty, gradnorm, pcgrad, or a plugin's balancer (`mssbench plugins`).",
+        ),
+        click.option(
+            "--balancer-param",
+            "balancer_params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Balancer parameter (repeatable), e.g. --balancer-param alpha=1.5; "
+            "`mssbench plugins NAME` lists them.",
+        ),
+        click.option(
             "--tracker",
             "trackers",
             multiple=True,
@@ -526,6 +543,10 @@ def suite(
         **options,
     )
     base.validate()
+    # An unknown balancer or parameter stops the suite before any run starts.
+    resolve_balancer(
+        registry, base.balancer, base.balancer_params, distributed=False, step=base.step
+    )
     planned, notes = plan(
         registry,
         models,
@@ -594,7 +615,7 @@ def check(
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
-    """Run the plugin conformance suite on NAMES (registered models, datasets or metrics)."""
+    """Run the plugin conformance suite on NAMES (models, datasets, metrics or balancers)."""
     registry = _registry(plugins, disabled, strict_plugins)
     options = _dataset_options(registry, names, parse_assignments(data_options, "--data-option"))
     failed = False
@@ -609,7 +630,7 @@ def check(
 
 
 def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tuple[str, list]:
-    """The kind of ``name`` (model first, then dataset, then metric) and its check results."""
+    """The kind of ``name`` (model, dataset, metric, balancer: first found) and its results."""
     from mssbench.testing import run_checks, run_dataset_checks, run_metric_checks
 
     if name in registry.models:
@@ -618,9 +639,18 @@ def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tupl
         return "dataset", run_dataset_checks(registry.dataset(name), options)
     if name in registry.metrics:
         return "metric", run_metric_checks(registry.metric(name))
-    known = {"models": registry.models, "datasets": registry.datasets, "metrics": registry.metrics}
+    if name in registry.balancers:
+        from mssbench.testing import run_balancer_checks
+
+        return "balancer", run_balancer_checks(registry.balancer(name))
+    known = {
+        "models": registry.models,
+        "datasets": registry.datasets,
+        "metrics": registry.metrics,
+        "balancers": registry.balancers,
+    }
     listed = "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in known.items())
-    raise ConfigError(f"no model, dataset or metric named {name!r} ({listed})")
+    raise ConfigError(f"no model, dataset, metric or balancer named {name!r} ({listed})")
 
 
 def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str, str]) -> dict:
@@ -643,7 +673,7 @@ def _dataset_options(registry: Registry, names: tuple[str, ...], given: dict[str
 def plugins_cmd(
     name: str | None, plugins: tuple[str, ...], disabled: tuple[str, ...], strict_plugins: bool
 ) -> None:
-    """List registered models, datasets, metrics and trackers; with NAME, describe that one in full.
+    """List registered models, datasets, metrics, balancers and trackers; NAME: describe it in full.
 
     Plugins that only implement lifecycle hooks are listed as kind ``hooks``.
     """
@@ -664,6 +694,10 @@ def plugins_cmd(
     rows += [
         ["metric", name, reg.plugin, reg.spec.summary]
         for name, reg in sorted(registry.metrics.items())
+    ]
+    rows += [
+        ["balancer", name, reg.plugin, reg.spec.summary]
+        for name, reg in sorted(registry.balancers.items())
     ]
     rows += [
         ["hooks", name, name, ", ".join(hooks) or "(no hooks)"]

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from mssbench.balancing import DEFAULT_BALANCER
 from mssbench.errors import ConfigError, brief, brief_repr
 from mssbench.spec import BATCHINGS, HEADS, Constraint
 
@@ -77,6 +78,10 @@ class RunConfig:
         pretrain: ``none``, or ``contrastive`` (InfoNCE over two field-masked views of each row,
             :mod:`mssbench.runners.pretrain`) before supervised training.
         pretrain_epochs: Epochs of contrastive pre-training.
+        balancer: Registered loss balancer (:mod:`mssbench.balancing`) combining the task
+            losses; ``fixed``: the model's task weights.
+        balancer_params: The balancer's parameters overriding its defaults (``k=v`` strings
+            from ``--balancer-param`` are parsed here).
         resume: Continue an interrupted run with the same configuration if one exists.
         progress: Show a progress bar.
         preset: The :mod:`mssbench.presets` preset the values came from (``""``: none); a
@@ -105,6 +110,8 @@ class RunConfig:
     train_rows: int = 0
     pretrain: str = "none"
     pretrain_epochs: int = 1
+    balancer: str = DEFAULT_BALANCER
+    balancer_params: dict[str, Any] = field(default_factory=dict)
     trackers: list[str] = field(default_factory=list)
     tracker_uris: dict[str, str] = field(default_factory=dict)
     out: str = DEFAULT_OUT
@@ -124,11 +131,16 @@ class RunConfig:
         "train_rows": 0,
         "pretrain": "none",
         "pretrain_epochs": 1,
+        "balancer": DEFAULT_BALANCER,
+        "balancer_params": {},
     }
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)  # a tuple from the command line hashes the same
         self.trackers = list(self.trackers)
+        if isinstance(self.balancer_params, (list, tuple)):  # --balancer-param k=v
+            self.balancer_params = parse_assignments(self.balancer_params, "--balancer-param")
+        self.balancer_params = dict(self.balancer_params)
 
     #: Options that must be whole numbers >= the given minimum.
     MIN_INTS: ClassVar[dict[str, int]] = {

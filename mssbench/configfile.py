@@ -53,8 +53,8 @@ RAY_ONLY = ("ray_address", "cpus_per_run", "gpus_per_run")
 _RENAMED = {"progress": "no_progress"}
 
 #: File keys given as a mapping, passed on as repeated ``KEY=VALUE`` options (``-p``, ``-D``,
-#: ``--tracker-uri``).
-_ASSIGNMENTS = ("params", "data_options", "tracker_uris")
+#: ``--tracker-uri``, ``--balancer-param``).
+_ASSIGNMENTS = ("params", "data_options", "tracker_uris", "balancer_params")
 
 
 def allowed_keys(kind: str, command: click.Command) -> dict[str, Any]:

@@ -89,6 +89,21 @@ def _metric(registry: Registry, name: str) -> str:
     )
 
 
+def _balancer(registry: Registry, name: str) -> str:
+    spec = registry.balancer(name)
+    plugin = registry.plugin_of("balancer", name)
+    ddp = "yes" if spec.ddp_ok else f"no ({spec.ddp_reason})"
+    return "\n".join(
+        [
+            f"{name} (balancer, plugin {plugin}, version {spec.version})",
+            f"  {spec.summary}",
+            f"paper: {spec.paper or '(none given)'}",
+            "params:\n" + _settings(spec.params, "--balancer-param"),
+            f"under torchrun: {ddp}",
+        ]
+    )
+
+
 def describe(registry: Registry, name: str) -> str:
     """Every registered model, dataset and metric called ``name``, described in full.
 
@@ -102,13 +117,15 @@ def describe(registry: Registry, name: str) -> str:
         parts.append(_dataset(registry, name))
     if name in registry.metrics:
         parts.append(_metric(registry, name))
+    if name in registry.balancers:
+        parts.append(_balancer(registry, name))
     if not parts:
-        known = [*registry.models, *registry.datasets, *registry.metrics]
+        known = [*registry.models, *registry.datasets, *registry.metrics, *registry.balancers]
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ConfigError(
-            f"no model, dataset or metric is registered as {name!r} (`mssbench plugins` lists "
-            f"them).{hint}"
+            f"no model, dataset, metric or balancer is registered as {name!r} "
+            f"(`mssbench plugins` lists them).{hint}"
         )
     parts.append(f"mssbench {__version__}")
     return "\n\n".join(parts)

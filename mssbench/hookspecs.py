@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pluggy
 
 if TYPE_CHECKING:
+    from mssbench.balancing import BalancerSpec
     from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec
     from mssbench.trackers import TrackerSpec
 
@@ -126,4 +127,17 @@ def mssbench_register_trackers() -> "list[TrackerSpec]":
 
     Returns:
         The plugin's tracker specs (possibly empty).
+    """
+
+
+@hookspec
+def mssbench_register_balancers() -> "list[BalancerSpec]":
+    """Register loss-balancing methods (optional).
+
+    Called once per plugin manager. Each implementation returns a list of
+    :class:`mssbench.balancing.BalancerSpec`, with the same uniqueness rule as models. A run
+    uses one when asked (``mssbench run --balancer NAME``); the default is ``fixed``.
+
+    Returns:
+        The plugin's balancer specs (possibly empty).
     """

@@ -64,8 +64,8 @@ def lazy(target: str) -> LazyCallable:
         target: Module and attribute, e.g. ``"mssbench_mmoe.model:MMoE"``.
 
     Returns:
-        A :class:`LazyCallable`; use it as a spec's ``build``, ``load``, ``prepare`` or
-        ``compute``.
+        A :class:`LazyCallable`; use it as a spec's ``build``, ``load``, ``prepare``,
+        ``compute`` or ``factory``.
 
     Raises:
         ValueError: ``target`` is not ``module:attribute``.

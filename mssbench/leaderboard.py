@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from mssbench.balancing import balancer_flags
 from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.errors import DataError
 from mssbench.io import atomic_write, write_text
@@ -676,6 +677,7 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
     plugins: list[str] = []
     named = [record["model"].get("plugin"), record["dataset"].get("plugin")]
     named += [m.get("plugin") for m in record.get("metrics") or []]
+    named.append(((record.get("training") or {}).get("balancer") or {}).get("plugin"))
     for plugin in named:
         if plugin and plugin not in defaults.entry_points and plugin not in plugins:
             plugins.append(str(plugin))
@@ -701,6 +703,7 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
         rest.append("--compile")
     for name in config.get("metrics") or []:
         rest += ["--metric", str(name)]
+    rest += balancer_flags(config)
     known = model in defaults.model_tags
     from mssbench.results import _default_head_batching  # shared rule for the defaults
 

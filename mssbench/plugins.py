@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from mssbench import hookspecs
+from mssbench.balancing import BalancerSpec
 from mssbench.errors import ConfigError, PluginError
 from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec, SpecError
 
@@ -71,6 +72,7 @@ class Registry:
         models: Registered models by name.
         datasets: Registered datasets by name.
         metrics: Registered test metrics by name.
+        balancers: Registered loss-balancing methods by name.
         problems: Plugins (or specs) that were left out, with the reason.
         installed: Entry-point plugins by name: ``"<distribution> <version>"`` that provides it.
     """
@@ -79,6 +81,7 @@ class Registry:
     models: dict[str, Registered] = field(default_factory=dict)
     datasets: dict[str, Registered] = field(default_factory=dict)
     metrics: dict[str, Registered] = field(default_factory=dict)
+    balancers: dict[str, Registered] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
     installed: dict[str, str] = field(default_factory=dict)
 
@@ -94,13 +97,17 @@ class Registry:
         """The metric spec called ``name``; a :class:`ConfigError` with hints otherwise."""
         return self._lookup("metric", self.metrics, name).spec
 
+    def balancer(self, name: str) -> BalancerSpec:
+        """The balancer spec called ``name``; a :class:`ConfigError` with hints otherwise."""
+        return self._lookup("balancer", self.balancers, name).spec
+
     def plugin_of(self, kind: str, name: str) -> str:
         """Name of the plugin that registered the model, dataset or metric ``name``."""
         return self._table(kind)[name].plugin
 
     def hook_only_plugins(self) -> dict[str, list[str]]:
         """Loaded plugins that register no model, dataset, metric or tracker, with their hooks."""
-        tables = (self.models, self.datasets, self.metrics)
+        tables = (self.models, self.datasets, self.metrics, self.balancers)
         providers = {r.plugin for table in tables for r in table.values()}
         out: dict[str, list[str]] = {}
         for name, plugin in self.pm.list_name_plugin():
@@ -113,7 +120,12 @@ class Registry:
         return dict(sorted(out.items()))
 
     def _table(self, kind: str) -> dict[str, Registered]:
-        return {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
+        return {
+            "model": self.models,
+            "dataset": self.datasets,
+            "metric": self.metrics,
+            "balancer": self.balancers,
+        }[kind]
 
     def _lookup(self, kind: str, table: dict[str, Registered], name: str) -> Registered:
         if name in table:
@@ -250,7 +262,7 @@ def load_registry(
         _register(pm, registry, name, obj)
 
     pm.check_pending()
-    for kind in ("model", "dataset", "metric"):
+    for kind in ("model", "dataset", "metric", "balancer"):
         _collect(pm, registry, kind, explicit)
     if strict and registry.problems:
         raise PluginError("; ".join(str(p) for p in registry.problems))
@@ -317,7 +329,12 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
 def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str, explicit: set[str]) -> None:
     caller = getattr(pm.hook, f"mssbench_register_{kind}s")
     table = registry._table(kind)
-    expected = {"model": ModelSpec, "dataset": DatasetSpec, "metric": MetricSpec}[kind]
+    expected = {
+        "model": ModelSpec,
+        "dataset": DatasetSpec,
+        "metric": MetricSpec,
+        "balancer": BalancerSpec,
+    }[kind]
     # Called per implementation (not through the hook caller) so that one broken plugin cannot
     # take the others down. get_hookimpls() lists them in registration order, so the plugin
     # loaded first (entry points before --plugin) keeps a contested name.

@@ -57,6 +57,10 @@ def _options(rest: Sequence[str]) -> dict[str, Any]:
         elif flag == "--metric":
             out.setdefault("metrics", []).append(args[i + 1])
             i += 2
+        elif flag == "--balancer-param":
+            name, _, value = args[i + 1].partition("=")
+            out.setdefault("balancer_params", {})[name] = value
+            i += 2
         else:
             out[key] = _typed(key, args[i + 1])
             i += 2

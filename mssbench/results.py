@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from mssbench.balancing import balancer_label
 from mssbench.errors import DataError
 from mssbench.records import (
     CONTRIBUTOR_KEY,
@@ -395,7 +396,7 @@ def _variant_identity(record: dict[str, Any]) -> tuple[str, str, str, str, str]:
         _plugin_name(record) + (f" ({source})" if source else ""),
         str(config.get("head") or ""),
         str(config.get("batching") or ""),
-        json.dumps(_flat_config(record), sort_keys=True),
+        json.dumps(_flat_config(record), sort_keys=True) + balancer_label(config),
     )
 
 
@@ -407,7 +408,8 @@ def variant_labels(
     """A label per record naming its model variant, unique within each leaderboard page.
 
     The label is the model name, followed in parentheses by the head and batching where they are
-    not the model's default (``"aesm (direct heads)"``, ``"star (mixed batches)"``) and by the
+    not the model's default (``"aesm (direct heads)"``, ``"star (mixed batches)"``), by the loss
+    balancer where it is not ``fixed`` (``"mmoe (balancer=gradnorm(alpha=1.0))"``), and by the
     hyper-parameters or training settings that tell apart several configurations of one model on
     the same page (``"mmoe (embed_dim=16)"``), and by ``[plugin]`` where two plugins register
     the same model name, and by ``v<version>`` where records of several versions of one model
@@ -453,6 +455,8 @@ def variant_labels(
                 parts.append(_HEAD_WORDS.get(head, f"head={head}"))
             if batching and batching != default_batching:
                 parts.append(_BATCHING_WORDS.get(batching, f"batching={batching}"))
+            if balancer_label(rec["config"]):
+                parts.append(balancer_label(rec["config"]))
             siblings = configs_of[(model, plugin, head, batching)]
             if len(siblings) > 1:
                 mine = siblings[cfg]

@@ -3,6 +3,8 @@
 Used by ``test_distributed.py``: ``python tests/ddp_worker.py OUT`` (one process) and
 ``torchrun --standalone --nproc-per-node 2 tests/ddp_worker.py OUT`` must end with the same
 weights and the same validation metrics. Rank 0 (or the single process) saves them to ``OUT``.
+A second argument names a registered loss balancer to train with (default: none, the fixed
+weighted sum).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import sys
 import torch
 from torch import nn
 
+from mssbench.balancing import build_balancer
 from mssbench.nn import FeatureEncoder
+from mssbench.plugins import load_registry
 from mssbench.runners import distributed
 from mssbench.runners.trainer import fit, predict
 from mssbench.spec import ModelOutput
@@ -32,12 +36,16 @@ class Linear(nn.Module):
         return ModelOutput(logits, (logits**2).mean() * 0.1)
 
 
-def main(out: str) -> None:
+def main(out: str, balancer_name: str = "") -> None:
     torch.set_num_threads(1)
     world, device = distributed.setup(torch.device("cpu"))
     data = make_dataset(n_train=1024, n_valid=301, n_test=257)
     torch.manual_seed(0)
     model = Linear(data.schema)
+    balancer = None
+    if balancer_name:
+        spec = load_registry().balancer(balancer_name)
+        balancer = build_balancer(spec, data.schema.n_tasks, torch.ones(data.schema.n_tasks), {})
     result = fit(
         model,
         data.schema,
@@ -55,6 +63,7 @@ def main(out: str) -> None:
         progress=False,
         log=lambda _m: None,
         world=world,
+        balancer=balancer,
     )
     test_logits = predict(model, data.test, device, 50, world)
     if world.is_main:
@@ -64,6 +73,7 @@ def main(out: str) -> None:
                 "history": result.state.history,
                 "test_logits": test_logits,
                 "train_samples": result.state.train_samples,
+                "balancer": balancer.state_dict() if balancer is not None else {},
             },
             out,
         )
@@ -71,4 +81,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -78,8 +78,8 @@ def test_plugins_unknown_name_is_one_line_with_a_suggestion():
     result = CliRunner().invoke(main, ["plugins", "shared_botom"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "Error: no model, dataset or metric is registered as 'shared_botom' (`mssbench plugins` "
-        "lists them). Did you mean 'shared_bottom'?"
+        "Error: no model, dataset, metric or balancer is registered as 'shared_botom' "
+        "(`mssbench plugins` lists them). Did you mean 'shared_bottom'?"
     ]
 
 

@@ -292,6 +292,8 @@ def test_cli_check_fails_on_a_broken_dataset(tmp_path):
 def test_cli_check_unknown_name():
     result = CliRunner().invoke(main, ["check", "nosuch"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: no model, dataset or metric named 'nosuch' (models: ")
+    assert result.stderr.startswith(
+        "Error: no model, dataset, metric or balancer named 'nosuch' (models: "
+    )
     datasets = result.stderr.split("datasets: ")[1].split(";")[0].split(", ")
     assert {"aliexpress", "aliexpress-synth", "census-income"} <= set(datasets)

@@ -71,6 +71,47 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
             assert value == pytest.approx(hb["valid"][metric], abs=2e-4), metric
 
 
+def test_uncertainty_weighting_under_ddp_trains_like_one_process(tmp_path: Path) -> None:
+    """The log-variances' gradients are averaged over the ranks like the model's."""
+    single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
+    worker = [str(WORKER)]
+    subprocess.run([sys.executable, *worker, str(single), "uncertainty"], check=True, env=_env())
+    subprocess.run(
+        _torchrun(*worker, str(ddp), "uncertainty"), check=True, env=_env(), cwd=tmp_path
+    )
+    a, b = torch.load(single), torch.load(ddp)
+    assert not torch.equal(a["balancer"]["log_vars"], torch.zeros(2))
+    torch.testing.assert_close(
+        a["balancer"]["log_vars"], b["balancer"]["log_vars"], rtol=1e-4, atol=1e-5
+    )
+    for key in a["state"]:
+        torch.testing.assert_close(a["state"][key], b["state"][key], rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_refuses_a_balancer_that_needs_per_task_gradients(tmp_path: Path) -> None:
+    cmd = _torchrun(
+        "-m",
+        "mssbench",
+        "run",
+        "--plugin",
+        "mssbench.testing.plugin",
+        "-m",
+        "shared_bottom",
+        "-d",
+        "tiny-synth",
+        "--epochs",
+        "1",
+        "--balancer",
+        "pcgrad",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "runs"),
+    )
+    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "--balancer pcgrad cannot train under torchrun" in proc.stdout + proc.stderr
+
+
 def test_torchrun_mssbench_run_writes_one_record(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     cmd = _torchrun(

@@ -236,6 +236,12 @@ def test_hook_mssbench_register_metrics():
     assert registry.plugin_of("metric", "pr_auc") == "metrics"
 
 
+def test_hook_mssbench_register_balancers():
+    registry = load_registry()
+    assert {"fixed", "uncertainty", "gradnorm", "pcgrad"} <= set(registry.balancers)
+    assert registry.plugin_of("balancer", "pcgrad") == "balancers"
+
+
 def test_hook_mssbench_run_start(registry, runs_dir):
     test_lifecycle_hooks_are_called(registry, runs_dir)
 

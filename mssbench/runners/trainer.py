@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mssbench.balancing import Balancer, WeightedSum
 from mssbench.config import check_step
 from mssbench.errors import ConfigError, TrainingError, brief
 from mssbench.io import atomic_write
@@ -326,9 +327,18 @@ def training_loss(
             the rows times ``row_scale`` (a data-parallel shard: ``world size / global batch
             rows``, so that DDP's average over ranks is the gradient of the global-batch mean).
     """
-    per_row = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
-    per_task = per_row.mean(0) if row_scale is None else per_row.sum(0) * row_scale  # [T]
+    per_task = task_losses(logits, labels, row_scale)
     return (per_task * weights).sum() + resolve_aux_loss(aux, labels).float()
+
+
+# --- loss balancing: the per-task losses a balancer combines
+def task_losses(
+    logits: torch.Tensor, labels: torch.Tensor, row_scale: float | None = None
+) -> torch.Tensor:
+    """``[T]`` float32 per-task BCE with logits (``row_scale``: see :func:`training_loss`)."""
+    per_row = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    return per_row.mean(0) if row_scale is None else per_row.sum(0) * row_scale
+# --- end loss balancing
 
 
 def make_optimizer(
@@ -519,6 +529,7 @@ def fit(
     step_mode: str = "eager",
     stream_chunk_rows: int = DEFAULT_CHUNK_ROWS,
     started: float | None = None,
+    balancer: Balancer | None = None,
 ) -> TrainResult:
     """Train with Adam, select the epoch with the best validation score, restore it.
 
@@ -563,6 +574,8 @@ def fit(
             rows).
         started: ``time.perf_counter()`` when this process started the run (default: now);
             checkpoints add the time since then to the wall time of earlier processes.
+        balancer: Combines the per-task losses and runs the backward pass
+            (:mod:`mssbench.balancing`); default: the model's fixed task weights.
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
@@ -570,6 +583,14 @@ def fit(
     check_step(step_mode, distributed=world.enabled, compiled=compile_model)
     started = time.perf_counter() if started is None else started
     optimizer = make_optimizer(model, device, lr, weight_decay, capturable=step_mode == "graph")
+    # --- loss balancing: default weighted sum; learnable weights join the optimizer
+    if balancer is None:
+        balancer = WeightedSum(schema.n_tasks, task_weights(model, schema.n_tasks, device))
+    balancer = balancer.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if balancer.parameters():
+        optimizer.add_param_group({"params": balancer.parameters()})
+    # --- end loss balancing
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
     best = copy.deepcopy(model.state_dict())
@@ -577,6 +598,7 @@ def fit(
         ck = load_checkpoint(checkpoint, device)
         state = _restore(ck, checkpoint, model, optimizer, generator, device, world)
         best = ck["best"]
+        balancer.load_state_dict(ck.get("balancer", {}))  # --- loss balancing
         log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
     earlier_wall = state.wall_seconds
 
@@ -676,12 +698,16 @@ def fit(
                     # DDP averages gradients over ranks: scaling each shard's sum by
                     # world / global rows makes that average the gradient of the global mean.
                     row_scale = world.size / len(idx) if world.enabled else None
+                    # --- loss balancing: per-task losses, the balancer's backward pass
                     try:
-                        loss = training_loss(logits, aux, batch.labels, weights, row_scale)
+                        aux_loss = resolve_aux_loss(aux, batch.labels).float()
                     except SpecError as exc:
                         raise TrainingError(f"model {model_name!r}: {exc}") from None
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss = balancer.backward(
+                        task_losses(logits, batch.labels, row_scale), trainable, aux_loss
+                    )
+                    # --- end loss balancing
                     optimizer.step()
                     detached = loss.detach()
                     loss_sum += detached
@@ -757,6 +783,7 @@ def fit(
                             "state": state.__dict__,
                             "generator": generator.get_state(),
                             "rng": rngs,
+                            "balancer": balancer.state_dict(),  # --- loss balancing
                         },
                     )
                 barrier(world)

@@ -1,5 +1,10 @@
 """Test helpers for plugin authors: the conformance suite and small synthetic data."""
 
+from mssbench.testing.balancer_checks import (
+    ALL_BALANCER_CHECKS,
+    check_balancer,
+    run_balancer_checks,
+)
 from mssbench.testing.checks import (
     ALL_CHECKS,
     CheckResult,
@@ -19,12 +24,14 @@ from mssbench.testing.metric_checks import ALL_METRIC_CHECKS, check_metric, run_
 from mssbench.testing.synthetic import make_dataset, make_schema, make_split
 
 __all__ = [
+    "ALL_BALANCER_CHECKS",
     "ALL_CHECKS",
     "ALL_DATASET_CHECKS",
     "ALL_METRIC_CHECKS",
     "CheckResult",
     "OovProbe",
     "SkipCheck",
+    "check_balancer",
     "check_dataset",
     "check_metric",
     "check_model",
@@ -33,6 +40,7 @@ __all__ = [
     "make_schema",
     "make_split",
     "parametrize_with_checks",
+    "run_balancer_checks",
     "run_checks",
     "run_dataset_checks",
     "run_metric_checks",
