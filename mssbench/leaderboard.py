@@ -1379,12 +1379,14 @@ class BuildResult:
         files: Files written, relative to the output directory.
         removed: Stale files of an earlier build that were removed.
         rejected: ``(file, reason)`` of records left out.
+        defaults: The declared defaults the pages' commands were rebuilt with.
     """
 
     pages: list[Page]
     files: list[str]
     removed: list[str]
     rejected: list[tuple[str, str]]
+    defaults: Defaults = field(default_factory=Defaults)
 
 
 def build(
@@ -1499,7 +1501,9 @@ def build(
             parent = parent.parent
     files = sorted(outputs)
     _write_text(out / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
-    return BuildResult(pages=pages, files=files, removed=removed, rejected=rejected)
+    return BuildResult(
+        pages=pages, files=files, removed=removed, rejected=rejected, defaults=defaults
+    )
 
 
 def _text(text: str) -> Callable[[Path], None]:

@@ -9,6 +9,7 @@ test summary recomputed from the test cells.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -16,6 +17,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -228,7 +230,10 @@ class ConfigBlock(_Block):
     """The resolved configuration (every hyper-parameter and data option present).
 
     ``requested`` holds the values as given (``-p``, ``-D``, ``--head``, ``--batching`` before
-    the plugin defaults were applied): ``run_hash`` is computed from them.
+    the plugin defaults were applied): ``run_hash`` is computed from them. Its other keys are
+    the :class:`~mssbench.config.RunConfig` fields and the facts of how the run trained
+    (``shuffle``, ``optimizer``, ``distributed``); no other key is allowed
+    (:func:`config_keys`).
     """
 
     model: Optional[str] = None
@@ -237,6 +242,9 @@ class ConfigBlock(_Block):
     params: dict[str, Any] = Field(default_factory=dict)
     data_options: dict[str, Any] = Field(default_factory=dict)
     requested: Optional[dict[str, Any]] = None
+    shuffle: Optional[str] = None
+    optimizer: Optional[str] = None
+    distributed: Optional[Any] = None
 
 
 class MetricInfo(_Block):
@@ -686,6 +694,7 @@ def _check_integrity(record: dict[str, Any]) -> None:
         raise ValueError(
             "digest: does not match the content (the record was changed after the run)"
         )
+    _check_config_keys(record["config"])
     candidates = _hash_candidates(record)
     matching = [given for h, given in candidates if h == record["run_hash"]]
     if not matching:
@@ -694,11 +703,76 @@ def _check_integrity(record: dict[str, Any]) -> None:
             f"({candidates[0][0] if candidates else 'no valid config'})"
         )
     _check_requested(record["config"], matching[0])
+    _check_command(record)
     test = record["test"]
     if test.get("summary") is not None:
         _same_summary(test["summary"], test["metrics"], "test")
     if test.get("oracle_summary") is not None and test.get("oracle_metrics"):
         _same_summary(test["oracle_summary"], test["oracle_metrics"], "test.oracle")
+
+
+def config_keys() -> frozenset[str]:
+    """Keys a record's ``config`` may have.
+
+    The :class:`~mssbench.config.RunConfig` fields and the typed fields of :class:`ConfigBlock`
+    (``requested`` and the facts of how the run trained).
+    """
+    from mssbench.config import RunConfig
+
+    return frozenset(f.name for f in dataclasses.fields(RunConfig)) | frozenset(
+        ConfigBlock.model_fields
+    )
+
+
+def _check_config_keys(config: Mapping[str, Any]) -> None:
+    """Refuse a config key no run configuration defines (text that only a page would show)."""
+    unknown = sorted(set(config) - config_keys())
+    if unknown:
+        raise ValueError(
+            f"config.{unknown[0]}: not a key of a run's configuration"
+            + (f" (nor {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+        )
+    extra = sorted(set(config.get("requested") or {}) - set(REQUESTED_FIELDS))
+    if extra:
+        raise ValueError(
+            f"config.requested.{extra[0]}: not a value as given "
+            f"(expected {', '.join(REQUESTED_FIELDS)})"
+        )
+
+
+def _is_python_program(program: str) -> bool:
+    """A program a run started from Python records as its command.
+
+    A script, ``python -c``, or a console script installed here (``pytest``, ``torchrun``).
+    """
+    name = Path(program).name
+    if name.endswith(".py") or name in ("", "-c", "-m") or name.startswith("python"):
+        return True
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    return name in {e.name for e in scripts}
+
+
+def _check_command(record: Mapping[str, Any]) -> None:
+    """``command`` is the command line that ran: an ``mssbench`` one must give the config.
+
+    A record made from Python holds its process's command line (a script), which cannot give
+    the config and is never shown as the run's command; any other program is refused.
+    """
+    from mssbench.reproduce import command_mismatch
+
+    argv = record.get("command")
+    if not argv:
+        return
+    program = Path(str(argv[0])).stem
+    if program == "mssbench":
+        wrong = command_mismatch(record)
+        if wrong:
+            raise ValueError(f"command: {wrong} ({clip(shlex.join(map(str, argv)), 120)})")
+    elif not _is_python_program(str(argv[0])):
+        raise ValueError(
+            f"command: {clip(repr(str(argv[0])), 60)} is neither mssbench nor a Python program "
+            "(a record's command is the command line of the process that ran it)"
+        )
 
 
 def run_identity(record: Mapping[str, Any]) -> tuple[str, str, str] | None:

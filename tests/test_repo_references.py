@@ -11,9 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: A path into a ``specs/`` folder (``specs/models.md``, ``../shared/specs/data.md``). The
-#: pattern is assembled so that this file does not match itself.
-OUTSIDE_NOTE = re.compile(r"(?<![\w-])" + "specs" + r"/[\w.-]+")
+#: The folder name, assembled so that this file (tracked too) does not match itself.
+FOLDER = "spec" + "s/"
+#: A path into that folder (``<folder>models.md``, ``../shared/<folder>data.md``).
+OUTSIDE_NOTE = re.compile(r"(?<![\w-])" + FOLDER + r"[\w.-]+")
 
 
 def _tracked_text_files() -> list[Path]:
@@ -44,7 +45,11 @@ def test_no_tracked_file_points_at_specs_outside_the_repository():
 
 @pytest.mark.parametrize(
     "line",
-    ["see specs/models.md §2", "(``../../../shared/specs/data.md`` §1)", "`specs/gpu-h200.md`"],
+    [
+        f"see {FOLDER}models.md §2",
+        f"(``../../../shared/{FOLDER}data.md`` §1)",
+        f"`{FOLDER}gpu-h200.md`",
+    ],
 )
 def test_the_pattern_catches_the_forms_once_used(line):
     assert OUTSIDE_NOTE.search(line)

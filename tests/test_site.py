@@ -67,6 +67,19 @@ def test_index_lists_the_track_and_a_page_per_run(site: Path):
         assert part in run
 
 
+def test_a_run_page_shows_the_command_rebuilt_from_its_config(site: Path):
+    pages = sorted(site.glob("*/**/runs/*.html"))
+    assert len(pages) == 6
+    for page in pages:
+        html = page.read_text()
+        command = re.search(r"<h2>Command</h2>.*?<pre>(.*?)</pre>", html, re.S).group(1)
+        seed = re.search(r"_s(\d+)\.html$", page.name)
+        # The records say they came from one `mssbench suite` line: the page shows the one
+        # `mssbench run` of this run instead, never text the record carries.
+        assert command.startswith("mssbench run ") and "--jobs" not in command, command
+        assert seed is not None and command.endswith(f"--seed {seed.group(1)}"), command
+
+
 def test_a_directory_not_written_by_the_build_is_never_replaced(tmp_path: Path, site: Path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "mine.txt").write_text("keep")

@@ -21,7 +21,15 @@ import pandas as pd
 from markupsafe import Markup
 
 from mssbench.errors import DataError
-from mssbench.leaderboard import BuildResult, Page, load_reported, ranking, seed_scores
+from mssbench.leaderboard import (
+    BuildResult,
+    Defaults,
+    Page,
+    load_reported,
+    ranking,
+    run_command,
+    seed_scores,
+)
 
 __all__ = ["SITE_DIR", "write_site"]
 
@@ -142,11 +150,13 @@ def _curve(history: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _run_page(env: jinja2.Environment, page: Page, rec: dict[str, Any], label: str) -> str:
+def _run_page(
+    env: jinja2.Environment, page: Page, rec: dict[str, Any], label: str, defaults: Defaults
+) -> str:
+    """A run's page; its command is rebuilt from the validated config, never the record's text."""
     frame = page.frame[page.frame["run_hash"] == rec["run_hash"]]
     frame = frame[frame["seed"] == rec["config"]["seed"]]
     root = _up(page.directory) + "../"
-    command = rec.get("command")
     return env.get_template("run.html.j2").render(
         title=f"{label}, seed {rec['config']['seed']}",
         root=root,
@@ -154,7 +164,7 @@ def _run_page(env: jinja2.Environment, page: Page, rec: dict[str, Any], label: s
         rec=rec,
         metrics=_metrics_table(frame, page.scenarios),
         curve=Markup(_curve(rec["training"].get("history") or [])),
-        command=" ".join(command) if isinstance(command, list) else str(command or ""),
+        command=run_command(rec, defaults),
         config=json.dumps(rec["config"], indent=2, sort_keys=True),
         environment=json.dumps(rec["environment"], indent=2, sort_keys=True),
         record_path=str(frame["record"].iloc[0]) if len(frame) else _run_name(rec) + ".json",
@@ -221,7 +231,9 @@ def render_site(result: BuildResult, reported_dir: Path | None = None) -> dict[s
             env, page, pngs, link if page.dataset in reported else None
         )
         for rec, label in zip(page.records, page.labels):
-            files[f"{page.directory}/runs/{_run_name(rec)}.html"] = _run_page(env, page, rec, label)
+            files[f"{page.directory}/runs/{_run_name(rec)}.html"] = _run_page(
+                env, page, rec, label, result.defaults
+            )
         tracks.append(
             {
                 "dataset": page.dataset,
