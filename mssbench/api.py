@@ -32,6 +32,7 @@ from mssbench.runners import distributed
 from mssbench.runners.output_bias import OPT_OUT_TAG, init_output_biases
 from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive
 from mssbench.runners.trainer import (
+    FitSettings,
     converged,
     fit,
     predict,
@@ -437,11 +438,7 @@ def _run(
         )
 
     checkpoint = checkpoint_path(out_dir, config, model_spec.version)
-    result = fit(
-        model,
-        schema,
-        train,
-        valid,
+    settings = FitSettings(
         model_name=config.model,
         device=device,
         seed=config.seed,
@@ -468,6 +465,7 @@ def _run(
         step_mode=config.step,
         started=started,
     )
+    result = fit(model, schema, train, valid, settings)
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
     test_df = evaluate(test_logits, test.labels, test.scenario, schema, metric_specs)

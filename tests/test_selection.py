@@ -70,3 +70,26 @@ def test_a_record_without_the_new_fields_still_loads():
     rec = json.loads(legacy.read_text())
     assert "converged" not in json.dumps(rec)
     verify_record(rec, str(legacy))
+
+
+def test_the_run_options_reach_the_record(tmp_path):
+    from click.testing import CliRunner
+    from conftest import tiny_run_args
+
+    from mssbench.cli import main
+
+    args = tiny_run_args(
+        tmp_path, 1, "--max-steps-per-epoch", "1", "--select", "mean_auc",
+        "--bias-init", "none", "--weight-decay-mode", "decoupled",
+    )
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(next(tmp_path.glob("*.json")).read_text())
+    config = rec["config"]
+    assert (config["select"], config["bias_init"], config["weight_decay_mode"]) == (
+        "mean_auc", "none", "decoupled"
+    )
+    assert config["optimizer"] == "AdamW"
+    assert [g["weight_decay"] for g in config["weight_decay_groups"]] == [1e-6, 0.0]
+    bad = CliRunner().invoke(main, [*args[:-2], "--select", "auc", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "--select" in bad.output
