@@ -14,7 +14,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mssbench.balancing import Balancer, BalancerSpec, build_balancer, resolve_balancer
-from mssbench.config import RunConfig, resolve
+from mssbench.config import SELECTIONS, RunConfig, resolve
 from mssbench.data import contract
 from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
@@ -32,9 +32,11 @@ from mssbench.records import (
 )
 from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
+from mssbench.runners.output_bias import OPT_OUT_TAG, init_output_biases
 from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive
 from mssbench.runners.trainer import (
-    SELECTION_METRIC,
+    FitSettings,
+    converged,
     fit,
     predict,
     resolve_device,
@@ -50,6 +52,8 @@ from mssbench.spec import (
     Split,
     resolve_task_weights,
 )
+from mssbench.runners.weight_decay import GROUPS_TAG, OPTIMIZERS, Groups, parameter_groups
+from mssbench.runners.weight_decay import describe as describe_groups
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536
@@ -350,6 +354,33 @@ def _balancer_report(
             "task_weights": balancer.task_weights().detach().cpu().tolist(),
         }
     }
+def _init_output_biases(
+    model: torch.nn.Module,
+    model_spec: ModelSpec,
+    config: RunConfig,
+    train: Split,
+    schema: DatasetSchema,
+    head: str,
+) -> str | None:
+    """Apply ``--bias-init`` to the freshly built backbone; why it was not applied, if so."""
+    if config.bias_init == "none":
+        return None
+    opt_out = model_spec.tags.get(OPT_OUT_TAG)
+    if opt_out:
+        return f"model {config.model!r} keeps its own output biases: {opt_out}"
+    init_output_biases(model, train, schema, model_name=config.model, esmm=head == "esmm")
+    return None
+
+
+def _optimizer_facts(
+    config: RunConfig, device: torch.device, model: torch.nn.Module, groups: Groups | None
+) -> dict[str, Any]:
+    """The optimizer and its weight decay groups, as the record states them."""
+    optimizer = OPTIMIZERS[config.weight_decay_mode].__name__
+    if device.type == "cuda":
+        optimizer += " (fused, capturable)" if config.step == "graph" else " (fused)"
+    param_groups = parameter_groups(model, config.weight_decay, groups, config.model)
+    return {"optimizer": optimizer, "weight_decay_groups": describe_groups(model, param_groups)}
 
 
 def _run(
@@ -401,6 +432,10 @@ def _run(
 
     seed_everything(config.seed)
     model = build_model(registry, config.model, schema, params)
+    train = data.train
+    if config.train_rows:
+        train = _train_rows(train, config.train_rows, config.dataset)
+    bias_note = _init_output_biases(model, model_spec, config, train, schema, head)
     if head == "esmm":
         if not schema.relations:
             raise ConfigError(
@@ -413,9 +448,7 @@ def _run(
         torch.manual_seed(config.seed + 7919 * world.rank)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    train, valid, test = data.train, data.valid, data.test
-    if config.train_rows:
-        train = _train_rows(train, config.train_rows, config.dataset)
+    valid, test = data.valid, data.test
     if device.type != "cpu" and not data.memory_mapped:
         train, valid, test = (s.to(device) for s in (train, valid, test))
 
@@ -423,12 +456,10 @@ def _run(
     config_dict = {**config.to_dict(), "params": params, "data_options": data_options}
     config_dict["batching"] = batching
     config_dict["head"] = head
+    config_dict.update({"bias_init_note": bias_note} if bias_note else {})
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
-    config_dict["optimizer"] = (
-        "Adam"
-        if device.type != "cuda"
-        else ("Adam (fused, capturable)" if config.step == "graph" else "Adam (fused)")
-    )
+    decay_groups = model_spec.tags.get(GROUPS_TAG)
+    config_dict.update(_optimizer_facts(config, device, model, decay_groups))
     config_dict["distributed"] = world.describe()
     balancer = _make_balancer(balancer_spec, balancer_params, model, schema)
     facts = RunFacts(
@@ -459,11 +490,7 @@ def _run(
         )
 
     checkpoint = checkpoint_path(out_dir, config, model_spec.version)
-    result = fit(
-        model,
-        schema,
-        train,
-        valid,
+    settings = FitSettings(
         model_name=config.model,
         device=device,
         seed=config.seed,
@@ -472,7 +499,10 @@ def _run(
         eval_batch_size=config.eval_batch_size,
         lr=config.lr,
         weight_decay=config.weight_decay,
+        weight_decay_mode=config.weight_decay_mode,
+        decay_groups=decay_groups,
         patience=config.patience,
+        select=config.select,
         scenario_pure=batching == "scenario_pure",
         max_steps_per_epoch=config.max_steps_per_epoch,
         block_rows=BLOCK_ROWS if data.memory_mapped else 0,
@@ -488,6 +518,7 @@ def _run(
         started=started,
         balancer=balancer,
     )
+    result = fit(model, schema, train, valid, settings)
 
     test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
     test_df = evaluate(
@@ -507,7 +538,8 @@ def _run(
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
         "stopped_early": state.stopped_early,
-        "selection_metric": SELECTION_METRIC,
+        "selection_metric": SELECTIONS[config.select],
+        "converged": converged(state.history, state.best_epoch),
         "best_selection_score": state.best_score,
         "train_seconds": state.train_seconds,
         "train_samples": state.train_samples,

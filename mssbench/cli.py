@@ -14,10 +14,13 @@ from tabulate import tabulate
 
 from mssbench.balancing import resolve_balancer
 from mssbench.config import (
+    BIAS_INITS,
     DEFAULT_OUT,
     PRECISIONS,
     PRETRAIN_METHODS,
+    SELECTIONS,
     STEPS,
+    WEIGHT_DECAY_MODES,
     RunConfig,
     parse_assignments,
 )
@@ -184,7 +187,15 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=float,
             default=RUN_DEFAULTS.weight_decay,
             show_default=True,
-            help="Adam weight decay (L2).",
+            help="Weight decay of the weight matrices (not embeddings, biases, norms); "
+            "models that declare their own groups decay as their paper does.",
+        ),
+        click.option(
+            "--weight-decay-mode",
+            type=click.Choice(WEIGHT_DECAY_MODES),
+            default=RUN_DEFAULTS.weight_decay_mode,
+            show_default=True,
+            help="coupled: Adam with L2 (decay added to the gradient); decoupled: AdamW.",
         ),
         click.option(
             "--patience",
@@ -219,6 +230,21 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=RUN_DEFAULTS.max_steps_per_epoch,
             show_default=True,
             help="Cap training steps per epoch (0 = full pass); for smoke runs.",
+        ),
+        click.option(
+            "--select",
+            type=click.Choice(list(SELECTIONS)),
+            default=RUN_DEFAULTS.select,
+            show_default=True,
+            help="Epoch selection on validation: mean_logloss (mean over tasks) or mean_auc.",
+        ),
+        click.option(
+            "--bias-init",
+            type=click.Choice(BIAS_INITS),
+            default=RUN_DEFAULTS.bias_init,
+            show_default=True,
+            help="base_rate: every task's output bias starts at its training base rate "
+            "(mean prediction at step 0 = base rate); none: the model's own initialisation.",
         ),
         click.option(
             "--precision",

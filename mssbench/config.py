@@ -34,6 +34,27 @@ def check_step(step: str, *, distributed: bool, compiled: bool) -> None:
             "--step graph and --compile both remove launch overhead; choose one of them"
         )
 
+#: ``--bias-init`` values: ``base_rate`` (every task's output bias starts at its training base
+#: rate, :mod:`mssbench.runners.output_bias`) or ``none`` (the model's own initialisation).
+BIAS_INITS = ("base_rate", "none")
+
+#: ``--weight-decay-mode`` values: ``coupled`` (Adam with L2: the decay is added to the
+#: gradient) or ``decoupled`` (AdamW: weights shrink by lr x decay after each step);
+#: :mod:`mssbench.runners.weight_decay`.
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+
+#: ``--select`` values: how the epoch kept is chosen on the validation split, and what each
+#: records as its selection metric. ``mean_logloss`` is steady where a task has few positives
+#: (validation AUC on a few dozen conversions is close to noise).
+SELECTIONS = {
+    "mean_logloss": "minus the mean over tasks of validation logloss",
+    "mean_auc": "mean over tasks of pooled validation AUC (minus the summed logloss when no "
+    "task has an AUC)",
+}
+#: A run has not converged when its best epoch is the last one, or when the last epoch still
+#: raised the selection score by more than this.
+CONVERGENCE_TOLERANCE = 1e-3
+
 #: ``--pretrain`` values (``contrastive``: :mod:`mssbench.runners.pretrain`).
 PRETRAIN_METHODS = ("none", "contrastive")
 
@@ -52,8 +73,14 @@ class RunConfig:
         batch_size: Training batch size.
         eval_batch_size: Batch size for validation and test passes.
         lr: Adam learning rate.
-        weight_decay: Adam weight decay (L2).
+        weight_decay: Weight decay of the weight matrices (embeddings, biases and normalisation
+            parameters are not decayed); a model whose spec declares ``weight_decay_groups``
+            decays as its paper does.
+        weight_decay_mode: ``coupled`` (Adam with L2, the decay added to the gradient) or
+            ``decoupled`` (AdamW).
         patience: Stop after this many epochs in a row without validation improvement.
+        select: How the epoch kept is chosen on validation (:data:`SELECTIONS`):
+            ``mean_logloss`` or ``mean_auc``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batching: ``mixed`` (shuffled rows) or ``scenario_pure`` (every batch holds one scenario);
             ``auto`` takes the model's ``batching`` tag, else ``mixed``.
@@ -75,6 +102,9 @@ class RunConfig:
         train_rows: Train on this many rows of the training split, drawn by a seeded
             permutation that does not depend on the run's seed (0 = all rows): learning curves
             and the data axis of ``mssbench scaling``. Validation and test are unchanged.
+        bias_init: ``base_rate`` (each task's output bias shifted so that the mean prediction
+            at step 0 equals the task's base rate in the training split; under the ESMM head the
+            CVR logit starts at the conversion rate among clicks) or ``none``.
         pretrain: ``none``, or ``contrastive`` (InfoNCE over two field-masked views of each row,
             :mod:`mssbench.runners.pretrain`) before supervised training.
         pretrain_epochs: Epochs of contrastive pre-training.
@@ -98,7 +128,9 @@ class RunConfig:
     eval_batch_size: int = 65536
     lr: float = 1e-3
     weight_decay: float = 1e-6
+    weight_decay_mode: str = "coupled"
     patience: int = 2
+    select: str = "mean_logloss"
     device: str = "auto"
     batching: str = "auto"
     head: str = "auto"
@@ -112,6 +144,7 @@ class RunConfig:
     pretrain_epochs: int = 1
     balancer: str = DEFAULT_BALANCER
     balancer_params: dict[str, Any] = field(default_factory=dict)
+    bias_init: str = "base_rate"
     trackers: list[str] = field(default_factory=list)
     tracker_uris: dict[str, str] = field(default_factory=dict)
     out: str = DEFAULT_OUT
@@ -133,6 +166,9 @@ class RunConfig:
         "pretrain_epochs": 1,
         "balancer": DEFAULT_BALANCER,
         "balancer_params": {},
+        "bias_init": "none",
+        "weight_decay_mode": "coupled",
+        "select": "mean_auc",
     }
 
     def __post_init__(self) -> None:
@@ -155,6 +191,9 @@ class RunConfig:
         "precision": PRECISIONS,
         "head": ("auto", *HEADS),
         "batching": ("auto", *BATCHINGS),
+        "bias_init": BIAS_INITS,
+        "weight_decay_mode": WEIGHT_DECAY_MODES,
+        "select": tuple(SELECTIONS),
     }
 
     def validate(self) -> None:

@@ -272,7 +272,14 @@ class TrainingBlock(_Block):
     train_samples: Optional[NonNegativeInt] = None
     train_seconds: Optional[float] = Field(default=None, ge=0)
     train_samples_per_s: Optional[float] = Field(default=None, ge=0)
+    #: One entry per epoch: training loss and speed, ``selection_score`` and the validation
+    #: metrics (``valid``): the validation curve.
     history: list[dict[str, Any]] = Field(default_factory=list)
+    #: How the epoch kept was chosen (``--select``, in words).
+    selection_metric: Optional[str] = None
+    #: False when the best epoch is the last or the last epoch still improved the selection
+    #: score by more than ``mssbench.config.CONVERGENCE_TOLERANCE``; absent in older records.
+    converged: Optional[bool] = None
 
 
 class MetricCell(_Block):
@@ -520,6 +527,8 @@ def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any
     names = {f for f in RunConfig.__dataclass_fields__}
     config = record["config"]
     base = {k: v for k, v in config.items() if k in names and k not in REQUESTED_FIELDS}
+    # Options added later: an older record ran with the value every run had then.
+    base = {**{k: v for k, v in RunConfig.LATER_FIELDS.items() if k not in config}, **base}
     requested = config.get("requested")
     candidates = (
         [requested]

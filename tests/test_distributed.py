@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mssbench.runners.distributed import World, launched_by_torchrun, shard, shard_range
+from mssbench.runners.distributed import World, launched_by_torchrun
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -38,11 +38,11 @@ def _torchrun(*args: str, nproc: int = 2) -> list[str]:
 @given(n=st.integers(0, 500), size=st.integers(1, 8))
 def test_shards_of_a_batch_cover_it_once_in_order(n: int, size: int) -> None:
     rows = torch.randperm(n) if n else torch.zeros(0, dtype=torch.long)
-    parts = [shard(rows, World(rank=r, size=size)) for r in range(size)]
+    parts = [World(rank=r, size=size).shard(rows) for r in range(size)]
     assert torch.equal(torch.cat(parts), rows)
     lengths = [len(p) for p in parts]
     assert max(lengths) - min(lengths) <= 1
-    ranges = [shard_range(n, World(rank=r, size=size)) for r in range(size)]
+    ranges = [World(rank=r, size=size).shard_range(n) for r in range(size)]
     assert ranges[0][0] == 0 and ranges[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 

@@ -51,6 +51,57 @@ class World:
         """What the run record keeps about the process group."""
         return {"world_size": self.size, "backend": self.backend}
 
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of a global batch (sizes differ by at most one row)."""
+        if not self.enabled:
+            return rows
+        return torch.tensor_split(rows, self.size)[self.rank]
+
+    def shard_range(self, n_rows: int) -> tuple[int, int]:
+        """``[start, stop)`` of this rank's contiguous part of ``n_rows`` rows."""
+        start = n_rows * self.rank // self.size
+        stop = n_rows * (self.rank + 1) // self.size
+        return start, stop
+
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's rows in rank order, on every rank.
+
+        Ranks may hold different numbers of rows: each is padded to the largest before the
+        all-gather and the padding is cut off again.
+        """
+        if not self.enabled:
+            return local
+        count = torch.tensor([local.shape[0]], device=local.device)
+        counts = [torch.zeros_like(count) for _ in range(self.size)]
+        dist.all_gather(counts, count)
+        sizes = [int(c.item()) for c in counts]
+        padded = local.new_zeros((max(sizes), *local.shape[1:]))
+        padded[: local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """Whether a boolean holds on every rank."""
+        if not self.enabled:
+            return bool(flag)
+        value = flag.to(torch.int32).reshape(1).clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
+    def all_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.enabled:
+            dist.barrier()
+
 
 #: The world of a run that is not distributed.
 SINGLE = World()
@@ -111,61 +162,3 @@ def teardown(world: World) -> None:
     """Leave the process group (after the last collective)."""
     if world.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def shard(rows: torch.Tensor, world: World) -> torch.Tensor:
-    """This rank's contiguous part of a global batch (sizes differ by at most one row)."""
-    if not world.enabled:
-        return rows
-    return torch.tensor_split(rows, world.size)[world.rank]
-
-
-def shard_range(n_rows: int, world: World) -> tuple[int, int]:
-    """``[start, stop)`` of this rank's contiguous part of ``n_rows`` rows."""
-    start = n_rows * world.rank // world.size
-    stop = n_rows * (world.rank + 1) // world.size
-    return start, stop
-
-
-def gather_rows(local: torch.Tensor, world: World) -> torch.Tensor:
-    """Concatenate every rank's rows in rank order, on every rank.
-
-    Ranks may hold different numbers of rows: each is padded to the largest before the
-    all-gather and the padding is cut off again.
-    """
-    if not world.enabled:
-        return local
-    count = torch.tensor([local.shape[0]], device=local.device)
-    counts = [torch.zeros_like(count) for _ in range(world.size)]
-    dist.all_gather(counts, count)
-    sizes = [int(c.item()) for c in counts]
-    longest = max(sizes)
-    padded = local.new_zeros((longest, *local.shape[1:]))
-    padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(world.size)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
-
-
-def all_true(flag: torch.Tensor, world: World) -> bool:
-    """Whether a boolean holds on every rank."""
-    if not world.enabled:
-        return bool(flag)
-    value = flag.to(torch.int32).reshape(1).clone()
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
-
-
-def all_objects(obj: Any, world: World) -> list[Any]:
-    """Every rank's ``obj`` (picklable), in rank order."""
-    if not world.enabled:
-        return [obj]
-    out: list[Any] = [None] * world.size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def barrier(world: World) -> None:
-    """Wait for every rank."""
-    if world.enabled:
-        dist.barrier()

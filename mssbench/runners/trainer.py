@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import pickle
@@ -24,29 +25,51 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mssbench.balancing import Balancer, WeightedSum
-from mssbench.config import check_step
+from mssbench.config import CONVERGENCE_TOLERANCE, SELECTIONS, check_step
 from mssbench.errors import ConfigError, TrainingError, brief
 from mssbench.io import atomic_write
 from mssbench.metrics import evaluate, summary
-from mssbench.runners.distributed import (
-    SINGLE,
-    World,
-    all_objects,
-    all_true,
-    barrier,
-    gather_rows,
-    shard,
-    shard_range,
-)
+from mssbench.runners.distributed import SINGLE, World
 from mssbench.runners.graph_step import StaticStep, run_epoch
 from mssbench.runners.host_memory import retained_host_memory
 from mssbench.runners.streaming import DEFAULT_CHUNK_ROWS, ChunkStream
+from mssbench.runners.weight_decay import Groups, parameter_groups
+from mssbench.runners.weight_decay import make_optimizer as optimizer_for
 from mssbench.spec import Batch, DatasetSchema, SpecError, Split, resolve_aux_loss
 
 #: The autocast dtype of each ``--precision`` value (``fp32`` = no autocast).
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
-SELECTION_METRIC = "mean over tasks of pooled validation AUC"
+
+
+def selection_score(flat: dict[str, float], task_names: Sequence[str], select: str) -> float:
+    """The validation score an epoch is selected by (higher is better; ``--select``)."""
+    losses = [flat.get(f"logloss/{t}", math.nan) for t in task_names]
+    if select == "mean_logloss":
+        return -float(np.nanmean(losses)) if not all(map(math.isnan, losses)) else math.nan
+    if select != "mean_auc":
+        raise ConfigError(f"--select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+    aucs = [flat.get(f"auc/{t}", math.nan) for t in task_names]
+    if not all(math.isnan(a) for a in aucs):
+        return float(np.nanmean(aucs))
+    # No task has a defined validation AUC: fall back to (negative) validation loss.
+    return -float(np.nansum([flat.get(f"logloss/{t}", 0.0) for t in task_names]))
+
+
+def converged(history: Sequence[dict[str, Any]], best_epoch: int) -> bool:
+    """Whether the run used its budget to the end of its improvement.
+
+    False when the best epoch is the last, or when the last epoch still raised the selection
+    score by more than :data:`~mssbench.config.CONVERGENCE_TOLERANCE`: more epochs would likely
+    have changed the result.
+    """
+    if not history or best_epoch == history[-1]["epoch"]:
+        return False
+    if len(history) >= 2:
+        gain = history[-1]["selection_score"] - history[-2]["selection_score"]
+        if gain > CONVERGENCE_TOLERANCE:
+            return False
+    return True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,6 +206,33 @@ def autocast(
     return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
+def label_free(batch: Batch) -> Batch:
+    """``batch`` with its labels replaced by an empty ``[B, 0]`` tensor.
+
+    Any use of them as ``[B, T]`` labels (indexing a task, broadcasting against the logits)
+    raises, so a model that reads labels in ``forward`` is caught at prediction time.
+    """
+    return Batch(batch.categorical, batch.numeric, batch.scenario, batch.labels[:, :0])
+
+
+def _label_free_logits(model: torch.nn.Module, batch: Batch, n_tasks: int) -> torch.Tensor:
+    """``model``'s float32 logits of a :func:`label_free` batch, refusing any use of labels."""
+    why = "predictions never see labels; forward must not read batch.labels"
+    name = type(model).__name__
+    try:
+        logits = model(batch).logits
+    except (IndexError, RuntimeError) as exc:
+        raise TrainingError(
+            f"model {name}: forward failed on a batch without labels ({why}): {brief(str(exc))}"
+        ) from exc
+    if tuple(logits.shape) != (len(batch), n_tasks):
+        raise TrainingError(
+            f"model {name}: logits {list(logits.shape)} on a batch without labels, expected "
+            f"[{len(batch)}, {n_tasks}] ({why})"
+        )
+    return logits.float()
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -195,18 +245,19 @@ def predict(
     """Eval-mode logits ``[N, T]`` (float32, on ``device``) for a whole split.
 
     In a data-parallel run every rank predicts its contiguous part of the rows and the parts
-    are gathered in row order, so every rank returns the logits of all ``N`` rows.
+    are gathered in row order, so every rank returns the logits of all ``N`` rows. The model
+    gets :func:`label_free` batches: a forward that reads the labels fails here.
     """
     model.eval()
-    start, stop = shard_range(len(split), world)
+    start, stop = world.shard_range(len(split))
     outs = []
     with autocast(device, precision):
         for first in range(start, stop, batch_size):
             rows = slice(first, min(first + batch_size, stop))
-            batch = split.batch(rows).to(device, non_blocking=True)
-            outs.append(model(batch).logits.float())
+            batch = label_free(split.batch(rows)).to(device, non_blocking=True)
+            outs.append(_label_free_logits(model, batch, split.labels.shape[1]))
     local = torch.cat(outs) if outs else torch.zeros((0, split.labels.shape[1]), device=device)
-    return gather_rows(local, world)
+    return world.gather_rows(local)
 
 
 def iter_batches(
@@ -218,14 +269,15 @@ def iter_batches(
 ) -> Iterator[tuple[torch.Tensor, Batch]]:
     """``(global rows, batch on device)`` for each index tensor of ``batches``.
 
-    Each batch holds this rank's share of the rows (:func:`~mssbench.runners.distributed.shard`).
-    With ``prefetch`` a background thread cuts the next batch (the gather from a memory map, and
-    on CUDA the copy into page-locked memory) while the current one trains, and the copy to
-    the GPU is asynchronous. The batches are the same either way.
+    Each batch holds this rank's share of the rows
+    (:meth:`~mssbench.runners.distributed.World.shard`). With ``prefetch`` a background thread
+    cuts the next batch (the gather from a memory map, and on CUDA the copy into page-locked
+    memory) while the current one trains, and the copy to the GPU is asynchronous. The
+    batches are the same either way.
     """
 
     def cut(idx: torch.Tensor) -> Batch:
-        rows = shard(idx, world)
+        rows = world.shard(idx)
         batch = split.batch(rows.to(split.scenario.device))
         if prefetch and device.type == "cuda" and batch.scenario.device.type == "cpu":
             batch = batch.pin_memory()
@@ -347,20 +399,20 @@ def make_optimizer(
     lr: float,
     weight_decay: float,
     capturable: bool = False,
+    mode: str = "coupled",
+    groups: Groups | None = None,
 ) -> torch.optim.Optimizer:
-    """Adam; the fused kernel on CUDA (one launch for all parameters), the default elsewhere.
+    """Adam (``mode="coupled"``) or AdamW (``"decoupled"``) over the model's decay groups.
 
-    ``capturable`` (CUDA only) keeps the step counter on the device, so that the update can be
-    recorded in a CUDA graph (:mod:`mssbench.runners.graph_step`).
+    The groups are the model's declared ones (``groups``) or the default: no decay on
+    embeddings, biases and normalisation parameters (:mod:`mssbench.runners.weight_decay`).
+    The fused kernel runs on CUDA (one launch for all parameters). ``capturable`` (CUDA only)
+    keeps the step counter on the device, so that the update can be recorded in a CUDA graph
+    (:mod:`mssbench.runners.graph_step`).
     """
-    fused = device.type == "cuda"
-    return torch.optim.Adam(
-        model.parameters(),
-        lr=lr,
-        weight_decay=weight_decay,
-        fused=fused or None,
-        capturable=capturable and fused,
-    )
+    name = type(model).__name__
+    param_groups = parameter_groups(model, weight_decay, groups, name)
+    return optimizer_for(param_groups, mode, lr, device, capturable)
 
 
 def _static_step(
@@ -498,46 +550,11 @@ def _restore(
     return state
 
 
-def fit(
-    model: torch.nn.Module,
-    schema: DatasetSchema,
-    train: Split,
-    valid: Split,
-    *,
-    model_name: str,
-    device: torch.device,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
-    lr: float,
-    weight_decay: float,
-    patience: int,
-    scenario_pure: bool = False,
-    max_steps_per_epoch: int = 0,
-    block_rows: int = 0,
-    checkpoint: Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    log: Callable[[str], None] = print,
-    world: World = SINGLE,
-    precision: str = "fp32",
-    compile_model: bool = False,
-    prefetch: bool | None = None,
-    retain_host_memory: bool = True,
-    step_mode: str = "eager",
-    stream_chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    started: float | None = None,
-    balancer: Balancer | None = None,
-) -> TrainResult:
-    """Train with Adam, select the epoch with the best validation score, restore it.
+@dataclass
+class FitSettings:
+    """How :func:`fit` trains: every option of a training run besides the model and data.
 
-    Args:
-        model: The model, already on ``device``.
-        schema: Dataset schema (tasks and scenarios for the metrics).
-        train: Training split (resident; moved to ``device`` by the caller when it fits).
-        valid: Validation split, the only data used for early stopping.
+    Attributes:
         model_name: For messages.
         device: Compute device.
         seed: Seeds the shuffling generator (the caller seeds initialisation).
@@ -545,8 +562,11 @@ def fit(
         batch_size: Training batch size.
         eval_batch_size: Validation batch size.
         lr: Learning rate.
-        weight_decay: Weight decay.
+        weight_decay: Weight decay of the default groups.
         patience: Epochs without improvement before stopping.
+        select: The validation score an epoch is selected by (:func:`selection_score`).
+        weight_decay_mode: ``coupled`` (Adam + L2) or ``decoupled`` (AdamW).
+        decay_groups: The model's own parameter groups (spec tag ``weight_decay_groups``).
         scenario_pure: Single-scenario batches.
         max_steps_per_epoch: Stop each epoch after this many steps (0 = full pass).
         block_rows: Block-shuffle rows in blocks of this size (memory-mapped data; 0 = off).
@@ -576,223 +596,357 @@ def fit(
             checkpoints add the time since then to the wall time of earlier processes.
         balancer: Combines the per-task losses and runs the backward pass
             (:mod:`mssbench.balancing`); default: the model's fixed task weights.
+    """
+
+    model_name: str
+    device: torch.device
+    seed: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
+    select: str = "mean_auc"
+    weight_decay_mode: str = "coupled"
+    decay_groups: Groups | None = None
+    scenario_pure: bool = False
+    max_steps_per_epoch: int = 0
+    block_rows: int = 0
+    checkpoint: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+    log: Callable[[str], None] = print
+    world: World = SINGLE
+    precision: str = "fp32"
+    compile_model: bool = False
+    prefetch: bool | None = None
+    retain_host_memory: bool = True
+    step_mode: str = "eager"
+    stream_chunk_rows: int = DEFAULT_CHUNK_ROWS
+    started: float | None = None
+    balancer: Balancer | None = None
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured."""
+
+    loss: float
+    seconds: float
+    samples: int
+    steps: int
+
+
+class _Trainer:
+    """One training run of :func:`fit`, step by step: resume, epochs, selection, checkpoints."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        schema: DatasetSchema,
+        train: Split,
+        valid: Split,
+        settings: FitSettings,
+    ):
+        s = self.s = settings
+        check_step(s.step_mode, distributed=s.world.enabled, compiled=s.compile_model)
+        self.model, self.schema, self.train, self.valid = model, schema, train, valid
+        self.started = time.perf_counter() if s.started is None else s.started
+        self.optimizer = make_optimizer(
+            model, s.device, s.lr, s.weight_decay, s.step_mode == "graph",
+            s.weight_decay_mode, s.decay_groups,
+        )
+        # --- loss balancing: default weighted sum; learnable weights join the optimizer
+        balancer = s.balancer
+        if balancer is None:
+            balancer = WeightedSum(schema.n_tasks, task_weights(model, schema.n_tasks, s.device))
+        self.balancer = balancer.to(s.device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        if self.balancer.parameters():
+            self.optimizer.add_param_group({"params": self.balancer.parameters()})
+        # --- end loss balancing
+        self.generator = torch.Generator().manual_seed(s.seed)
+        self.state = TrainState()
+        self.best = copy.deepcopy(model.state_dict())
+        self.earlier_wall = 0.0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint when asked to and one exists."""
+        s = self.s
+        if s.resume and s.checkpoint is not None and s.checkpoint.exists():
+            ck = load_checkpoint(s.checkpoint, s.device)
+            self.state = _restore(
+                ck, s.checkpoint, self.model, self.optimizer, self.generator, s.device, s.world
+            )
+            self.best = ck["best"]
+            self.balancer.load_state_dict(ck.get("balancer", {}))  # --- loss balancing
+            s.log(f"Resuming from {s.checkpoint} after epoch {self.state.epoch}.")
+        self.earlier_wall = self.state.wall_seconds
+
+    def prepare(self) -> None:
+        """Task weights, the network that trains (DDP, compiled) and the graph step."""
+        s, model, device = self.s, self.model, self.s.device
+        self.weights = task_weights(model, self.schema.n_tasks, device)
+        self.check_every = 1 if device.type == "cpu" else 50
+        self.prefetch = s.prefetch
+        if self.prefetch is None:
+            self.prefetch = bool(s.block_rows) or (
+                device.type == "cuda" and self.train.scenario.device.type == "cpu"
+            )
+        self.net = model
+        if s.world.enabled:
+            # Top-k expert routing and per-scenario gates leave parameters unused in some steps.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        if s.compile_model:
+            self.net = torch.compile(self.net)
+        self.static, self.stream = None, None
+        if s.step_mode == "graph":
+            if s.block_rows:
+                # Memory-mapped rows: streamed to the device chunk by chunk, not moved whole.
+                self.stream = ChunkStream(
+                    self.train, device, max(s.stream_chunk_rows, s.batch_size)
+                )
+            self.static = _static_step(
+                model,
+                self.optimizer,
+                self.stream.current if self.stream else self.train,
+                device,
+                s.batch_size,
+                s.precision,
+                self.weights,
+                self.schema,
+                s.model_name,
+            )
+
+    def epoch_batches(self) -> list[torch.Tensor]:
+        """This epoch's training batches (global row indices)."""
+        s, world = self.s, self.s.world
+        batches = batch_indices(
+            len(self.train),
+            s.batch_size,
+            self.generator,
+            self.train.scenario if s.scenario_pure else None,
+            self.schema.n_scenarios,
+            s.block_rows,
+            min_rows=2 * world.size,
+        )
+        if world.enabled:
+            # A lone scenario-pure batch too small to give every process two rows is skipped.
+            batches = [b for b in batches if len(b) >= 2 * world.size]
+        if s.max_steps_per_epoch:
+            batches = batches[: s.max_steps_per_epoch]
+        return batches
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        """One pass over this epoch's batches; the mean training loss and the speed."""
+        s, device = self.s, self.s.device
+        self.net.train()
+        batches = self.epoch_batches()
+        n_samples = sum(len(b) for b in batches)
+        bar = tqdm(
+            total=n_samples,
+            unit="samples",
+            unit_scale=True,
+            desc=f"epoch {epoch}/{s.epochs}",
+            disable=not s.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        if self.static is not None:
+            loss_sum = self._graph_steps(batches, epoch, bar)
+        else:
+            loss_sum = self._eager_steps(batches, epoch, bar)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        self.state.train_seconds += seconds
+        self.state.train_samples += n_samples
+        loss = loss_sum.item() / max(len(batches), 1)
+        return EpochStats(loss, seconds, n_samples, len(batches))
+
+    def _graph_steps(self, batches: list[torch.Tensor], epoch: int, bar: Any) -> torch.Tensor:
+        static = self.static
+        assert static is not None
+        static.reset_loss()
+        run_epoch(
+            static,
+            batches,
+            self.check_every,
+            check=functools.partial(
+                _check_finite,
+                static,
+                epoch=epoch,
+                check_every=self.check_every,
+                lr=self.s.lr,
+                model_name=self.s.model_name,
+                bar=bar,
+            ),
+            advance=bar.update,
+            stream=self.stream,
+        )
+        return static.loss_sum
+
+    def _eager_steps(self, batches: list[torch.Tensor], epoch: int, bar: Any) -> torch.Tensor:
+        s, device, world = self.s, self.s.device, self.s.world
+        loss_sum = torch.zeros((), device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        for step, (idx, batch) in enumerate(
+            iter_batches(self.train, batches, device, world, self.prefetch), 1
+        ):
+            with autocast(device, s.precision):
+                out = self.net(batch)
+            if step == 1:
+                _validate_output(out, len(batch), self.schema.n_tasks, s.model_name)
+            logits, aux = out
+            # DDP averages gradients over ranks: scaling each shard's sum by
+            # world / global rows makes that average the gradient of the global mean.
+            row_scale = world.size / len(idx) if world.enabled else None
+            # --- loss balancing: per-task losses, the balancer's backward pass
+            try:
+                aux_loss = resolve_aux_loss(aux, batch.labels).float()
+            except SpecError as exc:
+                raise TrainingError(f"model {s.model_name!r}: {exc}") from None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.balancer.backward(
+                task_losses(logits, batch.labels, row_scale), self.trainable, aux_loss
+            )
+            # --- end loss balancing
+            self.optimizer.step()
+            detached = loss.detach()
+            loss_sum += detached
+            finite &= torch.isfinite(detached)
+            if step % self.check_every == 0 or step == len(batches):
+                if not world.all_true(finite):
+                    bar.close()
+                    raise TrainingError(
+                        f"training loss became {detached.item()} at epoch {epoch}, step "
+                        f"{step} (or up to {self.check_every - 1} steps before) of model "
+                        f"{s.model_name!r}; the run is stopped. Try a lower --lr (now {s.lr})."
+                    )
+            bar.update(len(idx))
+            if s.progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
+        return loss_sum
+
+    def validate_and_select(self, epoch: int, stats: EpochStats) -> dict[str, float]:
+        """Score the epoch on validation, keep its weights if best, decide on stopping."""
+        s, state, device = self.s, self.state, self.s.device
+        logits = predict(self.model, self.valid, device, s.eval_batch_size, s.world, s.precision)
+        metrics_df = evaluate(
+            logits, self.valid.labels.to(device), self.valid.scenario.to(device), self.schema
+        )
+        flat = summary(metrics_df)
+        score = selection_score(flat, self.schema.task_names, s.select)
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            self.best = copy.deepcopy(self.model.state_dict())
+        else:
+            state.bad_epochs += 1
+        speed = stats.samples / stats.seconds if stats.seconds > 0 else math.nan
+        state.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": stats.loss,
+                "train_seconds": stats.seconds,
+                "train_samples_per_s": speed,
+                "selection_score": score,
+                "valid": flat,
+            }
+        )
+        state.epoch = epoch
+        if state.bad_epochs >= s.patience:
+            state.stopped_early = True
+        mark = " *" if improved else ""
+        s.log(
+            f"epoch {epoch:>3}  train loss {stats.loss:.4f}  valid score {score:.4f}{mark}  "
+            f"{speed:,.0f} samples/s"
+        )
+        return {"train_loss": stats.loss, "selection_score": score, **flat}
+
+    def save_checkpoint(self) -> None:
+        """Keep the resumable state (rank 0 writes; every rank's random streams)."""
+        s, device = self.s, self.s.device
+        if s.checkpoint is None:
+            return
+        rng = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        rngs = s.world.all_objects(rng)  # dropout streams differ between ranks
+        self.state.wall_seconds = self.earlier_wall + time.perf_counter() - self.started
+        if s.world.is_main:
+            _save_checkpoint(
+                s.checkpoint,
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "best": self.best,
+                    "state": self.state.__dict__,
+                    "generator": self.generator.get_state(),
+                    "rng": rngs,
+                    "balancer": self.balancer.state_dict(),  # --- loss balancing
+                },
+            )
+        s.world.barrier()
+
+    def finish(self) -> TrainResult:
+        """Restore the best epoch's weights."""
+        state = self.state
+        if state.stopped_early:
+            self.s.log(
+                f"Early stop: no validation improvement for {state.bad_epochs} epochs; "
+                f"restoring epoch {state.best_epoch}."
+            )
+        self.model.load_state_dict(self.best)
+        return TrainResult(
+            state=state, best_state_dict=self.best, earlier_wall_seconds=self.earlier_wall
+        )
+
+
+def fit(
+    model: torch.nn.Module,
+    schema: DatasetSchema,
+    train: Split,
+    valid: Split,
+    settings: FitSettings | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train with Adam, select the epoch with the best validation score, restore it.
+
+    Args:
+        model: The model, already on ``device``.
+        schema: Dataset schema (tasks and scenarios for the metrics).
+        train: Training split (resident; moved to ``device`` by the caller when it fits).
+        valid: Validation split, the only data used for early stopping.
+        settings: How to train (:class:`FitSettings`).
+        **options: :class:`FitSettings` fields, given one by one (over ``settings``).
 
     Returns:
         The final training state and the best weights (already loaded into ``model``).
     """
-    check_step(step_mode, distributed=world.enabled, compiled=compile_model)
-    started = time.perf_counter() if started is None else started
-    optimizer = make_optimizer(model, device, lr, weight_decay, capturable=step_mode == "graph")
-    # --- loss balancing: default weighted sum; learnable weights join the optimizer
-    if balancer is None:
-        balancer = WeightedSum(schema.n_tasks, task_weights(model, schema.n_tasks, device))
-    balancer = balancer.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if balancer.parameters():
-        optimizer.add_param_group({"params": balancer.parameters()})
-    # --- end loss balancing
-    generator = torch.Generator().manual_seed(seed)
-    state = TrainState()
-    best = copy.deepcopy(model.state_dict())
-    if resume and checkpoint is not None and checkpoint.exists():
-        ck = load_checkpoint(checkpoint, device)
-        state = _restore(ck, checkpoint, model, optimizer, generator, device, world)
-        best = ck["best"]
-        balancer.load_state_dict(ck.get("balancer", {}))  # --- loss balancing
-        log(f"Resuming from {checkpoint} after epoch {state.epoch}.")
-    earlier_wall = state.wall_seconds
-
-    weights = task_weights(model, schema.n_tasks, device)
-    check_every = 1 if device.type == "cpu" else 50
-    scenario = train.scenario if scenario_pure else None
-    if prefetch is None:
-        prefetch = bool(block_rows) or (
-            device.type == "cuda" and train.scenario.device.type == "cpu"
-        )
-    net = model
-    if world.enabled:
-        # Top-k expert routing and per-scenario gates leave parameters unused in some steps.
-        net = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    if compile_model:
-        net = torch.compile(net)
-
-    static, stream = None, None
-    if step_mode == "graph":
-        if block_rows:
-            # Memory-mapped rows: streamed to the device chunk by chunk, not moved whole.
-            stream = ChunkStream(train, device, max(stream_chunk_rows, batch_size))
-        static = _static_step(
-            model,
-            optimizer,
-            stream.current if stream else train,
-            device,
-            batch_size,
-            precision,
-            weights,
-            schema,
-            model_name,
-        )
-    with retained_host_memory(enabled=retain_host_memory and device.type == "cpu"):
-        while state.epoch < epochs and not state.stopped_early:
-            epoch = state.epoch + 1
-            net.train()
-            batches = batch_indices(
-                len(train),
-                batch_size,
-                generator,
-                scenario,
-                schema.n_scenarios,
-                block_rows,
-                min_rows=2 * world.size,
-            )
-            if world.enabled:
-                # A lone scenario-pure batch too small to give every process two rows is skipped.
-                batches = [b for b in batches if len(b) >= 2 * world.size]
-            if max_steps_per_epoch:
-                batches = batches[:max_steps_per_epoch]
-            n_samples = sum(len(b) for b in batches)
-            bar = tqdm(
-                total=n_samples,
-                unit="samples",
-                unit_scale=True,
-                desc=f"epoch {epoch}/{epochs}",
-                disable=not progress,
-                leave=False,
-                dynamic_ncols=True,
-            )
-            loss_sum = torch.zeros((), device=device)
-            finite = torch.ones((), dtype=torch.bool, device=device)
-            t0 = time.perf_counter()
-            if static is not None:
-                static.reset_loss()
-                loss_sum = static.loss_sum
-                run_epoch(
-                    static,
-                    batches,
-                    check_every,
-                    check=functools.partial(
-                        _check_finite,
-                        static,
-                        epoch=epoch,
-                        check_every=check_every,
-                        lr=lr,
-                        model_name=model_name,
-                        bar=bar,
-                    ),
-                    advance=bar.update,
-                    stream=stream,
-                )
-            else:
-                for step, (idx, batch) in enumerate(
-                    iter_batches(train, batches, device, world, prefetch), 1
-                ):
-                    with autocast(device, precision):
-                        out = net(batch)
-                    if step == 1:
-                        _validate_output(out, len(batch), schema.n_tasks, model_name)
-                    logits, aux = out
-                    # DDP averages gradients over ranks: scaling each shard's sum by
-                    # world / global rows makes that average the gradient of the global mean.
-                    row_scale = world.size / len(idx) if world.enabled else None
-                    # --- loss balancing: per-task losses, the balancer's backward pass
-                    try:
-                        aux_loss = resolve_aux_loss(aux, batch.labels).float()
-                    except SpecError as exc:
-                        raise TrainingError(f"model {model_name!r}: {exc}") from None
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = balancer.backward(
-                        task_losses(logits, batch.labels, row_scale), trainable, aux_loss
-                    )
-                    # --- end loss balancing
-                    optimizer.step()
-                    detached = loss.detach()
-                    loss_sum += detached
-                    finite &= torch.isfinite(detached)
-                    if step % check_every == 0 or step == len(batches):
-                        if not all_true(finite, world):
-                            bar.close()
-                            raise TrainingError(
-                                f"training loss became {detached.item()} at epoch {epoch}, step "
-                                f"{step} (or up to {check_every - 1} steps before) of model "
-                                f"{model_name!r}; the run is stopped. Try a lower --lr (now {lr})."
-                            )
-                    bar.update(len(idx))
-                    if progress and step % 20 == 0:
-                        bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            bar.close()
-            state.train_seconds += seconds
-            state.train_samples += n_samples
-
-            logits = predict(model, valid, device, eval_batch_size, world, precision)
-            metrics_df = evaluate(
-                logits, valid.labels.to(device), valid.scenario.to(device), schema
-            )
-            flat = summary(metrics_df)
-            aucs = [flat.get(f"auc/{t}", math.nan) for t in schema.task_names]
-            score = float(np.nanmean(aucs)) if not all(math.isnan(a) for a in aucs) else math.nan
-            if math.isnan(score):
-                # No task has a defined validation AUC: fall back to (negative) validation loss.
-                score = -float(
-                    np.nansum([flat.get(f"logloss/{t}", 0.0) for t in schema.task_names])
-                )
-            train_loss = loss_sum.item() / max(len(batches), 1)
-            improved = score > state.best_score
-            if improved:
-                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                best = copy.deepcopy(model.state_dict())
-            else:
-                state.bad_epochs += 1
-            entry = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_seconds": seconds,
-                "train_samples_per_s": n_samples / seconds if seconds > 0 else math.nan,
-                "selection_score": score,
-                "valid": flat,
-            }
-            state.history.append(entry)
-            state.epoch = epoch
-            if state.bad_epochs >= patience:
-                state.stopped_early = True
-            mark = " *" if improved else ""
-            log(
-                f"epoch {epoch:>3}  train loss {train_loss:.4f}  valid score {score:.4f}{mark}  "
-                f"{entry['train_samples_per_s']:,.0f} samples/s"
-            )
-            if checkpoint is not None:
-                rng = {
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                }
-                rngs = all_objects(rng, world)  # dropout streams differ between ranks
-                state.wall_seconds = earlier_wall + time.perf_counter() - started
-                if world.is_main:
-                    _save_checkpoint(
-                        checkpoint,
-                        {
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "best": best,
-                            "state": state.__dict__,
-                            "generator": generator.get_state(),
-                            "rng": rngs,
-                            "balancer": balancer.state_dict(),  # --- loss balancing
-                        },
-                    )
-                barrier(world)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, {"train_loss": train_loss, "selection_score": score, **flat})
-    if state.stopped_early:
-        log(
-            f"Early stop: no validation improvement for {state.bad_epochs} epochs; "
-            f"restoring epoch {state.best_epoch}."
-        )
-    model.load_state_dict(best)
-    return TrainResult(state=state, best_state_dict=best, earlier_wall_seconds=earlier_wall)
+    if settings is None:
+        settings = FitSettings(**options)
+    elif options:
+        settings = dataclasses.replace(settings, **options)
+    run = _Trainer(model, schema, train, valid, settings)
+    run.resume()
+    run.prepare()
+    s = settings
+    with retained_host_memory(enabled=s.retain_host_memory and s.device.type == "cpu"):
+        while run.state.epoch < s.epochs and not run.state.stopped_early:
+            epoch = run.state.epoch + 1
+            stats = run.train_epoch(epoch)
+            metrics = run.validate_and_select(epoch, stats)
+            run.save_checkpoint()
+            if s.on_epoch_end is not None:
+                s.on_epoch_end(epoch, metrics)
+    return run.finish()

@@ -77,6 +77,7 @@ def mssbench_register_models():
             "Search, SIGIR 2022, https://arxiv.org/abs/2205.14321",
             tags={
                 "head": "esmm",
+                "weight_decay_groups": lazy("mssbench_aesm.weight_decay:weight_decay_groups"),
                 "scenario_handling": "per-scenario gates select scenario-specific and shared "
                 "experts per sample; scenario indicator embedding in the gate input",
             },
