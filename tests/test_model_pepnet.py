@@ -11,7 +11,7 @@ from mssbench.testing import make_schema
 from mssbench.testing.synthetic import make_split
 
 SCHEMA = make_schema()  # 3 scenarios, tasks ctr and ctcvr
-SMALL = {"embed_dim": 4, "tower_hidden": [12, 6], "gate_hidden": 8, "dropout": 0.0}
+SMALL = {"embed_dim": 4, "tower_hidden": [12, 6], "gate_hidden": [8], "dropout": 0.0}
 
 
 def build(seed=0, **overrides):
@@ -65,7 +65,7 @@ def test_specs_and_defaults():
 
 
 def test_gate_nu_range_and_neutral_point():
-    gate = GateNU(5, 7, 3, gamma=2.0)
+    gate = GateNU(5, [7, 4], 3, gamma=2.0)
     x = torch.randn(64, 5) * 50
     out = gate(x)
     assert out.shape == (64, 3)
@@ -136,7 +136,7 @@ def test_epnet_gate_does_not_train_the_embeddings():
     assert (
         model.encoder.embedding.weight.grad is None or not model.encoder.embedding.weight.grad.any()
     )
-    assert model.ep_gate.hidden.weight.grad.abs().sum() > 0
+    assert model.ep_gate.hidden[0].weight.grad.abs().sum() > 0
     assert model.scenario_embedding.weight.grad.abs().sum() > 0
 
 

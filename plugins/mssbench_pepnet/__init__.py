@@ -2,7 +2,7 @@
 
 from mssbench import ModelSpec, hookimpl
 from mssbench.lazy import lazy
-from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE
+from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
 PAPER = (
     "Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
@@ -13,7 +13,7 @@ PAPER = (
 EPNET_DEFAULTS = {
     "embed_dim": 16,
     "tower_hidden": [128, 64],
-    "gate_hidden": 64,
+    "gate_hidden": [64],
     "gamma": 2.0,
     "epnet_gate": "field",
     "dropout": 0.0,
@@ -24,12 +24,12 @@ DEFAULTS = dict(EPNET_DEFAULTS)
 CONSTRAINTS = {
     "embed_dim": POSITIVE,
     "tower_hidden": OPTIONAL_WIDTHS,
-    "gate_hidden": POSITIVE,
+    "gate_hidden": WIDTHS,
     "gamma": POSITIVE,
     "dropout": DROPOUT,
 }
 
-CHECK_PARAMS = {"embed_dim": 4, "tower_hidden": [16, 8], "gate_hidden": 8}
+CHECK_PARAMS = {"embed_dim": 4, "tower_hidden": [16, 8], "gate_hidden": [8]}
 SCENARIO_HANDLING = "scenario embedding as the gates' prior: it scales the field embeddings"
 
 

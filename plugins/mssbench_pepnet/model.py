@@ -19,26 +19,31 @@ EPNET_GATES = ("field", "element")
 class GateNU(nn.Module):
     """Gate Neural Unit: ``delta = gamma * sigmoid(W2 relu(W1 x + b1) + b2)``.
 
-    Two fully connected layers; the output lies in ``(0, gamma)``, so with the paper's
-    ``gamma = 2`` a gate can halve or double what it scales and is exactly 1 when the second
-    layer's pre-activation is 0.
+    Fully connected layers (two in the paper: one hidden layer, ``hidden=[h]``); the output
+    lies in ``(0, gamma)``, so with the paper's ``gamma = 2`` a gate can halve or double what it
+    scales and is exactly 1 when the last layer's pre-activation is 0.
 
     Args:
         in_dim: Width of the prior information fed to the gate.
-        hidden: Width of the first layer.
+        hidden: Widths of the hidden layers (ReLU after each).
         out_dim: Number of gate values.
         gamma: Scaling factor of the sigmoid.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, gamma: float):
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, gamma: float):
         super().__init__()
         self.gamma = float(gamma)
-        self.hidden = nn.Linear(in_dim, hidden)
-        self.out = nn.Linear(hidden, out_dim)
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(width, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Gate values ``[B, out_dim]`` in ``(0, gamma)``."""
-        return self.gamma * torch.sigmoid(self.out(torch.relu(self.hidden(x))))
+        return self.gamma * torch.sigmoid(self.out(self.hidden(x)))
 
 
 class PEPNet(nn.Module):
@@ -67,7 +72,7 @@ class PEPNet(nn.Module):
         schema: Dataset schema.
         embed_dim: Width of every field embedding and of the scenario embedding.
         tower_hidden: Hidden widths of each task tower.
-        gate_hidden: Width of the first layer of every Gate NU.
+        gate_hidden: Hidden widths of every Gate NU (the paper's: one layer).
         gamma: Gate NU scaling factor (paper: 2).
         epnet_gate: ``"field"`` or ``"element"``, see above.
         dropout: Dropout after each hidden tower layer.
@@ -86,7 +91,7 @@ class PEPNet(nn.Module):
         schema: DatasetSchema,
         embed_dim: int,
         tower_hidden: Sequence[int],
-        gate_hidden: int,
+        gate_hidden: Sequence[int],
         gamma: float,
         epnet_gate: str,
         dropout: float,
@@ -97,7 +102,7 @@ class PEPNet(nn.Module):
             raise ValueError(f"epnet_gate must be one of {EPNET_GATES}, got {epnet_gate!r}")
         if gamma <= 0:
             raise ValueError(f"gamma must be > 0, got {gamma}")
-        if int(gate_hidden) < 1 or any(int(h) < 1 for h in tower_hidden):
+        if not gate_hidden or any(int(h) < 1 for h in [*gate_hidden, *tower_hidden]):
             raise ValueError(
                 f"gate_hidden and tower_hidden must be >= 1, got {gate_hidden}, "
                 f"{list(tower_hidden)}"
@@ -111,14 +116,14 @@ class PEPNet(nn.Module):
         nn.init.xavier_uniform_(self.scenario_embedding.weight)
         d_in = self.encoder.out_dim
         n_gate = self.encoder.n_fields if epnet_gate == "field" else d_in
-        self.ep_gate = GateNU(embed_dim + d_in, int(gate_hidden), n_gate, gamma)
+        self.ep_gate = GateNU(embed_dim + d_in, gate_hidden, n_gate, gamma)
         widths = [d_in, *(int(h) for h in tower_hidden), 1]
         self.layers = nn.ModuleList(
             GroupedLinear(self.T, a, b) for a, b in zip(widths[:-1], widths[1:])
         )
         self.pp_gates = (
             nn.ModuleList(
-                GateNU(embed_dim + d_in, int(gate_hidden), self.T * a, gamma) for a in widths[:-1]
+                GateNU(embed_dim + d_in, gate_hidden, self.T * a, gamma) for a in widths[:-1]
             )
             if personalize_params
             else None
@@ -163,7 +168,7 @@ def build_epnet(
     schema: DatasetSchema,
     embed_dim: int,
     tower_hidden: Sequence[int],
-    gate_hidden: int,
+    gate_hidden: Sequence[int],
     gamma: float,
     epnet_gate: str,
     dropout: float,
