@@ -136,7 +136,8 @@ def summarise(aucs: pd.DataFrame, oracle: pd.DataFrame | None) -> pd.DataFrame:
     base = aucs[aucs["model"] == BASELINE].set_index(["scenario", "task", "seed"])["auc"]
     out = []
     for (scen, task, model), g in aucs.groupby(["scenario", "task", "model"], sort=False):
-        diff = g.set_index(["scenario", "task", "seed"])["auc"] - base
+        own = g.set_index(["scenario", "task", "seed"])["auc"]
+        diff = own - base.reindex(own.index)
         out.append(
             {
                 "scenario": scen,
