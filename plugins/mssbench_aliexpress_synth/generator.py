@@ -328,11 +328,14 @@ class World:
     effects, ``B`` a rank-2 user x item bilinear match, ``X`` a categorical_5 x categorical_10
     cross table, ``Hc`` / ``Hp`` task-specific linear + categorical effects plus a threshold on
     one item numeric (and, for purchase, a price slope that depends on categorical_3), and
-    ``Cc`` / ``Cp`` country-specific linear + categorical effects (own weights for each
-    country). Then::
+    ``Cc`` / ``Cp`` country linear + categorical effects. Their weights in country ``c`` are
+    ``l_c * shared + country_dev * own_c``: one shared (rank-1) effect per task with a loading
+    ``l_c`` in [0.8, 1.2], negated in the ``conflict`` countries (:data:`CONFLICT_ORDER`), plus
+    the country's own deviation. With ``r = task_share`` and ``s = sqrt(1 - r^2)``::
 
         click    = a_c + g_c (.45 S + .60 B + .35 X) + .40 Hc + .55 Cc
-        purchase = b_c + g_c (.45 S + .30 B - .25 X) + .85 Hp + .55 Cp   (given a click)
+        purchase = b_c + g_c (.45 S + .30 B - .25 X)
+                       + .85 (r Hc + s Hp) + .55 (r Cc + s Cp)          (given a click)
 
     ``g_c`` in [0.8, 1.2] scales the shared part per country; the intercepts ``a_c``, ``b_c``
     are calibrated so that each country's train part has the target rates
@@ -655,6 +658,20 @@ class World:
             "ctr_target": dict(CTR_TARGET),
             "cvr_target": {c: round(CVR_TARGET[c] * self.cvr_scale, 6) for c in COUNTRIES},
             "test_drift": "latent means shifted by N(0, 0.15^2) per country and dimension",
+            "sharing": {
+                "country_effect": (
+                    "weights of Cc / Cp in country c = loading_c * shared + country_dev * own_c"
+                ),
+                "country_loading_click_purchase": dict(
+                    zip(COUNTRIES, np.round(self.country_loading, 4).tolist())
+                ),
+                "country_dev": self.sharing.country_dev,
+                "conflict_countries": list(CONFLICT_ORDER[: self.sharing.conflict]),
+                "task_share": self.sharing.task_share,
+                "purchase_task_parts": (
+                    "Hp and Cp enter as task_share * (Hc, Cc) + sqrt(1 - task_share^2) * (Hp, Cp)"
+                ),
+            },
         }
 
 
