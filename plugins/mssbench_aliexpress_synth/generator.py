@@ -11,6 +11,7 @@ Determinism. All randomness comes from NumPy ``PCG64`` streams keyed by ``SeedSe
 spawn_key=...)``:
 
 * ``(0,)``: the planted model (the "world": weights, category distributions, drift);
+* ``(3,)``: the shared country effects and the country loadings of the planted model;
 * ``(2, country, block, k)``: the calibration sample of the world (see :class:`World`);
 * ``(1, stream, block, k)``: generation block ``block`` of stream ``stream`` (one country's
   official train or test part), ``k = 0`` for the page structure and ``k = 1`` for the content.
