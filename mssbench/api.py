@@ -43,6 +43,8 @@ from mssbench.runners.trainer import (
     seed_everything,
     task_weights,
 )
+from mssbench.runners.weight_decay import GROUPS_TAG, OPTIMIZERS, Groups, parameter_groups
+from mssbench.runners.weight_decay import describe as describe_groups
 from mssbench.spec import (
     DatasetSchema,
     LoadedDataset,
@@ -52,8 +54,6 @@ from mssbench.spec import (
     Split,
     resolve_task_weights,
 )
-from mssbench.runners.weight_decay import GROUPS_TAG, OPTIMIZERS, Groups, parameter_groups
-from mssbench.runners.weight_decay import describe as describe_groups
 
 #: Rows per block when block-shuffling memory-mapped training data.
 BLOCK_ROWS = 65536

@@ -232,7 +232,8 @@ class ConfigBlock(_Block):
     ``requested`` holds the values as given (``-p``, ``-D``, ``--head``, ``--batching`` before
     the plugin defaults were applied): ``run_hash`` is computed from them. Its other keys are
     the :class:`~mssbench.config.RunConfig` fields and the facts of how the run trained
-    (``shuffle``, ``optimizer``, ``distributed``); no other key is allowed
+    (``shuffle``, ``optimizer``, ``weight_decay_groups``, ``bias_init_note``, ``distributed``);
+    no other key is allowed
     (:func:`config_keys`).
     """
 
@@ -244,6 +245,8 @@ class ConfigBlock(_Block):
     requested: Optional[dict[str, Any]] = None
     shuffle: Optional[str] = None
     optimizer: Optional[str] = None
+    weight_decay_groups: Optional[Any] = None
+    bias_init_note: Optional[str] = None
     distributed: Optional[Any] = None
 
 

@@ -76,9 +76,14 @@ def test_schema_and_protocol_are_the_shared_ones():
     data = L.load({"n_rows": 20_000})
     assert data.schema == make_schema(COUNTRIES)
     assert data.protocol == make_protocol(
-        "aliexpress-synth", COUNTRIES, synthetic=True, variant="n20000-seed0-cvr4"
+        "aliexpress-synth",
+        COUNTRIES,
+        synthetic=True,
+        variant="g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7",
     )
-    assert data.protocol.id.startswith("synthetic/aliexpress-synth/standard-n20000-seed0-cvr4/")
+    assert data.protocol.id.startswith(
+        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7/"
+    )
     # Different generated data never shares a protocol id.
     other = L.load({"n_rows": 20_000, "seed": 1})
     assert other.protocol.id != data.protocol.id
@@ -168,14 +173,17 @@ def test_country_subset_is_exactly_those_rows(gen):
 
 
 def test_country_proportions(gen):
-    rows = G.stream_rows(N)
+    small = G.SynthConfig().small_size
+    rows = G.stream_rows(N, small)
     assert sum(rows.values()) == N
     per_country = {c: rows[(c, 0)] + rows[(c, 1)] for c in COUNTRIES}
+    sizes = G.country_size(small)
     for c in COUNTRIES:
-        assert per_country[c] / per_country["NL"] == pytest.approx(G.COUNTRY_SIZE[c], rel=0.01)
+        assert per_country[c] / per_country["ES"] == pytest.approx(sizes[c] / sizes["ES"], rel=0.02)
+        assert sizes[c] == G.COUNTRY_SIZE[c] * (small if c in G.SMALL_COUNTRIES else 1)
         assert rows[(c, 1)] / rows[(c, 0)] == pytest.approx(G.TEST_PER_TRAIN[c], rel=0.01)
         assert 0.3 <= G.TEST_PER_TRAIN[c] <= 0.5
-    assert 7 < per_country["RU"] / per_country["NL"] < 8
+    assert 7 < per_country["RU"] / per_country["NL"] * small < 8
     counts = gen.info["counts"]
     for c in COUNTRIES:
         official_train = counts["train"][c]["rows"] + counts["valid"][c]["rows"]
@@ -303,27 +311,79 @@ def test_oracle_beats_every_single_feature(big):
         assert big.info["oracle_auc"]["test"]["pooled"][name] == pytest.approx(oracle_auc, abs=1e-3)
 
 
+def _country_logits(big: G.Generated, config: G.SynthConfig | None = None):
+    """Every country's true logits (and raw components) on the NL test rows."""
+    config = config or G.SynthConfig()
+    test = big.arrays["test"]
+    scen, oracle = test["scenario"], test["oracle"].astype(np.float64)
+    rows = scen == COUNTRIES.index("NL")
+    cat = test["categorical"][rows]
+    num = np.ascontiguousarray(test["numeric"][rows].T)
+    world = G.world_of(config.seed, config.cvr_scale, config.sharing)
+    logits = {c: world.logits(i, cat, num) for i, c in enumerate(COUNTRIES)}
+    raw = {c: world._raw(i, cat, num).astype(np.float64) for i, c in enumerate(COUNTRIES)}
+    return logits, raw, oracle[rows]
+
+
 def test_country_effects_and_shared_task_signal(big):
     test = big.arrays["test"]
     scen, oracle = test["scenario"], test["oracle"].astype(np.float64)
     true_ctr = [float((1 / (1 + np.exp(-oracle[scen == i, 0]))).mean()) for i in range(5)]
     assert max(true_ctr) / min(true_ctr) > 1.3, "base rates differ by country"
-    # Same rows, each country's model: not a shift of one another (own weights per country).
-    world = G.world_of(0, 4.0)
-    nl = COUNTRIES.index("NL")
-    rows = scen == nl
-    cat = test["categorical"][rows]
-    num = np.ascontiguousarray(test["numeric"][rows].T)
-    logits = {c: world.logits(i, cat, num) for i, c in enumerate(COUNTRIES)}
-    assert np.allclose(logits["NL"][0], oracle[rows, 0], atol=1e-4)
+    logits, raw, nl_oracle = _country_logits(big)
+    assert np.allclose(logits["NL"][0], nl_oracle[:, 0], atol=1e-4)  # the oracle is exact
+    conflict = G.CONFLICT_ORDER[: G.SynthConfig().conflict]
     for c in COUNTRIES[1:]:
         for t in (0, 1):
             diff = logits[c][t] - logits["NL"][t]
-            assert diff.std() > 0.3, (c, t)
-            assert np.corrcoef(logits[c][t], logits["NL"][t])[0, 1] > 0.5  # shared part
+            assert diff.std() > 0.1, (c, t)  # each country has its own effects
+            # The country components (Cc, Cp: raw rows 5, 6) share one effect, with the
+            # opposite sign in the conflict countries.
+            r = np.corrcoef(raw[c][5 + t], raw["NL"][5 + t])[0, 1]
+            assert (r < -0.6) if c in conflict else (r > 0.6), (c, t, r)
     # Tasks share signal but are not the same task.
     r = np.corrcoef(logits["NL"][0], logits["NL"][1])[0, 1]
-    assert 0.1 < r < 0.8
+    assert 0.3 < r < 0.9
+
+
+def test_task_share_ties_purchase_to_the_click_components(big):
+    """The purchase logit loads on the click-only components as ``task_share`` says."""
+    corr = {}
+    for share in (0.0, 0.7):
+        config = G.SynthConfig(n_rows=200_000, task_share=share)
+        logits, raw, _ = _country_logits(big, config)
+        corr[share] = np.corrcoef(logits["NL"][1], raw["NL"][3])[0, 1]  # purchase vs Hc
+    assert abs(corr[0.0]) < 0.15 < 0.3 < corr[0.7], corr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("small_size", 0.25), ("country_dev", 1.0), ("conflict", 2), ("task_share", 0.2)],
+)
+def test_sharing_parameters_change_the_data_and_the_protocol(gen, name, value):
+    assert getattr(G.SynthConfig(), name) != value
+    other = G.generate(G.SynthConfig(n_rows=N, seed=0, **{name: value}))
+    if name == "small_size":  # fewer rows of the small countries, the same rows of the others
+        for c in COUNTRIES:
+            before = gen.info["counts"]["test"][c]["rows"]
+            after = other.info["counts"]["test"][c]["rows"]
+            assert (after < before) if c in G.SMALL_COUNTRIES else (after > before), c
+    else:  # the same features, other labels and oracle
+        a, b = gen.arrays["test"], other.arrays["test"]
+        assert np.array_equal(a["numeric"], b["numeric"])
+        assert not np.allclose(a["oracle"], b["oracle"], atol=1e-3)
+    ids = {L.to_dataset(g).protocol.id for g in (gen, other)}
+    assert len(ids) == 2 and any(f"{value:g}" in i for i in ids), ids
+    assert f"g{G.GENERATOR_VERSION}-" in L.to_dataset(gen).protocol.id
+    assert L.cache_key(gen.config) != L.cache_key(other.config)
+
+
+def test_small_countries_are_small(gen):
+    counts = gen.info["counts"]["train"]
+    rows = {c: counts[c]["rows"] for c in COUNTRIES}
+    for c in G.SMALL_COUNTRIES:
+        assert rows[c] / counts["pooled"]["rows"] < 0.07, (c, rows)
+    assert min(rows, key=rows.get) in G.SMALL_COUNTRIES
 
 
 # --------------------------------------------------------------------------- options
@@ -332,7 +392,11 @@ def test_country_effects_and_shared_task_signal(big):
 def test_scenario_subset_via_load():
     data = L.load({"n_rows": 40_000, "scenarios": " es, nl "})
     assert data.schema.scenarios == ("NL", "ES")
-    assert data.protocol.id == "synthetic/aliexpress-synth/standard-n40000-seed0-cvr4/v1/NL+ES"
+    assert (
+        data.protocol.id
+        == "synthetic/aliexpress-synth/standard-g2-n40000-seed0-cvr4-small0.5-dev0.35-conflict1"
+        "-task0.7/v1/NL+ES"
+    )
     for split in (data.train, data.valid, data.test):
         assert set(split.scenario.unique().tolist()) == {0, 1}
 
@@ -354,11 +418,19 @@ def test_unknown_country_is_a_data_error(value):
         ({"n_rows": 300}, "too small"),
         ({"seed": -1}, "seed"),
         ({"cvr_scale": 0.0}, "cvr_scale"),
+        ({"small_size": 0}, "small_size must be in \\(0, 1\\], got 0"),
+        ({"small_size": 1.5}, "small_size must be in"),
+        ({"country_dev": -0.1}, "country_dev must be >= 0, got -0.1"),
+        ({"conflict": 3}, "conflict must be an integer 0..2, got 3"),
+        ({"conflict": "1.5"}, "conflict must be an integer, got '1.5'"),
+        ({"task_share": 1}, "task_share must be in \\[0, 1\\), got 1"),
+        ({"task_share": "lots"}, "task_share must be a number, got 'lots'"),
     ],
 )
 def test_bad_options_are_config_errors(options, words):
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(ConfigError, match=words) as err:
         L.load({"n_rows": 20_000, **options})
+    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- cache
@@ -467,7 +539,10 @@ def test_cli_smoke_run(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     text = result.output
-    assert "synthetic/aliexpress-synth/standard-n20000-seed0-cvr4/v1/NL+ES+FR+US+RU" in text
+    assert (
+        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7/v1/NL+ES+FR+US+RU"
+        in text
+    )
     for c in COUNTRIES:
         assert f"| {c} " in text
     assert "cvr" in text

@@ -127,3 +127,32 @@ def test_bad_inputs_verdicts(bad_inputs, tmp_path):
     argv = bad_inputs.bad_data_argv(tmp_path, "labels", "2")
     text, kind = verdict(argv)
     assert kind == "refused" and text.endswith("expected 0 or 1 (+1 more Error: lines)")
+
+@pytest.fixture(scope="module")
+def twin_sharing():
+    return _load("twin_sharing")
+
+
+def test_twin_sharing_differences_are_paired_by_seed(twin_sharing):
+    import pandas as pd
+
+    rows = []
+    for seed, (base, sb, mm) in enumerate(
+        [(0.60, 0.62, 0.70), (0.70, 0.66, 0.80), (0.65, 0.64, 0.75)]
+    ):
+        for model, auc in (("single_task", base), ("shared_bottom", sb), ("mmoe", mm)):
+            rows.append({"model": model, "seed": seed, "scenario": "NL", "task": "ctr", "auc": auc})
+    oracle = pd.DataFrame(
+        [{"model": "oracle", "seed": 0, "scenario": "NL", "task": "ctr", "auc": 0.9}]
+    )
+    table = twin_sharing.summarise(pd.DataFrame(rows), oracle).set_index("model")
+    # mmoe - single_task is +0.10 in every seed: a paired std of 0, unlike the AUCs' own std.
+    assert table.at["mmoe", "diff_mean"] == pytest.approx(0.10)
+    assert table.at["mmoe", "diff_std"] == pytest.approx(0.0, abs=1e-12)
+    assert table.at["mmoe", "auc_std"] == pytest.approx(0.05)
+    assert table.at["shared_bottom", "diff_mean"] == pytest.approx(-0.01)
+    assert table.at["mmoe", "oracle"] == 0.9
+    lines = twin_sharing.verdict(table.reset_index(), small=("NL",))
+    assert lines[0].startswith("NL ctr: best MS-MT mmoe +0.1000") and "beats" in lines[0]
+    assert lines[-1] == "shared_bottom worse than single_task on: NL/ctr (-0.0100)"
+    assert "| NL | ctr | 0.6500 ± 0.0500 |" in twin_sharing.render(table.reset_index())

@@ -22,8 +22,9 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
             name=NAME,
             summary=(
                 "SYNTHETIC AliExpress twin: exact AliExpress schema, 5 countries (scenarios), "
-                "ctr and ctcvr with planted shared / country / task effects; reports the "
-                "oracle AUC"
+                "ctr and ctcvr with planted shared / country / task effects (small NL and US, "
+                "a shared low-rank country effect with one conflicting country, purchase "
+                "loading on the click factors); reports the oracle AUC"
             ),
             load=load,
             options=dict(DEFAULT_OPTIONS),

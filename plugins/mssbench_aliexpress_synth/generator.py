@@ -11,6 +11,7 @@ Determinism. All randomness comes from NumPy ``PCG64`` streams keyed by ``SeedSe
 spawn_key=...)``:
 
 * ``(0,)``: the planted model (the "world": weights, category distributions, drift);
+* ``(3,)``: the shared country effects and the country loadings of the planted model;
 * ``(2, country, block, k)``: the calibration sample of the world (see :class:`World`);
 * ``(1, stream, block, k)``: generation block ``block`` of stream ``stream`` (one country's
   official train or test part), ``k = 0`` for the page structure and ``k = 1`` for the content.
@@ -46,28 +47,35 @@ from mssbench_aliexpress.schema import (
 )
 
 from mssbench.data.splits import holdout_mask
+from mssbench_aliexpress_synth.options import SHARING_DEFAULTS
 
 __all__ = [
     "ARRAYS",
     "BLOCK_ROWS",
     "COUNTRY_SIZE",
+    "CONFLICT_ORDER",
     "CTR_TARGET",
     "CVR_TARGET",
     "GENERATOR_VERSION",
+    "SHARING_DEFAULTS",
+    "SMALL_COUNTRIES",
     "SPLITS",
     "TEST_PER_TRAIN",
     "Generated",
     "SynthConfig",
+    "Sharing",
     "World",
     "binned_auc",
+    "country_size",
     "ctcvr_logit",
     "generate",
     "stream_rows",
     "world_of",
 ]
 
-#: Bumped whenever the same parameters would give different data (part of the cache key).
-GENERATOR_VERSION = 1
+#: Bumped whenever the same parameters would give different data (part of the cache key and
+#: of the protocol id).
+GENERATOR_VERSION = 2
 #: Rows per generation block, the unit of randomness (part of the generator's definition).
 BLOCK_ROWS = 4096
 SPLITS = ("train", "valid", "test")
@@ -93,6 +101,11 @@ CTR_TARGET: Mapping[str, float] = {"NL": 0.022, "ES": 0.027, "FR": 0.020, "US": 
 #: Target purchase rate per click at ``cvr_scale = 1`` (real-like: 2-3.5%, i.e. CTCVR of about
 #: 0.03-0.08% of impressions). The default ``cvr_scale`` multiplies these by 4.
 CVR_TARGET: Mapping[str, float] = {"NL": 0.035, "ES": 0.024, "FR": 0.028, "US": 0.025, "RU": 0.020}
+#: The small scenarios: ``small_size`` multiplies their :data:`COUNTRY_SIZE`.
+SMALL_COUNTRIES = ("NL", "US")
+#: Countries whose shared country effect has the opposite sign, in this order (``conflict``
+#: takes the first ones).
+CONFLICT_ORDER = ("FR", "ES")
 
 # Page sizes: a full page of PAGE_MAX items with probability P_FULL, otherwise uniform in
 # 1..PAGE_MAX-1 (mean 14; the real sample rows have pages of 1-20 items, mean 13).
@@ -142,12 +155,25 @@ class SynthConfig:
         seed: Generator seed (the planted model and the samples; not the training seed).
         countries: Countries to generate, in canonical order.
         cvr_scale: Multiplies the per-click purchase targets :data:`CVR_TARGET`.
+        small_size: Multiplies the relative size of the small countries
+            :data:`SMALL_COUNTRIES` (in ``(0, 1]``; 1 keeps the Tianchi proportions).
+        country_dev: Size of each country's own deviation from the shared (rank-1) country
+            effect, relative to it (``>= 0``; 0 makes every country effect a multiple of one
+            shared effect).
+        conflict: How many countries (:data:`CONFLICT_ORDER`) have the shared country effect
+            with the opposite sign (0, 1 or 2).
+        task_share: Correlation of the purchase-specific components with the click-specific
+            ones (in ``[0, 1)``; 0 gives independent task-specific effects).
     """
 
     n_rows: int = 500_000
     seed: int = 0
     countries: tuple[str, ...] = COUNTRIES
     cvr_scale: float = 4.0
+    small_size: float = SHARING_DEFAULTS["small_size"]
+    country_dev: float = SHARING_DEFAULTS["country_dev"]
+    conflict: int = int(SHARING_DEFAULTS["conflict"])
+    task_share: float = SHARING_DEFAULTS["task_share"]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "countries", check_countries(self.countries))
@@ -163,6 +189,12 @@ class SynthConfig:
                 f"cvr_scale must be in (0, {0.5 / top:.1f}) so that purchase-per-click targets "
                 f"stay below 50%, got {self.cvr_scale!r}"
             )
+        _check_sharing(self)
+
+    @property
+    def sharing(self) -> Sharing:
+        """The parameters of the planted model beyond the seed and ``cvr_scale``."""
+        return Sharing(self.country_dev, self.conflict, self.task_share)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters (with the generator version)."""
@@ -172,26 +204,68 @@ class SynthConfig:
             "seed": self.seed,
             "countries": list(self.countries),
             "cvr_scale": self.cvr_scale,
+            "small_size": self.small_size,
+            "country_dev": self.country_dev,
+            "conflict": self.conflict,
+            "task_share": self.task_share,
         }
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """What the planted model shares between countries and tasks (see :class:`World`)."""
+
+    country_dev: float = SHARING_DEFAULTS["country_dev"]
+    conflict: int = int(SHARING_DEFAULTS["conflict"])
+    task_share: float = SHARING_DEFAULTS["task_share"]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_sharing(config: SynthConfig) -> None:
+    """One-line :class:`ValueError` naming the first invalid sharing parameter."""
+    checks = (
+        ("small_size", _is_number(config.small_size) and 0 < config.small_size <= 1, "in (0, 1]"),
+        ("country_dev", _is_number(config.country_dev) and config.country_dev >= 0, ">= 0"),
+        (
+            "conflict",
+            isinstance(config.conflict, int)
+            and not isinstance(config.conflict, bool)
+            and 0 <= config.conflict <= len(CONFLICT_ORDER),
+            f"an integer 0..{len(CONFLICT_ORDER)}",
+        ),
+        ("task_share", _is_number(config.task_share) and 0 <= config.task_share < 1, "in [0, 1)"),
+    )
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {expected}, got {getattr(config, name)!r}")
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
-def stream_rows(n_rows: int) -> dict[tuple[str, int], int]:
+def country_size(small_size: float = 1.0) -> dict[str, float]:
+    """Relative size of each country: :data:`COUNTRY_SIZE`, the small ones times ``small_size``."""
+    return {c: v * (small_size if c in SMALL_COUNTRIES else 1.0) for c, v in COUNTRY_SIZE.items()}
+
+
+def stream_rows(n_rows: int, small_size: float = 1.0) -> dict[tuple[str, int], int]:
     """Rows of each (country, part) of the full five-country data (part 0 train, 1 test).
 
-    Shares are :data:`COUNTRY_SIZE` split by :data:`TEST_PER_TRAIN`; integer rows by the
+    Shares are :func:`country_size` split by :data:`TEST_PER_TRAIN`; integer rows by the
     largest-remainder rule, so they sum to ``n_rows`` exactly.
     """
     keys, weights = [], []
-    total = sum(COUNTRY_SIZE.values())
+    sizes = country_size(small_size)
+    total = sum(sizes.values())
     for c in COUNTRIES:
         r = TEST_PER_TRAIN[c]
         for part, share in ((0, 1 / (1 + r)), (1, r / (1 + r))):
             keys.append((c, part))
-            weights.append(COUNTRY_SIZE[c] / total * share)
+            weights.append(sizes[c] / total * share)
     exact = np.array(weights) * n_rows
     rows = np.floor(exact).astype(np.int64)
     rest = n_rows - int(rows.sum())
@@ -255,21 +329,33 @@ class World:
     effects, ``B`` a rank-2 user x item bilinear match, ``X`` a categorical_5 x categorical_10
     cross table, ``Hc`` / ``Hp`` task-specific linear + categorical effects plus a threshold on
     one item numeric (and, for purchase, a price slope that depends on categorical_3), and
-    ``Cc`` / ``Cp`` country-specific linear + categorical effects (own weights for each
-    country). Then::
+    ``Cc`` / ``Cp`` country linear + categorical effects. Their weights in country ``c`` are
+    ``l_c * shared + country_dev * own_c``: one shared (rank-1) effect per task with a loading
+    ``l_c`` in [0.8, 1.2], negated in the ``conflict`` countries (:data:`CONFLICT_ORDER`), plus
+    the country's own deviation. With ``r = task_share`` and ``s = sqrt(1 - r^2)``::
 
         click    = a_c + g_c (.45 S + .60 B + .35 X) + .40 Hc + .55 Cc
-        purchase = b_c + g_c (.45 S + .30 B - .25 X) + .85 Hp + .55 Cp   (given a click)
+        purchase = b_c + g_c (.45 S + .30 B - .25 X)
+                       + .85 (r Hc + s Hp) + .55 (r Cc + s Cp)          (given a click)
 
     ``g_c`` in [0.8, 1.2] scales the shared part per country; the intercepts ``a_c``, ``b_c``
     are calibrated so that each country's train part has the target rates
     :data:`CTR_TARGET` and ``cvr_scale`` x :data:`CVR_TARGET`.
     """
 
-    def __init__(self, seed: int, cvr_scale: float) -> None:
+    def __init__(self, seed: int, cvr_scale: float, sharing: Sharing = Sharing()) -> None:
         self.seed = seed
         self.cvr_scale = cvr_scale
+        self.sharing = sharing
         rng = _rng(seed, 0)
+        # Shared country effect: one direction per task, a loading per country (sign flipped
+        # in the conflict countries); each country adds its own deviation (drawn from ``rng``).
+        shared_rng = _rng(seed, 3)
+        flip = [c in CONFLICT_ORDER[: sharing.conflict] for c in COUNTRIES]
+        self.country_loading = (
+            shared_rng.uniform(0.8, 1.2, (len(COUNTRIES), 2)) * np.where(flip, -1.0, 1.0)[:, None]
+        )
+        dev = sharing.country_dev
         n_c = len(COUNTRIES)
         # ---- feature distributions
         self.user_cdf: list[np.ndarray] = []  # per field [C, K]
@@ -320,19 +406,33 @@ class World:
             w[rng.choice(n_num, n_active, replace=False)] = rng.normal(0, 1, n_active)
             return w
 
+        def shared_sparse(n_active: int) -> np.ndarray:
+            w = np.zeros(n_num)
+            w[shared_rng.choice(n_num, n_active, replace=False)] = shared_rng.normal(0, 1, n_active)
+            return w
+
         shared = rng.normal(0, 1, n_num)
         click = sparse_weights(15)
         purchase = sparse_weights(15)
         proj = np.zeros((n_num, 4))
         proj[:N_USER_NUM, :2] = rng.normal(0, 1, (N_USER_NUM, 2))  # user side P
         proj[N_USER_NUM:, 2:] = rng.normal(0, 1, (N_ITEM_NUM, 2))  # item side Q
+        base = (shared_sparse(12), shared_sparse(12))  # shared country effect, click / purchase
+        load = self.country_loading
         # Per-country linear weights [num, 9]: S, Hc, Hp, Cc, Cp, P1, P2, Q1, Q2.
         self.linear = np.stack(
             [
                 np.column_stack(
-                    [shared, click, purchase, sparse_weights(12), sparse_weights(12), proj]
+                    [
+                        shared,
+                        click,
+                        purchase,
+                        load[c, 0] * base[0] + dev * sparse_weights(12),
+                        load[c, 1] * base[1] + dev * sparse_weights(12),
+                        proj,
+                    ]
                 )
-                for _ in range(n_c)
+                for c in range(n_c)
             ]
         ).astype(np.float32)
         # Per-country categorical tables per field [C, K + 1, 5] (S, Hc, Hp, Cc, Cp); id 0 = 0.
@@ -345,10 +445,10 @@ class World:
             ):
                 if f in fields:
                     t[:, 1:, comp] = rng.normal(0, 1, k)[None, :]
-            if f in _COUNTRY_CLICK_FIELDS:
-                t[:, 1:, 3] = rng.normal(0, 1, (n_c, k))
-            if f in _COUNTRY_PURCHASE_FIELDS:
-                t[:, 1:, 4] = rng.normal(0, 1, (n_c, k))
+            for comp, fields in ((3, _COUNTRY_CLICK_FIELDS), (4, _COUNTRY_PURCHASE_FIELDS)):
+                if f in fields:
+                    own = dev * rng.normal(0, 1, (n_c, k))
+                    t[:, 1:, comp] = load[:, comp - 3, None] * shared_rng.normal(0, 1, k) + own
             self.cat_tables.append(t)
         # All fields' tables stacked [C, 5, sum(K + 1)]; a row's ids + offsets index them.
         self.cat_flat = np.ascontiguousarray(
@@ -490,9 +590,14 @@ class World:
     def _combine(self, country: int, z: np.ndarray, with_bias: bool = True) -> np.ndarray:
         g = float(self.shared_scale[country])
         out = np.empty((2, z.shape[1]))
+        r = self.sharing.task_share
+        own = math.sqrt(1 - r * r)
         for t, w, h, c in ((0, CLICK_WEIGHTS, 3, 5), (1, PURCHASE_WEIGHTS, 4, 6)):
             out[t] = g * (w["S"] * z[0] + w["B"] * z[1] + w["X"] * z[2])
-            out[t] += w["H"] * z[h] + w["C"] * z[c]
+            if t == 0:
+                out[t] += w["H"] * z[h] + w["C"] * z[c]
+            else:  # purchase: loads on the click-specific components too
+                out[t] += w["H"] * (r * z[3] + own * z[h]) + w["C"] * (r * z[5] + own * z[c])
         if with_bias:
             out[0] += self.click_bias[country]
             out[1] += self.purchase_bias[country]
@@ -554,6 +659,20 @@ class World:
             "ctr_target": dict(CTR_TARGET),
             "cvr_target": {c: round(CVR_TARGET[c] * self.cvr_scale, 6) for c in COUNTRIES},
             "test_drift": "latent means shifted by N(0, 0.15^2) per country and dimension",
+            "sharing": {
+                "country_effect": (
+                    "weights of Cc / Cp in country c = loading_c * shared + country_dev * own_c"
+                ),
+                "country_loading_click_purchase": dict(
+                    zip(COUNTRIES, np.round(self.country_loading, 4).tolist())
+                ),
+                "country_dev": self.sharing.country_dev,
+                "conflict_countries": list(CONFLICT_ORDER[: self.sharing.conflict]),
+                "task_share": self.sharing.task_share,
+                "purchase_task_parts": (
+                    "Hp and Cp enter as task_share * (Hc, Cc) + sqrt(1 - task_share^2) * (Hp, Cp)"
+                ),
+            },
         }
 
 
@@ -582,9 +701,9 @@ def _mix_rectify(x: np.ndarray, u: np.ndarray, share: np.ndarray, thr: np.ndarra
 
 
 @functools.lru_cache(maxsize=4)
-def world_of(seed: int, cvr_scale: float) -> World:
+def world_of(seed: int, cvr_scale: float, sharing: Sharing = Sharing()) -> World:
     """The (cached, read-only) planted model of ``seed``."""
-    return World(seed, cvr_scale)
+    return World(seed, cvr_scale, sharing)
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
@@ -652,7 +771,7 @@ class _Stream:
 
 def _plan(config: SynthConfig) -> list[_Stream]:
     """Pass 1: blocks, held-out rows and output offsets of every stream."""
-    rows = stream_rows(config.n_rows)
+    rows = stream_rows(config.n_rows, config.small_size)
     streams = []
     for scen, name in enumerate(config.countries):
         country = COUNTRIES.index(name)
@@ -742,7 +861,7 @@ def generate(
         The arrays and their facts.
     """
     started = time.perf_counter()
-    world = world_of(config.seed, config.cvr_scale)
+    world = world_of(config.seed, config.cvr_scale, config.sharing)
     calibrated = time.perf_counter()
     streams = _plan(config)
     sizes_by_split = split_sizes(streams)
@@ -894,7 +1013,7 @@ def _info(config, world, streams, counts, hists, sizes_by_split) -> dict[str, An
         "layout": {
             "block_rows": BLOCK_ROWS,
             "page_size": f"{PAGE_MAX} with probability {P_FULL}, else uniform 1..{PAGE_MAX - 1}",
-            "country_size": dict(COUNTRY_SIZE),
+            "country_size": country_size(config.small_size),
             "test_per_train": dict(TEST_PER_TRAIN),
             "stream_rows": {
                 f"{COUNTRIES[s.country]}/{('train', 'test')[s.part]}": s.n_rows for s in streams

@@ -32,12 +32,13 @@ from mssbench.io import work_dir
 from mssbench.spec import LoadedDataset, Split
 from mssbench_aliexpress_synth.generator import (
     ARRAYS,
+    GENERATOR_VERSION,
     SPLITS,
     Generated,
     SynthConfig,
     generate,
 )
-from mssbench_aliexpress_synth.options import DEFAULT_OPTIONS, NAME
+from mssbench_aliexpress_synth.options import DEFAULT_OPTIONS, NAME, SHARING_DEFAULTS
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -74,12 +75,27 @@ def parse_countries(text: str) -> tuple[str, ...]:
         raise DataError(f"{NAME}: {exc}") from None
 
 
+def _number(name: str, value: Any) -> Any:
+    """An option's value as the type of its default (``"0.5"`` from the command line: 0.5)."""
+    kind = type(SHARING_DEFAULTS[name])
+    try:
+        number = float(value)
+        if kind is int and number != int(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{NAME}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None
+    return int(number) if kind is int else number
+
+
 def config_from_options(options: Mapping[str, Any]) -> SynthConfig:
     """The generation parameters of resolved dataset options.
 
     Raises:
         DataError: Unknown country.
-        ConfigError: Another invalid value (``n_rows < 1``, negative seed, ``cvr_scale``).
+        ConfigError: Another invalid value (``n_rows < 1``, negative seed, ``cvr_scale``, a
+            sharing parameter), named in a one-line message.
     """
     opts = {**DEFAULT_OPTIONS, **options}
     countries = parse_countries(opts["scenarios"])
@@ -89,6 +105,7 @@ def config_from_options(options: Mapping[str, Any]) -> SynthConfig:
             seed=opts["seed"],
             countries=countries,
             cvr_scale=float(opts["cvr_scale"]),
+            **{k: _number(k, opts[k]) for k in SHARING_DEFAULTS},
         )
     except ValueError as exc:
         raise ConfigError(f"{NAME}: {exc}") from None
@@ -244,9 +261,14 @@ def protocol_variant(config: SynthConfig) -> str:
     """The generator parameters that define the data, for the protocol id.
 
     Runs on data generated with different parameters must never be ranked together, so the
-    total size, the generator seed and the purchase-rate scale are part of the id.
+    generator version, the total size, the generator seed, the purchase-rate scale and the
+    sharing design are part of the id.
     """
-    return f"n{config.n_rows}-seed{config.seed}-cvr{config.cvr_scale:g}"
+    return (
+        f"g{GENERATOR_VERSION}-n{config.n_rows}-seed{config.seed}-cvr{config.cvr_scale:g}"
+        f"-small{config.small_size:g}-dev{config.country_dev:g}-conflict{config.conflict}"
+        f"-task{config.task_share:g}"
+    )
 
 
 def to_dataset(gen: Generated, memory_mapped: bool = False) -> LoadedDataset:
@@ -269,7 +291,8 @@ def load(options: Mapping[str, Any]) -> LoadedDataset:
     """Generate (or open the cache of) the synthetic twin (the registered ``load``).
 
     Args:
-        options: ``n_rows``, ``seed``, ``scenarios``, ``cache`` and ``cvr_scale`` (see
+        options: ``n_rows``, ``seed``, ``scenarios``, ``cache``, ``cvr_scale`` and the
+            sharing design ``small_size``, ``country_dev``, ``conflict``, ``task_share`` (see
             :data:`DEFAULT_OPTIONS` and the README).
 
     Returns:

@@ -7,6 +7,14 @@ from typing import Any, Mapping
 from mssbench_aliexpress.schema import COUNTRIES
 
 NAME = "aliexpress-synth"
+#: Defaults of the sharing design (``SynthConfig.small_size``, ``country_dev``, ``conflict``,
+#: ``task_share``; the dataset card explains them).
+SHARING_DEFAULTS: Mapping[str, Any] = {
+    "small_size": 0.5,
+    "country_dev": 0.35,
+    "conflict": 1,
+    "task_share": 0.7,
+}
 #: Options of the registered dataset (``-D key=value``).
 DEFAULT_OPTIONS: Mapping[str, Any] = {
     "n_rows": 500_000,
@@ -14,4 +22,5 @@ DEFAULT_OPTIONS: Mapping[str, Any] = {
     "scenarios": ",".join(COUNTRIES),
     "cache": "",
     "cvr_scale": 4.0,
+    **SHARING_DEFAULTS,
 }
