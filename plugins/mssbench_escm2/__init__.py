@@ -1,6 +1,6 @@
 """ESCM² model plugin (``escm2``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -28,6 +28,17 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 12, 16)),
+    "n_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 2), widths=(16, 32, 64)),
+    "tower_hidden": Widths(layers=(1, 1), widths=(8, 16, 32)),
+    "counterfactual_weight": FloatRange(0.1, 1.0),
+    "global_weight": FloatRange(0.1, 1.0),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``escm2``."""
@@ -38,6 +49,7 @@ def mssbench_register_models():
             "(IPS or DR, inverse click propensity on clicked rows); scenario id as a feature",
             build=lazy("mssbench_escm2.model:ESCM2"),
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "
             "Post-Click Conversion Rate Estimation, SIGIR 2022, "
