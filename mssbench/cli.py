@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -408,6 +409,22 @@ def _apply_preset(
     return {**options, **chosen.training_for(given)}, {**chosen.params_for(spec.defaults), **params}
 
 
+def _tuned_plan(registry: Registry, tuned: str, seeds: list[int], base: RunConfig) -> list:
+    """``suite --tuned``: each study's best configuration at every seed, finished ones marked."""
+    from mssbench.suite import mark_finished
+    from mssbench.tune import tuned_jobs
+
+    ctx = click.get_current_context()
+    for name in ("models", "datasets", "params"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--{name} cannot be combined with --tuned (the studies fix them)")
+    jobs = tuned_jobs(Path(tuned), seeds, base)
+    for job in jobs:
+        registry.model(job.config.model)
+        registry.dataset(job.config.dataset)
+    return mark_finished(jobs, registry, base.out)
+
+
 def _check_executor_options(executor: str) -> None:
     """Ray's options are an error with the local executor (they would be silently ignored)."""
     if executor == "ray":
@@ -475,6 +492,14 @@ def _check_executor_options(executor: str) -> None:
     is_flag=True,
     help="Hide progress bars (always hidden with --jobs > 1 and with --executor ray).",
 )
+@click.option(
+    "--tuned",
+    default=None,
+    metavar="STUDY_DIR",
+    type=click.Path(file_okay=False),
+    help="Run the best configuration of each study in STUDY_DIR (mssbench tune) at every seed, "
+    "instead of --models x --datasets.",
+)
 @training_options
 @plugin_options
 @handle_errors
@@ -495,6 +520,7 @@ def suite(
     disabled: tuple[str, ...],
     strict_plugins: bool,
     no_progress: bool,
+    tuned: str | None,
     **options: Any,
 ) -> None:
     """Run every model x dataset x seed; finished runs (same config and seed) are skipped."""
@@ -526,14 +552,17 @@ def suite(
         **options,
     )
     base.validate()
-    planned, notes = plan(
-        registry,
-        models,
-        datasets,
-        parse_seeds(seeds),
-        base,
-        parse_assignments(params, "--param"),
-    )
+    if tuned is not None:
+        planned, notes = _tuned_plan(registry, tuned, parse_seeds(seeds), base), []
+    else:
+        planned, notes = plan(
+            registry,
+            models,
+            datasets,
+            parse_seeds(seeds),
+            base,
+            parse_assignments(params, "--param"),
+        )
     for note in notes:
         click.echo(f"Note: {note}", err=True)
     skipped = sum(j.status == "skipped" for j in planned)
@@ -641,8 +670,6 @@ def tune(
     The study lives in --out (default mssbench-tune/DATASET_MODEL); giving the same command
     again continues an interrupted study. The best configuration goes to best.yaml there.
     """
-    from pathlib import Path
-
     from mssbench import tune as tuning
 
     tuning.require_optuna()

@@ -410,3 +410,50 @@ def commands(study_dir: Path, seeds: str = "5") -> tuple[str, str]:
     run = f"mssbench run --config {study_dir / BEST_FILE}"
     suite = f"mssbench suite --tuned {study_dir} --seeds {seeds}"
     return run, suite
+
+
+def study_dirs(directory: Path) -> list[Path]:
+    """The studies in ``directory``: itself if it is one, else its subdirectories that are."""
+    directory = Path(directory)
+    if (directory / STUDY_FILE).is_file():
+        return [directory]
+    found = sorted(p.parent for p in directory.glob(f"*/{STUDY_FILE}"))
+    if not found:
+        raise ConfigError(
+            f"--tuned {directory}: no study there (a study directory holds {STUDY_FILE}; "
+            "make one with mssbench tune)"
+        )
+    return found
+
+
+def best_config(study_dir: Path) -> RunConfig:
+    """The run configuration in ``study_dir/best.yaml`` (seed as tuned)."""
+    from omegaconf import OmegaConf
+
+    path = study_dir / BEST_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: the study has no finished trial yet")
+    values = OmegaConf.to_container(OmegaConf.load(path))
+    try:
+        config = RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    config.validate()
+    return config
+
+
+def tuned_jobs(directory: Path, seeds: list[int], base: RunConfig) -> list[Any]:
+    """A suite's jobs: every study's best configuration in ``directory`` at every seed.
+
+    ``base`` gives what does not change the numbers chosen by the study: ``out``, ``device``,
+    ``progress`` and ``resume``.
+    """
+    from mssbench.suite import SuiteJob
+
+    jobs = []
+    for study_dir in study_dirs(directory):
+        config = best_config(study_dir)
+        for seed in seeds:
+            jobs.append(SuiteJob(replace(config, seed=seed, out=base.out, device=base.device,
+                                         progress=base.progress, resume=base.resume)))
+    return jobs

@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from mssbench.cli import main
+from mssbench.errors import DataError
+from mssbench.records import content_digest, verify_record
 from mssbench.results import load_records
 
 optuna = pytest.importorskip("optuna")
@@ -77,6 +79,11 @@ def test_a_tune_run_reads_no_test_row(tmp_path, sealed_plugin):
         assert record["training"]["train_samples"] <= 1024
     # Trial records are not results: the ordinary reader leaves them out.
     assert load_records(study / "runs")[0] == []
+    # A record has test results or a trial block: without either it is refused.
+    bare = {k: v for k, v in records[0].items() if k not in ("trial", "_path")}
+    bare["digest"] = content_digest(bare)
+    with pytest.raises(DataError, match="a test block"):
+        verify_record(bare)
 
 
 def test_study_writes_a_best_config_that_run_reads(tmp_path):
@@ -154,3 +161,25 @@ def _ostudy(study):
 
 def _trial_params(study):
     return {k for t in _ostudy(study).get_trials() for k in t.params}
+
+
+def test_suite_tuned_reruns_each_best_configuration_over_seeds(tmp_path):
+    studies = tmp_path / "tune"
+    assert _tune(studies / "tiny_mmoe", "--trials", "1").exit_code == 0
+    out = tmp_path / "suite"
+    args = ["suite", "--plugin", "mssbench.testing.plugin", "--tuned", str(studies),
+            "--seeds", "2", "--jobs", "1", "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records, _ = load_records(out)
+    best = _yaml(studies / "tiny_mmoe" / "best.yaml")
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1]
+    assert all(r["config"]["requested"]["params"] == best["params"] for r in records)
+    assert all(r["config"]["lr"] == best["lr"] for r in records)
+    again = CliRunner().invoke(main, args)
+    assert "2 already finished" in again.output
+    mixed = CliRunner().invoke(main, [*args, "--models", "mmoe"])
+    assert mixed.exit_code != 0 and "--models cannot be combined with --tuned" in mixed.output
+    missing = CliRunner().invoke(main, [*args[:4], str(tmp_path / "nothing"), *args[5:]])
+    assert missing.exit_code != 0 and "no study there" in missing.output
+
