@@ -310,29 +310,24 @@ def _drop_checkpoint(config: RunConfig, registry: Registry) -> None:
     checkpoint_path(config.out, config, version).unlink(missing_ok=True)
 
 
-def optimize(study: Study, worker: int, log: Callable[[str], None]) -> None:
-    """Run trials in this process until the study has its budget of trials."""
-    optuna = require_optuna()
+def optimize(study: Study, worker: int, log: Callable[[str], None], trials: int) -> None:
+    """Run ``trials`` trials in this process (its share of what the study has left)."""
     registry = load_registry(plugins=study.plugins, disable=study.disabled)
     ostudy = open_study(study, worker)
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    stop = optuna.study.MaxTrialsCallback(study.budget.trials, states=states)
-    left = study.budget.trials - counted(ostudy)
-    if left <= 0:
+    if trials <= 0:
         return
     ostudy.optimize(
         lambda t: run_trial(study, registry, t, log),
-        n_trials=left,
-        callbacks=[stop],
+        n_trials=trials,
         catch=(MssbenchError,),
     )
 
 
-def _worker(study: Study, worker: int) -> None:
+def _worker(study: Study, worker: int, trials: int) -> None:
     from mssbench.suite import _worker_init
 
     _worker_init(1)
-    optimize(study, worker, _print)
+    optimize(study, worker, _print, trials)
 
 
 def _print(message: str) -> None:
@@ -349,20 +344,24 @@ def run_study(study: Study, log: Callable[[str], None] = print) -> dict[str, Any
     again = requeue_interrupted(ostudy)
     if again:
         log(f"{again} interrupted trial(s) queued again (they resume from their checkpoints)")
+    left = study.budget.trials - counted(ostudy)  # failed trials use the budget too
     log(f"Study {study.name}: {counted(ostudy)} of {study.budget.trials} trials done")
     if study.jobs <= 1:
-        optimize(study, 0, log)
+        optimize(study, 0, log, left)
     else:
-        _parallel(study)
+        _parallel(study, left)
     return write_best(study)
 
 
-def _parallel(study: Study) -> None:
+def _parallel(study: Study, left: int) -> None:
+    """``study.jobs`` processes, each running its share of the ``left`` trials."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    shares = [left // study.jobs + (i < left % study.jobs) for i in range(study.jobs)]
     with ProcessPoolExecutor(study.jobs, mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(_worker, study, i) for i in range(study.jobs)]:
+        futures = [pool.submit(_worker, study, i, n) for i, n in enumerate(shares) if n]
+        for future in futures:
             future.result()
 
 
