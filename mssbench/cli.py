@@ -627,7 +627,11 @@ def suite(
     help="Fix a hyper-parameter (repeatable); it is then left out of the search.",
 )
 @click.option(
-    "--preset", default=None, metavar="NAME", help="Start the trials from a named configuration."
+    "--preset",
+    default=None,
+    metavar="NAME",
+    help="Start the trials from a named configuration (its hyper-parameters apply where the "
+    "search space does not set them).",
 )
 @click.option("--jobs", type=int, default=1, show_default=True, help="Trials at once.")
 @click.option(
@@ -675,6 +679,7 @@ def tune(
     tuning.require_optuna()
     _check_executor_options(executor)
     registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
     data_given = parse_assignments(data_options, "--data-option")
     if scenarios is not None:
         data_given["scenarios"] = scenarios
