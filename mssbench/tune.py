@@ -18,6 +18,7 @@ written to ``STUDY/best.yaml``, a ``mssbench run --config`` file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -307,7 +308,10 @@ def _drop_checkpoint(config: RunConfig, registry: Registry) -> None:
     from mssbench.api import checkpoint_path
 
     version = registry.model(config.model).version
-    checkpoint_path(config.out, config, version).unlink(missing_ok=True)
+    path = checkpoint_path(config.out, config, version)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only when empty, as a finished run leaves it
 
 
 def optimize(study: Study, worker: int, log: Callable[[str], None], trials: int) -> None:

@@ -183,3 +183,17 @@ def test_suite_tuned_reruns_each_best_configuration_over_seeds(tmp_path):
     missing = CliRunner().invoke(main, [*args[:4], str(tmp_path / "nothing"), *args[5:]])
     assert missing.exit_code != 0 and "no study there" in missing.output
 
+
+
+def test_a_pruned_trial_leaves_no_record_and_no_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 0)
+    study = tmp_path / "study"
+    result = _tune(study, "--trials", "2")
+    assert result.exit_code == 0, result.output
+    assert "trial 0: pruned" in result.output
+    trials = _ostudy(study).get_trials()
+    assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE"]
+    assert list(trials[0].intermediate_values) == [1]  # stopped after its first epoch
+    records, _ = load_records(study / "runs", trials=True)
+    assert [r["trial"]["number"] for r in records] == [1]
+    assert not (study / "runs" / ".partial").exists()
