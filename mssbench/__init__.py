@@ -2,6 +2,7 @@
 
 import pluggy
 
+from mssbench.space import Choice, FloatRange, IntRange, Widths
 from mssbench.spec import (
     Batch,
     CategoricalField,
@@ -26,10 +27,13 @@ hookimpl = pluggy.HookimplMarker("mssbench")
 __all__ = [
     "Batch",
     "CategoricalField",
+    "Choice",
     "Constraint",
     "DatasetSchema",
     "DatasetSpec",
+    "FloatRange",
     "Implies",
+    "IntRange",
     "LoadedDataset",
     "MetricSpec",
     "ModelOutput",
@@ -38,6 +42,7 @@ __all__ = [
     "SpecError",
     "Split",
     "Task",
+    "Widths",
     "__version__",
     "hookimpl",
 ]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pandas as pd
 import torch
@@ -80,6 +81,30 @@ class RunResult:
     skipped: bool = False
 
 
+@dataclass(frozen=True)
+class Trial:
+    """A run that is a tuning trial (``mssbench tune``): selection on validation alone.
+
+    The run never reads a test row (the dataset's test split is dropped as soon as the plugin
+    returns it) and its record carries ``facts`` as its ``trial`` block instead of test
+    results.
+
+    Attributes:
+        facts: The record's ``trial`` block (:class:`mssbench.records.TrialBlock`).
+        on_epoch: Called with ``(epoch, validation selection score)`` after each epoch; an
+            exception it raises (a pruned trial) ends the run and reaches the caller.
+    """
+
+    facts: Mapping[str, Any]
+    on_epoch: Callable[[int, float], None] | None = None
+
+
+def without_test(data: LoadedDataset) -> LoadedDataset:
+    """``data`` with an empty test split (its test rows are never read)."""
+    empty = data.train.subset(torch.zeros(0, dtype=torch.long))
+    return dataclasses.replace(data, test=empty)
+
+
 def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
 
@@ -94,6 +119,7 @@ def load_checked_dataset(
     name: str,
     options: dict[str, Any],
     warn: Callable[[str], None] | None = None,
+    read_test: bool = True,
 ) -> tuple[LoadedDataset, dict[str, Any]]:
     """Load a registered dataset; check its options and the dataset contract.
 
@@ -102,6 +128,8 @@ def load_checked_dataset(
         name: Registered dataset name.
         options: Load options (checked against the declared defaults).
         warn: Receives a line per declared scenario without rows in a split (default: stderr).
+        read_test: False for a tuning trial: the test split is replaced by an empty one
+            before anything reads it (:func:`without_test`).
 
     Returns:
         The data and :func:`mssbench.data.contract.validate`'s counts (for the run record).
@@ -122,8 +150,17 @@ def load_checked_dataset(
         ) from exc
     if not isinstance(data, LoadedDataset):
         raise PluginError(f"dataset {name!r}: load() must return LoadedDataset")
-    counts = contract.validate(data, name, warn or contract.warn_stderr)
+    warn = warn or contract.warn_stderr
+    if not read_test:
+        data = without_test(data)
+        warn = _not_about_test(warn)
+    counts = contract.validate(data, name, warn)
     return data, counts
+
+
+def _not_about_test(warn: Callable[[str], None]) -> Callable[[str], None]:
+    """``warn`` without the lines about the (emptied) test split."""
+    return lambda line: None if line.endswith("split test") else warn(line)
 
 
 def _train_rows(train: Split, rows: int, dataset: str) -> Split:
@@ -256,6 +293,7 @@ def run(
     *,
     wait: bool = False,
     skip_finished: bool = False,
+    trial: Trial | None = None,
 ) -> RunResult:
     """Train one model on one dataset, evaluate on test and write the run record.
 
@@ -272,6 +310,8 @@ def run(
         skip_finished: Once the lock is held, return the finished record of this
             configuration and model version if ``config.out`` has one (``skipped=True``)
             instead of training again (what suites do).
+        trial: Run as a tuning trial (:class:`Trial`): no test row is read, and the record
+            says which trial it is.
 
     Returns:
         The finished run.
@@ -284,7 +324,7 @@ def run(
         hooks = RunHooks(registry.pm, enabled=world.is_main)
         try:
             if not world.is_main:
-                return _run(config, registry, log, world, device, hooks)
+                return _run(config, registry, log, world, device, hooks, trial)
             version = registry.model(config.model).version
             registry.dataset(config.dataset)  # an unknown name: an error before anything is written
             checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
@@ -295,7 +335,7 @@ def run(
                         frame = pd.DataFrame(done["test"]["metrics"])
                         path = Path(done.pop("_path"))
                         return RunResult(done, path, frame, skipped=True)
-                return _run(config, registry, log, world, device, hooks)
+                return _run(config, registry, log, world, device, hooks, trial)
         except BaseException as exc:
             hooks.run_failed(exc)  # only if mssbench_run_start was called
             raise
@@ -390,6 +430,7 @@ def _run(
     world: distributed.World,
     device: torch.device,
     hooks: RunHooks,
+    trial: Trial | None = None,
 ) -> RunResult:
     started = time.perf_counter()
     if not world.is_main:
@@ -418,7 +459,8 @@ def _run(
 
     t_load = time.perf_counter()
     data, counts = load_checked_dataset(
-        registry, config.dataset, data_options, lambda line: log(f"Warning: {line}")
+        registry, config.dataset, data_options, lambda line: log(f"Warning: {line}"),
+        read_test=trial is None,
     )
     load_seconds = time.perf_counter() - t_load
     schema = data.schema
@@ -472,6 +514,8 @@ def _run(
         started_at=stamp.isoformat(),
     )
     record = start_record(config, config_dict, registry, data, facts)
+    if trial is not None:
+        record["trial"] = dict(trial.facts)
     hooks.run_start(record)
     log(
         f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
@@ -509,7 +553,7 @@ def _run(
         checkpoint=checkpoint,
         resume=config.resume,
         progress=config.progress and world.is_main,
-        on_epoch_end=lambda e, m: hooks.epoch_end(record, e, m),
+        on_epoch_end=lambda e, m: _epoch_end(hooks, record, trial, e, m),
         log=log,
         world=world,
         precision=config.precision,
@@ -520,19 +564,8 @@ def _run(
     )
     result = fit(model, schema, train, valid, settings)
 
-    test_logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
-    test_df = evaluate(
-        test_logits, test.labels, test.scenario, schema, metric_specs, groups=test.groups
-    )
-    intervals = auc_intervals(
-        test_logits, test.labels, test.scenario, schema, test.groups, seed=config.seed
-    )
-    test_df = pd.concat([test_df, intervals], ignore_index=True)
-    oracle_df = None
-    if test.oracle is not None:
-        oracle_df = evaluate(
-            test.oracle, test.labels, test.scenario, schema, metric_specs, groups=test.groups
-        )
+    test_df, oracle_df = _test_metrics(model, test, device, config, world, schema, metric_specs,
+                                       trial)
     state = result.state
     training = {
         "epochs_run": state.epoch,
@@ -562,7 +595,7 @@ def _run(
         # Every process of a resumed run: earlier ones up to their last checkpoint.
         wall_seconds=result.earlier_wall_seconds + time.perf_counter() - started,
         training=training,
-        test_cells=test_df.to_dict(orient="records"),
+        test_cells=None if trial is not None else test_df.to_dict(orient="records"),
         oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
     )
     if not world.is_main:
@@ -573,3 +606,42 @@ def _run(
         checkpoint.unlink()
     hooks.run_end(record, str(path))
     return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)
+
+
+def _epoch_end(
+    hooks: RunHooks,
+    record: dict[str, Any],
+    trial: Trial | None,
+    epoch: int,
+    metrics: Mapping[str, float],
+) -> None:
+    hooks.epoch_end(record, epoch, metrics)
+    if trial is not None and trial.on_epoch is not None:
+        trial.on_epoch(epoch, float(metrics["selection_score"]))
+
+
+def _test_metrics(  # noqa: PLR0913 - the run's pieces, passed on as they are
+    model: torch.nn.Module,
+    test: Split,
+    device: torch.device,
+    config: RunConfig,
+    world: distributed.World,
+    schema: DatasetSchema,
+    metric_specs: list[MetricSpec],
+    trial: Trial | None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Tidy test metrics and oracle metrics; empty (nothing read) for a tuning trial."""
+    if trial is not None:
+        return pd.DataFrame(), None
+    logits = predict(model, test, device, config.eval_batch_size, world, config.precision)
+    test_df = evaluate(logits, test.labels, test.scenario, schema, metric_specs, groups=test.groups)
+    intervals = auc_intervals(
+        logits, test.labels, test.scenario, schema, test.groups, seed=config.seed
+    )
+    test_df = pd.concat([test_df, intervals], ignore_index=True)
+    oracle_df = None
+    if test.oracle is not None:
+        oracle_df = evaluate(
+            test.oracle, test.labels, test.scenario, schema, metric_specs, groups=test.groups
+        )
+    return test_df, oracle_df

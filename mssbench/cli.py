@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -451,6 +452,22 @@ def _apply_preset(
     return {**options, **chosen.training_for(given)}, {**chosen.params_for(spec.defaults), **params}
 
 
+def _tuned_plan(registry: Registry, tuned: str, seeds: list[int], base: RunConfig) -> list:
+    """``suite --tuned``: each study's best configuration at every seed, finished ones marked."""
+    from mssbench.suite import mark_finished
+    from mssbench.tune import tuned_jobs
+
+    ctx = click.get_current_context()
+    for name in ("models", "datasets", "params"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--{name} cannot be combined with --tuned (the studies fix them)")
+    jobs = tuned_jobs(Path(tuned), seeds, base)
+    for job in jobs:
+        registry.model(job.config.model)
+        registry.dataset(job.config.dataset)
+    return mark_finished(jobs, registry, base.out)
+
+
 def _check_executor_options(executor: str) -> None:
     """Ray's options are an error with the local executor (they would be silently ignored)."""
     if executor == "ray":
@@ -518,6 +535,14 @@ def _check_executor_options(executor: str) -> None:
     is_flag=True,
     help="Hide progress bars (always hidden with --jobs > 1 and with --executor ray).",
 )
+@click.option(
+    "--tuned",
+    default=None,
+    metavar="STUDY_DIR",
+    type=click.Path(file_okay=False),
+    help="Run the best configuration of each study in STUDY_DIR (mssbench tune) at every seed, "
+    "instead of --models x --datasets.",
+)
 @training_options
 @plugin_options
 @handle_errors
@@ -538,6 +563,7 @@ def suite(
     disabled: tuple[str, ...],
     strict_plugins: bool,
     no_progress: bool,
+    tuned: str | None,
     **options: Any,
 ) -> None:
     """Run every model x dataset x seed; finished runs (same config and seed) are skipped."""
@@ -573,14 +599,17 @@ def suite(
     resolve_balancer(
         registry, base.balancer, base.balancer_params, distributed=False, step=base.step
     )
-    planned, notes = plan(
-        registry,
-        models,
-        datasets,
-        parse_seeds(seeds),
-        base,
-        parse_assignments(params, "--param"),
-    )
+    if tuned is not None:
+        planned, notes = _tuned_plan(registry, tuned, parse_seeds(seeds), base), []
+    else:
+        planned, notes = plan(
+            registry,
+            models,
+            datasets,
+            parse_seeds(seeds),
+            base,
+            parse_assignments(params, "--param"),
+        )
     for note in notes:
         click.echo(f"Note: {note}", err=True)
     skipped = sum(j.status == "skipped" for j in planned)
@@ -620,6 +649,118 @@ def suite(
     click.echo(f"Records: {base.out}")
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="Registered model name.")
+@click.option("--dataset", "-d", required=True, help="Registered dataset name.")
+@click.option("--trials", type=int, default=20, show_default=True, help="Trials of the study.")
+@click.option(
+    "--budget-samples",
+    type=int,
+    default=2_000_000,
+    show_default=True,
+    help="Training rows per trial, the same for every model (spread over --epochs epochs).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the sampler and the trials."
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Fix a hyper-parameter (repeatable); it is then left out of the search.",
+)
+@click.option(
+    "--preset",
+    default=None,
+    metavar="NAME",
+    help="Start the trials from a named configuration (its hyper-parameters apply where the "
+    "search space does not set them).",
+)
+@click.option("--jobs", type=int, default=1, show_default=True, help="Trials at once.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: --jobs processes here; ray: one Ray task per trial, the study on this machine.",
+)
+@click.option("--ray-address", default=None, help="Ray address (executor ray).")
+@click.option("--cpus-per-run", type=float, default=1.0, show_default=True,
+              help="CPUs per trial (executor ray).")
+@click.option("--gpus-per-run", type=float, default=0.0, show_default=True,
+              help="GPUs per trial (executor ray).")
+@training_options
+@plugin_options
+@handle_errors
+def tune(
+    model: str,
+    dataset: str,
+    trials: int,
+    budget_samples: int,
+    seed: int,
+    params: tuple[str, ...],
+    preset: str | None,
+    jobs: int,
+    executor: str,
+    ray_address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    data_options: tuple[str, ...],
+    scenarios: str | None,
+    plugins: tuple[str, ...],
+    disabled: tuple[str, ...],
+    strict_plugins: bool,
+    **options: Any,
+) -> None:
+    """Tune MODEL on DATASET: Optuna TPE over its search space, selected on validation only.
+
+    The study lives in --out (default mssbench-tune/DATASET_MODEL); giving the same command
+    again continues an interrupted study. The best configuration goes to best.yaml there.
+    """
+    from mssbench import tune as tuning
+
+    tuning.require_optuna()
+    _check_executor_options(executor)
+    registry = _registry(plugins, disabled, strict_plugins)
+    configure_trackers(registry.pm, options)
+    data_given = parse_assignments(data_options, "--data-option")
+    if scenarios is not None:
+        data_given["scenarios"] = scenarios
+    params_given: dict[str, Any] = parse_assignments(params, "--param")
+    fixed = tuple(params_given)
+    if preset is not None:
+        options, params_given = _apply_preset(preset, registry.model(model), options, params_given)
+    ctx = click.get_current_context()
+    out = options.pop("out")
+    if ctx.get_parameter_source("out") is click.core.ParameterSource.DEFAULT:
+        out = str(Path(tuning.DEFAULT_TUNE_OUT) / f"{dataset}_{model}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    base = RunConfig(model=model, dataset=dataset, params=params_given, data_options=data_given,
+                     preset=preset or "", **options)
+    study = tuning.prepare(
+        tuning.Study(base, tuning.Budget(trials, budget_samples), seed, Path(out), jobs,
+                     plugins, disabled, fixed),
+        registry,
+    )
+    log = functools.partial(click.echo, err=True)
+    if executor == "ray":
+        from mssbench.tune_ray import run_study_ray
+
+        found = run_study_ray(study, ray_address, cpus_per_run, gpus_per_run, log=log)
+    else:
+        found = tuning.run_study(study, log=log)
+    run_cmd, suite_cmd = tuning.commands(Path(out))
+    click.echo(f"Best trial {found['trial']}: validation {found['value']:.5f}")
+    for key, value in found["point"].items():
+        click.echo(f"  {key} = {value}")
+    click.echo(f"Best configuration: {Path(out) / tuning.BEST_FILE}")
+    click.echo(f"Rerun it:          {run_cmd}")
+    click.echo(f"Over 5 seeds:      {suite_cmd}")
 
 
 @main.command()

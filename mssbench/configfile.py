@@ -213,6 +213,8 @@ def _check_ray_only(path: str, values: dict[str, Any], kwargs: dict[str, Any]) -
 
 def _require(kwargs: dict[str, Any], kind: str) -> None:
     required = ("model", "dataset") if kind == "run" else ("datasets",)
+    if kind == "suite" and kwargs.get("tuned"):
+        required = ()  # the studies name their model and dataset
     for name in required:
         if not kwargs.get(name):
             raise ConfigError(

@@ -322,6 +322,23 @@ class TestBlock(_Block):
     oracle_metrics: Optional[list[MetricCell]] = None
 
 
+class TrialBudget(_Block):
+    """The budget every model of a study gets: the same for all, so that pages can state it."""
+
+    trials: int = Field(ge=1)
+    samples_per_trial: int = Field(ge=1)
+
+
+class TrialBlock(_Block):
+    """Present in the record of a tuning trial (``mssbench tune``), which reads no test rows."""
+
+    study: str = Field(min_length=1, description="The study's name (its directory)")
+    number: NonNegativeInt = Field(description="The trial's number in the study")
+    budget: TrialBudget
+    point: dict[str, Any] = Field(description="The search-space point this trial ran")
+    selection: str = Field(min_length=1, description="The validation score the study maximises")
+
+
 class Contributor(_Block):
     """Who contributed a record."""
 
@@ -334,6 +351,11 @@ class Contributor(_Block):
 
 class RunRecord(_Block):
     """A finished run record, as ``mssbench run`` writes it (one JSON file per run)."""
+
+    # A run has test results; a tuning trial, which reads no test row, a trial block instead.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["test"]}, {"required": ["trial"]}]}
+    )
 
     record_version: int = Field(description="Layout version: 2 (with digest) or 1 (legacy)")
     status: Literal["finished"]
@@ -348,7 +370,10 @@ class RunRecord(_Block):
     metrics: list[MetricInfo] = Field(default_factory=list)
     environment: EnvironmentBlock
     training: TrainingBlock
-    test: TestBlock
+    test: Optional[TestBlock] = Field(
+        default=None, description="Test results; absent exactly in a tuning trial's record"
+    )
+    trial: Optional[TrialBlock] = None
     wall_seconds: Optional[float] = Field(default=None, ge=0)
     digest: Optional[str] = Field(
         default=None,
@@ -364,6 +389,14 @@ class RunRecord(_Block):
         if v not in known:
             raise ValueError(f"{v} is not supported (expected one of {', '.join(map(str, known))})")
         return v
+
+    @model_validator(mode="after")
+    def _test_unless_trial(self) -> RunRecord:
+        if (self.test is None) == (self.trial is None):
+            raise ValueError(
+                "a run record has a test block, a tuning trial's record a trial block instead"
+            )
+        return self
 
     @field_validator("contributor", mode="before")
     @classmethod
@@ -716,7 +749,7 @@ def _check_integrity(record: dict[str, Any]) -> None:
         )
     _check_requested(record["config"], matching[0])
     _check_command(record)
-    test = record["test"]
+    test = record.get("test") or {}
     if test.get("summary") is not None:
         _same_summary(test["summary"], test["metrics"], "test")
     if test.get("oracle_summary") is not None and test.get("oracle_metrics"):
@@ -966,13 +999,14 @@ def finish_record(
     finished_at: str,
     wall_seconds: float,
     training: Mapping[str, Any],
-    test_cells: list[dict[str, Any]],
+    test_cells: list[dict[str, Any]] | None,
     oracle_cells: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """The finished record: training facts, test cells and their summary, the digest.
 
     The summaries are derived from the cells here (the same function the check at read time
     uses), NaN becomes null, and the result is checked against :class:`RunRecord`.
+    ``test_cells`` is None for a tuning trial (a record with a ``trial`` block): no test block.
 
     Raises:
         DataError: The finished record is not valid (e.g. an infinite log loss).
@@ -984,7 +1018,7 @@ def finish_record(
             "finished_at": finished_at,
             "wall_seconds": wall_seconds,
             "training": dict(training),
-            "test": {
+            "test": None if test_cells is None else {
                 "summary": summary_from_cells(test_cells),
                 "metrics": test_cells,
                 "oracle_summary": (
@@ -994,6 +1028,8 @@ def finish_record(
             },
         }
     )
+    if out["test"] is None:
+        del out["test"]
     out = jsonable(nan_to_none(out))
     out["digest"] = content_digest(out)
     verify_record(out, "the finished run record")

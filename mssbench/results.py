@@ -112,13 +112,15 @@ def _same_run_refusals(records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def load_records(
-    directory: str | Path, strict: bool = False
+    directory: str | Path, strict: bool = False, trials: bool = False
 ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """Read every ``*.json`` run record below ``directory``.
 
     Args:
         directory: A results directory (searched recursively; hidden entries skipped).
         strict: Raise on the first invalid record instead of collecting it.
+        trials: Return only tuning trials' records (which have no test results) instead of
+            only the others.
 
     Returns:
         ``(records, rejected)``: valid records (each with ``_path`` added) and
@@ -139,6 +141,8 @@ def load_records(
             if strict:
                 raise
             rejected.append((path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        if ("trial" in record) != trials:
             continue
         record["_path"] = str(path)
         records.append(record)

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
+from mssbench.space import Dimension, SpaceError, validate_space
+
 if TYPE_CHECKING:  # torch is imported by whoever builds tensors: `mssbench --help` stays fast
     import torch
 
@@ -527,6 +529,10 @@ class ModelSpec:
             published weighting, e.g. AESM²'s 0.1 on CTR); ``None``: every task weighs 1. The
             core resolves it when it builds the model (:func:`resolve_task_weights`) and the
             trainer's loss reads the result.
+        search_space: ``{name: dimension}`` that ``mssbench tune`` searches
+            (:mod:`mssbench.space`: ``FloatRange``, ``IntRange``, ``Choice``, ``Widths``); names
+            are keys of ``defaults`` or the training options ``lr`` and ``weight_decay``. The
+            optimiser's common space is always searched as well (a declared name replaces it).
         version: Bumped whenever a change alters the numbers the model gives at an unchanged
             configuration. Every record states it; ``mssbench suite`` runs a configuration
             again when its finished record is of another version, and a leaderboard page shows
@@ -544,6 +550,7 @@ class ModelSpec:
     version: int = 1
     constraints: Mapping[str, Constraint] = field(default_factory=dict)
     task_weights: Callable[[DatasetSchema, Mapping[str, Any]], Sequence[float]] | None = None
+    search_space: Mapping[str, Dimension] = field(default_factory=dict)
 
     def _validate_constraints(self) -> None:
         unknown = sorted(set(self.constraints) - set(self.defaults))
@@ -581,6 +588,10 @@ class ModelSpec:
         if unknown:
             raise SpecError(f"model {self.name!r}: check_params keys not in defaults: {unknown}")
         self._validate_constraints()
+        try:
+            validate_space(self.search_space, self.defaults, f"model {self.name!r}")
+        except SpaceError as exc:
+            raise SpecError(str(exc)) from None
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise SpecError(
                 f"model {self.name!r}: version must be an integer >= 1, got {self.version!r}"

@@ -510,7 +510,8 @@ def test_schema_command_prints_the_record_json_schema():
     assert result.exit_code == 0
     schema = json.loads(result.output)
     assert schema == record_json_schema()
-    assert {"record_version", "status", "run_hash", "test"} <= set(schema["required"])
+    assert {"record_version", "status", "run_hash"} <= set(schema["required"])
+    assert schema["oneOf"] == [{"required": ["test"]}, {"required": ["trial"]}]
     assert set(schema["properties"]) == set(RunRecord.model_fields)
 
 

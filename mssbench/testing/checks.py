@@ -27,7 +27,9 @@ from typing import Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from mssbench.errors import describe_error
+from mssbench.config import resolve
+from mssbench.errors import MssbenchError, describe_error
+from mssbench.space import full_space, probe_points, split_point
 from mssbench.spec import (
     Batch,
     DatasetSchema,
@@ -263,6 +265,33 @@ def check_parameter_count(spec: ModelSpec, schema: DatasetSchema) -> None:
     assert n > 0, "no trainable parameters"
 
 
+def check_search_space_builds(spec: ModelSpec, schema: DatasetSchema) -> None:
+    """Every probed point of the search space builds and gives finite logits.
+
+    The points are each dimension's corners and three seeded samples
+    (:func:`mssbench.space.probe_points`), over the defaults and ``check_params``, checked
+    against the declared constraints as a user value would be.
+    """
+    for point in probe_points(full_space(spec.search_space)):
+        _, params = split_point(point)
+        given = {**dict(spec.check_params), **params}
+        try:
+            resolved = resolve("param", f"model {spec.name!r}", spec.defaults, given,
+                               spec.constraints)
+        except MssbenchError as exc:
+            raise AssertionError(f"search-space point {params}: {exc}") from None
+        torch.manual_seed(SEED)
+        try:
+            model = spec.build(schema, **resolved).train()
+        except Exception as exc:  # noqa: BLE001 - reported with the point that broke it
+            raise AssertionError(
+                f"search-space point {params} does not build: {describe_error(exc)}"
+            ) from None
+        batch = _batch(schema, 16)
+        out = _forward(model, batch)
+        assert torch.isfinite(out.logits).all(), f"search-space point {params}: non-finite logits"
+
+
 ALL_CHECKS: tuple[Check, ...] = (
     check_spec_well_formed,
     check_unknown_param_rejected,
@@ -278,6 +307,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_learns,
     check_moves_to_device,
     check_parameter_count,
+    check_search_space_builds,
 )
 
 

@@ -1,6 +1,6 @@
 """AdaSparse model plugin (``adasparse``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, POSITIVE, WIDTHS
 
@@ -30,6 +30,15 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "hidden": Widths(layers=(2, 3), widths=(128, 256)),
+    "dropout": FloatRange(0.0, 0.5),
+    "epsilon": FloatRange(1e-3, 1e-1, log=True),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``adasparse``."""
@@ -42,6 +51,7 @@ def mssbench_register_models():
             build=lazy("mssbench_adasparse.model:AdaSparse"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Yang et al., AdaSparse: Learning Adaptively Sparse Structures for "
             "Multi-Domain Click-Through Rate Prediction, CIKM 2022, "

@@ -1,6 +1,6 @@
 """AESM² model plugin (``aesm``)."""
 
-from mssbench import Constraint, ModelSpec, hookimpl
+from mssbench import Choice, Constraint, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 from mssbench_aesm.task_weights import aesm_task_weights
@@ -61,6 +61,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "dropout": FloatRange(0.0, 0.3),
+    "lambda_sp": FloatRange(1e-4, 1e-2, log=True),
+    "lambda_sh": FloatRange(1e-5, 1e-3, log=True),
+    "tower_hidden": Widths(layers=(1, 2), widths=(16, 32, 64)),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``aesm``."""
@@ -71,6 +81,7 @@ def mssbench_register_models():
             "scenario then task layers (ESMM head where ctcvr implies ctr, else direct heads)",
             build=lazy("mssbench_aesm.model:AESM2"),
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             task_weights=aesm_task_weights,
             paper="Zou et al., Automatic Expert Selection for Multi-Scenario and Multi-Task "

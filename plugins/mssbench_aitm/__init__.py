@@ -1,6 +1,6 @@
 """AITM model plugin (``aitm``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE
 
@@ -22,6 +22,13 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((5, 8, 16)),
+    "calibrator_weight": FloatRange(0.1, 1.0),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``aitm``."""
@@ -33,6 +40,7 @@ def mssbench_register_models():
             build=lazy("mssbench_aitm.model:AITM"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Xi et al., Modeling the Sequential Dependence among Audience Multi-step "
             "Conversions with Multi-task Learning in Targeted Display Advertising, KDD 2021, "

@@ -1,6 +1,6 @@
 """Cross-stitch model plugin."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
 
@@ -29,6 +29,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "column_hidden": Widths(layers=(1, 2), widths=(64, 128, 256)),
+    "tower_hidden": Widths(layers=(1, 1), widths=(32, 64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+    "alpha_self": FloatRange(0.5, 0.99),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``cross_stitch``."""
@@ -39,6 +49,7 @@ def mssbench_register_models():
             build=lazy("mssbench_cross_stitch.model:CrossStitch"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Misra et al., Cross-stitch Networks for Multi-task Learning, CVPR 2016, "
             "https://arxiv.org/abs/1604.03539",

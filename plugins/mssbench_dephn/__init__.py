@@ -1,6 +1,6 @@
 """DEPHN-style model plugin (our reconstruction; see README.md)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import (
     DROPOUT,
@@ -43,6 +43,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16)),
+    "expert_dim": Choice((64, 128)),
+    "dnn_hidden": Widths(layers=(1, 2), widths=(128, 256)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(32, 64)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``dephn``."""
@@ -54,6 +64,7 @@ def mssbench_register_models():
             build=lazy("mssbench_dephn.model:DEPHN"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Kong, Su, Zhao, Hou, DEPHN: Different Expression Parallel Heterogeneous "
             "Network using virtual gradient optimization for Multi-task Learning, IJCNN 2023, "

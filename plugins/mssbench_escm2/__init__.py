@@ -2,7 +2,7 @@
 
 from typing import Any, Mapping
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS, DatasetSchema
 
@@ -36,6 +36,15 @@ def escm2_task_weights(schema: DatasetSchema, params: Mapping[str, Any]) -> list
     for rel in schema.relations:
         weights[schema.task_index(rel.child)] = float(params["global_weight"])
     return weights
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 12, 16)),
+    "n_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 2), widths=(16, 32, 64)),
+    "tower_hidden": Widths(layers=(1, 1), widths=(8, 16, 32)),
+    "counterfactual_weight": FloatRange(0.1, 1.0),
+    "global_weight": FloatRange(0.1, 1.0),
+}
 
 
 @hookimpl
@@ -49,6 +58,7 @@ def mssbench_register_models():
             build=lazy("mssbench_escm2.model:ESCM2"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             task_weights=escm2_task_weights,
             paper="Wang et al., ESCM²: Entire Space Counterfactual Multi-Task Model for "

@@ -1,6 +1,6 @@
 """ESMM model plugin (``esmm``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE
 
@@ -21,6 +21,14 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "tower_hidden": Widths(layers=(2, 3), widths=(128, 256, 512)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``esmm``."""
@@ -33,6 +41,7 @@ def mssbench_register_models():
             build=lazy("mssbench_esmm.model:ESMM"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Ma et al., Entire Space Multi-Task Model: An Effective Approach for "
             "Estimating Post-Click Conversion Rate, SIGIR 2018, "

@@ -1,6 +1,6 @@
 """HiNet model plugin (``hinet``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -34,6 +34,17 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "n_shared_subexperts": IntRange(2, 5),
+    "n_specific_subexperts": IntRange(2, 5),
+    "expert_hidden": Widths(layers=(1, 2), widths=(64, 128)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``hinet``."""
@@ -45,6 +56,7 @@ def mssbench_register_models():
             build=lazy("mssbench_hinet.model:HiNet"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Zhou et al., HiNet: Novel Multi-Scenario & Multi-Task Learning with "
             "Hierarchical Information Extraction, ICDE 2023, https://arxiv.org/abs/2303.06095",

@@ -1,6 +1,6 @@
 """HMoE model plugin (``hmoe``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -24,6 +24,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "n_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 2), widths=(128, 256)),
+    "tower_hidden": Widths(layers=(1, 1), widths=(32, 64)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``hmoe``."""
@@ -35,6 +45,7 @@ def mssbench_register_models():
             build=lazy("mssbench_hmoe.model:HMoE"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by "
             "Exploiting Task Relationships in the Label Space, CIKM 2020, "

@@ -1,6 +1,6 @@
 """M2M model plugin (``m2m``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, POSITIVE, WIDTHS
 
@@ -29,6 +29,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "n_experts": IntRange(2, 6),
+    "expert_hidden": Widths(layers=(1, 2), widths=(64, 128)),
+    "meta_dim": Choice((16, 32, 64)),
+    "dropout": FloatRange(0.0, 0.3),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``m2m``."""
@@ -40,6 +50,7 @@ def mssbench_register_models():
             build=lazy("mssbench_m2m.model:M2M"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta "
             "Learning Approach for Advertiser Modeling, WSDM 2022, "

@@ -1,6 +1,6 @@
 """M3oE model plugin (``m3oe``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import POSITIVE, WIDTHS
 
@@ -24,6 +24,15 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "star_hidden": Widths(layers=(2, 2), widths=(128, 256, 512)),
+    "n_experts": IntRange(2, 6),
+    "expert_hidden": Widths(layers=(2, 2), widths=(64, 128, 256)),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``m3oe``."""
@@ -35,6 +44,7 @@ def mssbench_register_models():
             build=lazy("mssbench_m3oe.model:M3oE"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Zhang et al., M3oE: Multi-Domain Multi-Task Mixture-of-Experts "
             "Recommendation Framework, SIGIR 2024, https://doi.org/10.1145/3626772.3657686",

@@ -1,6 +1,6 @@
 """MMoE model plugin."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -24,6 +24,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((16, 32, 64, 128)),
+    "n_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 2), widths=(64, 128, 256, 512)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(32, 64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``mmoe``."""
@@ -34,6 +44,7 @@ def mssbench_register_models():
             build=lazy("mssbench_mmoe.model:MMoE"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts, KDD 2018",

@@ -1,6 +1,6 @@
 """OMoE model plugin (``omoe``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -25,6 +25,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((16, 32, 64, 128)),
+    "n_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 2), widths=(64, 128, 256, 512)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(32, 64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``omoe``."""
@@ -36,6 +46,7 @@ def mssbench_register_models():
             build=lazy("mssbench_omoe.model:OMoE"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Ma et al., Modeling Task Relationships in Multi-task Learning with "
             "Multi-gate Mixture-of-Experts (one-gate baseline), KDD 2018, "

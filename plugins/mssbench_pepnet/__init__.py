@@ -1,6 +1,6 @@
 """PEPNet and EPNet model plugin (``pepnet``, ``epnet``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -33,6 +33,16 @@ CHECK_PARAMS = {"embed_dim": 4, "tower_hidden": [16, 8], "gate_hidden": [8]}
 SCENARIO_HANDLING = "scenario embedding as the gates' prior: it scales the field embeddings"
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(64, 128, 256)),
+    "gate_hidden": Choice((32, 64, 128)),
+    "gamma": FloatRange(1.0, 3.0),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``pepnet`` and ``epnet``."""
@@ -44,6 +54,7 @@ def mssbench_register_models():
             build=lazy("mssbench_pepnet.model:PEPNet"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,
@@ -55,6 +66,7 @@ def mssbench_register_models():
             build=lazy("mssbench_pepnet.model:build_epnet"),
             version=2,
             defaults=EPNET_DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper=PAPER,
             check_params=CHECK_PARAMS,

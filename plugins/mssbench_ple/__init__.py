@@ -1,6 +1,6 @@
 """PLE model plugin."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -25,6 +25,17 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((16, 32, 64, 128)),
+    "level_widths": Widths(layers=(1, 2), widths=(128, 256, 512)),
+    "n_specific_experts": IntRange(1, 4),
+    "n_shared_experts": IntRange(1, 4),
+    "tower_hidden": Widths(layers=(1, 2), widths=(32, 64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``ple``."""
@@ -35,6 +46,7 @@ def mssbench_register_models():
             build=lazy("mssbench_ple.model:PLE"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task "
             "Learning (MTL) Model for Personalized Recommendations, RecSys 2020, "

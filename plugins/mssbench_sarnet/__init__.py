@@ -1,6 +1,6 @@
 """SAR-Net model plugin (``sarnet``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -28,6 +28,17 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "n_shared_experts": IntRange(2, 8),
+    "n_specific_experts": IntRange(1, 4),
+    "expert_hidden": Widths(layers=(1, 2), widths=(32, 64, 128)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(16, 32, 64)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``sarnet``."""
@@ -39,6 +50,7 @@ def mssbench_register_models():
             build=lazy("mssbench_sarnet.model:SARNet"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized "
             "Fair Recommendation in Hundreds of Travel Scenarios, CIKM 2021, "

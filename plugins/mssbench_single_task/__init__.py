@@ -1,6 +1,6 @@
 """Single-task baseline model plugin."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -21,6 +21,15 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((16, 32, 64, 128)),
+    "bottom_hidden": Widths(layers=(1, 3), widths=(128, 256, 512)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(32, 64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``single_task``."""
@@ -32,6 +41,7 @@ def mssbench_register_models():
             build=lazy("mssbench_single_task.model:SingleTask"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Baseline, no paper; follows MTReclib's SingleTask model "
             "(https://github.com/easezyc/Multitask-Recommendation-Library)",

@@ -1,6 +1,6 @@
 """STAR model plugin."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, OPTIONAL_WIDTHS, POSITIVE, PROBABILITY, WIDTHS
 
@@ -25,6 +25,14 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "hidden": Widths(layers=(2, 3), widths=(64, 128, 256)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``star``."""
@@ -36,6 +44,7 @@ def mssbench_register_models():
             build=lazy("mssbench_star.model:STAR"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
             "Multi-Domain CTR Prediction, CIKM 2021, https://arxiv.org/abs/2101.11427",

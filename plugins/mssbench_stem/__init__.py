@@ -1,6 +1,6 @@
 """STEM model plugin (``stem``)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -29,6 +29,16 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "embed_dim": Choice((8, 16, 32)),
+    "n_shared_experts": IntRange(2, 8),
+    "expert_hidden": Widths(layers=(1, 3), widths=(128, 256, 512)),
+    "tower_hidden": Widths(layers=(1, 2), widths=(64, 128)),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``stem``."""
@@ -41,6 +51,7 @@ def mssbench_register_models():
             build=lazy("mssbench_stem.model:STEM"),
             version=2,
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Su et al., STEM: Unleashing the Power of Embeddings for Multi-task "
             "Recommendation, AAAI 2024, https://doi.org/10.1609/aaai.v38i8.28749",

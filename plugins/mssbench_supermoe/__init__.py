@@ -1,6 +1,6 @@
 """SUPERMOE-style model plugin (our reconstruction; see README.md)."""
 
-from mssbench import ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -33,6 +33,17 @@ CONSTRAINTS = {
 }
 
 
+#: What ``mssbench tune`` searches besides the learning rate and weight decay.
+SEARCH_SPACE = {
+    "d_model": Choice((32, 64)),
+    "n_experts": IntRange(4, 8),
+    "top_k": IntRange(1, 2),
+    "expert_hidden": Choice((128, 256)),
+    "dropout": FloatRange(0.0, 0.3),
+    "balance_coef": FloatRange(1e-3, 1e-1, log=True),
+}
+
+
 @hookimpl
 def mssbench_register_models():
     """Register ``supermoe``."""
@@ -43,6 +54,7 @@ def mssbench_register_models():
             "top-k MoE FFNs, scenario token and task-indicator tokens",
             build=lazy("mssbench_supermoe.model:SUPERMoE"),
             defaults=DEFAULTS,
+            search_space=SEARCH_SPACE,
             constraints=CONSTRAINTS,
             paper="Jiang, Xue, Zhang, Liu, Zhu, Hao, Learning Large-scale Universal User "
             "Representation with Sparse Mixture of Experts, ICML 2022 Pre-training Workshop, "
