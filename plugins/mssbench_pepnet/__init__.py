@@ -37,7 +37,7 @@ SCENARIO_HANDLING = "scenario embedding as the gates' prior: it scales the field
 SEARCH_SPACE = {
     "embed_dim": Choice((8, 16, 32)),
     "tower_hidden": Widths(layers=(1, 2), widths=(64, 128, 256)),
-    "gate_hidden": Choice((32, 64, 128)),
+    "gate_hidden": Widths(layers=(1, 1), widths=(32, 64, 128)),
     "gamma": FloatRange(1.0, 3.0),
     "dropout": FloatRange(0.0, 0.5),
 }

@@ -1,6 +1,6 @@
 """SUPERMOE-style model plugin (our reconstruction; see README.md)."""
 
-from mssbench import Choice, FloatRange, IntRange, ModelSpec, hookimpl
+from mssbench import Choice, FloatRange, IntRange, ModelSpec, Widths, hookimpl
 from mssbench.lazy import lazy
 from mssbench.spec import DROPOUT, NON_NEGATIVE, OPTIONAL_WIDTHS, POSITIVE, WIDTHS
 
@@ -38,7 +38,7 @@ SEARCH_SPACE = {
     "d_model": Choice((32, 64)),
     "n_experts": IntRange(4, 8),
     "top_k": IntRange(1, 2),
-    "expert_hidden": Choice((128, 256)),
+    "expert_hidden": Widths(layers=(1, 1), widths=(128, 256)),
     "dropout": FloatRange(0.0, 0.3),
     "balance_coef": FloatRange(1e-3, 1e-1, log=True),
 }
