@@ -510,6 +510,104 @@ def _transfer_lines(page: Page, order: Sequence[str]) -> list[str]:
     return lines
 
 
+# --- Budget and convergence ------------------------------------------------------------------
+
+
+def record_converged(rec: Mapping[str, Any]) -> bool | None:
+    """The record's ``converged`` flag (``training.converged`` or top level); None if absent."""
+    training = rec.get("training") or {}
+    value = training.get("converged", rec.get("converged"))
+    return None if value is None else bool(value)
+
+
+def record_tuned(rec: Mapping[str, Any]) -> bool:
+    """Whether the run's hyperparameters came from a tuning search (the record says so)."""
+    config = rec.get("config") or {}
+    return bool(rec.get("tuning") or config.get("tuned") or config.get("tuning"))
+
+
+def page_track(records: Sequence[Mapping[str, Any]]) -> str:
+    """The track of a page: tuned or default hyperparameters, on CPU or GPU hardware."""
+    tuned = "tuned" if any(record_tuned(r) for r in records) else "default hyperparameters"
+    devices = {
+        str(((r.get("environment") or {}).get("hardware") or {}).get("device", "cpu"))
+        for r in records
+    }
+    kind = "GPU" if any(d.startswith("cuda") for d in devices) else "CPU"
+    return f"{tuned}, {kind}"
+
+
+def _range_text(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    vals = sorted(v for v in values if v is not None and not math.isnan(float(v)))
+    if not vals:
+        return "—"
+    lo, hi = fmt(vals[0]), fmt(vals[-1])
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def budget_lines(page: Page) -> list[str]:
+    """The budget box that opens a page: data, training, tuning, convergence and hardware."""
+    recs = page.records
+    training = [r.get("training") or {} for r in recs]
+    rows = {
+        s: [((r.get("dataset") or {}).get("rows") or {}).get(s) for r in recs]
+        for s in ("train", "valid", "test")
+    }
+    rows_text = ", ".join(
+        f"{s} {_range_text([float(v) for v in vals if v is not None], _fmt_int)}"
+        for s, vals in rows.items()
+    )
+    epochs = _range_text([float(t.get("epochs_run") or math.nan) for t in training], _fmt_int)
+    limit = _range_text(
+        [float((r.get("config") or {}).get("epochs") or math.nan) for r in recs], _fmt_int
+    )
+    samples = _range_text([float(t.get("train_samples") or math.nan) for t in training], _fmt_int)
+    tuned = sum(record_tuned(r) for r in recs)
+    flags = [record_converged(r) for r in recs]
+    conv = sum(f is True for f in flags)
+    unknown = sum(f is None for f in flags)
+    hardware = sorted({hardware_label(r) for r in recs})
+    tuned_text = f"tuned in {tuned} of {len(recs)} runs" if tuned else "defaults, not tuned"
+    conv_text = f"{conv} of {len(recs)} runs converged"
+    if unknown:
+        conv_text += f" ({unknown} records predate the flag)"
+    return [
+        "> **Budget.** "
+        f"Rows: {rows_text}. "
+        f"Training: {samples} samples seen per run, {epochs} epochs run (limit {limit}), early "
+        "stopping on validation. "
+        f"Hyperparameters: {tuned_text}."
+        f" Convergence: {conv_text}. "
+        f"Hardware: {md_escape('; '.join(hardware)) or '—'}.",
+        "",
+    ]
+
+
+def _converged_text(records: Sequence[Mapping[str, Any]]) -> str:
+    flags = [record_converged(r) for r in records]
+    known = [f for f in flags if f is not None]
+    if not known:
+        return "—"
+    return f"{sum(known)}/{len(known)}"
+
+
+def learning_curves(page: Page) -> pd.DataFrame:
+    """Per variant and epoch, the validation selection score: mean and std over runs.
+
+    Columns ``variant, epoch, mean, std, n``; empty when no record carries a history.
+    """
+    rows = []
+    for rec, label in zip(page.records, page.labels):
+        for entry in (rec.get("training") or {}).get("history") or []:
+            score = entry.get("selection_score") if isinstance(entry, dict) else None
+            if score is not None and entry.get("epoch") is not None:
+                rows.append({"variant": label, "epoch": int(entry["epoch"]), "score": score})
+    frame = pd.DataFrame(rows, columns=["variant", "epoch", "score"])
+    frame["score"] = pd.to_numeric(frame["score"], errors="coerce").astype(float)
+    agg = frame.groupby(["variant", "epoch"])["score"].agg(["mean", "std", "count"])
+    return agg.rename(columns={"count": "n"}).reset_index()
+
+
 # --- Formatting -------------------------------------------------------------------------------
 
 
@@ -519,6 +617,10 @@ def _fmt(mean: float, std: float = math.nan, digits: int = 4) -> str:
     if std is None or math.isnan(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt_int(value: float) -> str:
+    return f"{value:,.0f}"
 
 
 def _fmt_count(value: float) -> str:
@@ -982,9 +1084,11 @@ def render_page(
             "they say nothing about real-world performance.",
             "",
         ]
+    lines += budget_lines(page)
     protocol = page.protocol
     tasks_text = ", ".join(md_escape(t) for t in rank_tasks)
     lines += [
+        f"- **Track:** {page_track(page.records)}",
         f"- **Protocol id:** {md_escape(page.protocol_id)}"
         + (" (SYNTHETIC)" if page.synthetic else ""),
         f"- **Split rule:** {md_escape(protocol.get('split_rule', 'n/a'))}",
@@ -1019,7 +1123,10 @@ def render_page(
     for t in tasks:
         et = md_escape(t)
         headers += [f"{et} AUC pooled", f"{et} AUC macro", f"{et} logloss"]
-    headers += ["params", "train samples/s", "seeds", "p vs best", "from"]
+    headers += ["params", "train samples/s", "converged", "seeds", "p vs best", "from"]
+    records_of: dict[str, list[dict[str, Any]]] = {}
+    for rec, label in zip(page.records, page.labels):
+        records_of.setdefault(label, []).append(rec)
     rows = []
     for r in table.itertuples(index=False):
         v = r.variant
@@ -1043,6 +1150,7 @@ def render_page(
         row += [
             _fmt_count(float(sub["n_params"].astype(float).mean())),
             _fmt_count(float(sub["train_samples_per_s"].mean())),
+            _converged_text(records_of.get(v, [])),
             str(n_total),
             p_text,
             env_of.get(v, ""),
@@ -1059,7 +1167,7 @@ def render_page(
             for scenario, metric in (("pooled", "auc"), ("macro", "auc"), ("pooled", "logloss")):
                 mean, std, _ = oracle_stats.get(("oracle", scenario, t, metric), (math.nan,) * 3)
                 row.append(_fmt(mean, std if std and std > 0 else math.nan))
-        row += ["—", "—", "—", "—", ""]
+        row += ["—", "—", "—", "—", "—", ""]
         rows.append(row)
     lines.append(_table(rows, headers))
     lines += [
@@ -1070,7 +1178,8 @@ def render_page(
         "(percentile, over the dataset's groups -- search pages, users -- where it declares "
         "them, else rows; resamples as the record states), its ends averaged over seeds: it "
         "shows how much the test set alone moves the number. params and train samples/s are "
-        "means over runs; samples/s depend on the "
+        "means over runs; converged: runs whose record says training converged, of those that "
+        "say (— for records that predate the flag); samples/s depend on the "
         "hardware in *from* (see [Where the results come from](#where-the-results-come-from)).",
     ]
     if oracle_stats:
@@ -1107,10 +1216,22 @@ def render_page(
         lines += [
             "## AUC against training cost",
             "",
-            "Ranking score (mean ± std over seeds) against training samples per second and "
-            "parameter count (log scales).",
+            "Ranking score (mean ± std over seeds) against training seconds per million "
+            "samples and parameter count (log scales).",
             "",
             f"![ranking score against training cost]({cost[0]})",
+            "",
+        ]
+
+    curves = [f for _, f in plots if f == "learning_curves.png"]
+    if curves:
+        lines += [
+            "## Learning curves",
+            "",
+            "Validation selection score (mean validation AUC over the trained tasks) after each "
+            "epoch, mean ± std over runs.",
+            "",
+            f"![validation learning curves]({curves[0]})",
             "",
         ]
 
@@ -1208,11 +1329,12 @@ def render_index(
         "in CONTRIBUTING.md.",
         "",
     ]
-    rows = []
+    headers = ["dataset", "protocol id", "dataset version", "models", "seeds", "runs", "page"]
+    by_track: dict[str, list[list[str]]] = {}
     for p in pages:
         models = ", ".join(md_escape(v) for v in p.variants)
         flag = " (SYNTHETIC)" if p.synthetic else ""
-        rows.append(
+        by_track.setdefault(page_track(p.records), []).append(
             [
                 md_escape(p.dataset),
                 md_escape(p.protocol_id) + flag,
@@ -1223,8 +1345,10 @@ def render_index(
                 f"[page]({p.directory}/README.md)",
             ]
         )
-    headers = ["dataset", "protocol id", "dataset version", "models", "seeds", "runs", "page"]
-    lines.append(_table(rows, headers) if rows else "No valid run records.")
+    if not by_track:
+        lines.append("No valid run records.")
+    for n, (track, rows) in enumerate(sorted(by_track.items())):
+        lines += ([""] if n else []) + [f"## Track: {md_escape(track)}", "", _table(rows, headers)]
     if reported:
         lines += ["", "## Reported elsewhere", ""]
         lines.append(
@@ -1271,10 +1395,10 @@ def plot_scenarios(page: Page, task: str, order: Sequence[str]):  # noqa: ANN201
             x - 0.4 + width * (k + 0.5),
             means,
             yerr=stds,
-            fmt="o",
+            fmt=_style_of(page, v)[1],
             capsize=3,
-            markersize=4,
-            color=_color(k),
+            markersize=5,
+            color=_style_of(page, v)[0],
             label=_plot_text(v),
         )
     if ostats:
@@ -1282,25 +1406,57 @@ def plot_scenarios(page: Page, task: str, order: Sequence[str]):  # noqa: ANN201
         ax.scatter(x, means, marker="_", s=600, color="black", label="oracle")
     ax.set_xticks(x, [_plot_text(s, 16) for s in scen])
     ax.set_ylabel("test AUC (mean ± std over seeds)")
-    title = f"{_plot_text(page.dataset)}: {_plot_text(task)} AUC per scenario"
-    ax.set_title(("SYNTHETIC — " if page.synthetic else "") + title)
+    ax.set_title(_title(page, f"{_plot_text(task)} AUC per scenario"))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
-def _color(k: int) -> Any:
+#: Markers of the model styles (with the 20 colours of ``tab20``: 200 distinct styles).
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def model_style(model: str) -> tuple[Any, str]:
+    """``(colour, marker)`` of a model on every plot of every page, from its name alone."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if k < 10 else "tab20"]
-    return cmap(k % cmap.N)
+    digest = int.from_bytes(hashlib.sha256(model.encode("utf-8")).digest()[:8], "big")
+    cmap = colormaps["tab20"]
+    return cmap(digest % cmap.N), _MARKERS[(digest // cmap.N) % len(_MARKERS)]
+
+
+def _style_of(page: Page, variant: str) -> tuple[Any, str]:
+    models = page.frame.loc[page.frame["variant"] == variant, "model"]
+    return model_style(str(models.iloc[0]) if len(models) else variant)
+
+
+def _title(page: Page, what: str) -> str:
+    """A plot title: dataset, what is shown, and the protocol id (SYNTHETIC first if so)."""
+    title = f"{_plot_text(page.dataset)}: {what}\n{_plot_text(page.protocol_id, 90)}"
+    return ("SYNTHETIC — " if page.synthetic else "") + title
+
+
+def _log_ticks(ax: Any, values: Sequence[float]) -> None:
+    """Readable ticks on a log x axis, also when it spans less than a decade."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+        if lo <= m * 10.0**e <= hi
+    ]
+    if len(ticks) < 3:  # a short axis: label the data's own values too
+        ticks = sorted(set(ticks) | {float(f"{v:.2g}") for v in values if v > 0})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_cost(page: Page, table: pd.DataFrame):  # noqa: ANN201
-    """Ranking score against training samples/s and parameter count (log x)."""
-    from matplotlib.ticker import NullFormatter
-
-    fig = _figure(12.0, 4.5)
+    """Ranking score against training time per million samples and parameter count (log x)."""
+    fig = _figure(12.0, 4.8)
     axes = fig.subplots(1, 2, sharey=True)
     frame = page.frame.drop_duplicates("run_hash")
     oracle = oracle_frame(page.records) if page.synthetic else oracle_frame([])
@@ -1310,30 +1466,61 @@ def plot_cost(page: Page, table: pd.DataFrame):  # noqa: ANN201
         by_task = pooled.groupby("task")["value"].mean()
         if all(t in by_task for t in page.ranking_tasks):
             oracle_score = float(by_task[list(page.ranking_tasks)].mean())
+    speed = frame["train_samples_per_s"].astype(float)
+    frame = frame.assign(seconds_per_m=1e6 / speed.where(speed > 0))
     for ax, column, xlabel in (
-        (axes[0], "train_samples_per_s", "training samples / s (log)"),
+        (axes[0], "seconds_per_m", "training seconds per million samples (log)"),
         (axes[1], "n_params", "parameters (log)"),
     ):
-        for k, r in enumerate(table.itertuples(index=False)):
+        xs = []
+        for r in table.itertuples(index=False):
             x = float(frame.loc[frame["variant"] == r.variant, column].astype(float).mean())
             if math.isnan(r.mean) or not x > 0:
                 continue
+            xs.append(x)
+            color, marker = _style_of(page, r.variant)
             err = 0.0 if math.isnan(r.std) else r.std
             label = _plot_text(r.variant) if ax is axes[1] else None
-            ax.errorbar([x], [r.mean], yerr=[err], fmt="o", capsize=3, color=_color(k), label=label)
+            ax.errorbar([x], [r.mean], yerr=[err], fmt=marker, capsize=3, color=color, label=label)
         if not math.isnan(oracle_score):
             label = "oracle" if ax is axes[1] else None
             ax.axhline(oracle_score, color="black", linestyle="--", linewidth=1, label=label)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.2)
+        if xs:
+            _log_ticks(ax, xs)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("ranking score (mean pooled AUC over tasks)")
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    title = f"{_plot_text(page.dataset)}: AUC against training cost"
-    fig.suptitle(("SYNTHETIC — " if page.synthetic else "") + title)
+    fig.suptitle(_title(page, "AUC against training cost"))
+    return fig
+
+
+def plot_learning_curves(page: Page, curves: pd.DataFrame):  # noqa: ANN201
+    """Validation selection score per epoch of each variant (mean ± std over runs)."""
+    fig = _figure(8.0, 4.8)
+    ax = fig.add_subplot()
+    for v, g in curves.groupby("variant", sort=True):
+        color, marker = _style_of(page, str(v))
+        std = g["std"].fillna(0.0)
+        ax.errorbar(
+            g["epoch"],
+            g["mean"],
+            yerr=std,
+            marker=marker,
+            color=color,
+            capsize=2,
+            markersize=4,
+            label=_plot_text(v),
+        )
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation selection score (mean AUC over tasks)")
+    ax.set_title(_title(page, "learning curves"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -1347,7 +1534,9 @@ def _write_text(path: Path, text: str) -> None:
 def _write_png(path: Path, fig: Any) -> None:
     atomic_write(
         path,
-        lambda fh: fig.savefig(fh, format="png", dpi=100, metadata={"Software": None}),
+        lambda fh: fig.savefig(
+            fh, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight"
+        ),
         binary=True,
     )
 
@@ -1454,14 +1643,20 @@ def build(
             )
         plot_files: list[tuple[str, str]] = []
         if plots:
-            order = list(ranking(seed_scores(page.frame, page.ranking_tasks))["variant"])
+            table = ranking(seed_scores(page.frame, page.ranking_tasks))
+            order = list(table["variant"])
             for task in page.tasks:
                 name = f"auc_by_scenario_{slugify(task)}.png"
                 plot_files.append((task, name))
                 outputs[f"{page.directory}/{name}"] = _png(plot_scenarios, page, task, order)
             plot_files.append(("cost", "auc_vs_cost.png"))
-            table = ranking(seed_scores(page.frame, page.ranking_tasks))
             outputs[f"{page.directory}/auc_vs_cost.png"] = _png(plot_cost, page, table)
+            curves = learning_curves(page)
+            if not curves.empty:
+                plot_files.append(("learning curves", "learning_curves.png"))
+                outputs[f"{page.directory}/learning_curves.png"] = _png(
+                    plot_learning_curves, page, curves
+                )
         page_path = f"{out.as_posix()}/{page.directory}"
         text = render_page(page, defaults, str(results_dir), reported, plot_files, page_path)
         outputs[f"{page.directory}/README.md"] = _text(text)
