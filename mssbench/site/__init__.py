@@ -21,7 +21,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from mssbench.errors import DataError
-from mssbench.leaderboard import BuildResult, Page, load_reported, ranking, seed_scores
+from mssbench.leaderboard import BuildResult, Page, load_reported
 
 __all__ = ["SITE_DIR", "write_site"]
 
@@ -63,7 +63,7 @@ def _pooled_auc(frame: pd.DataFrame) -> pd.Series:
 
 
 def _ranking_rows(page: Page) -> list[dict[str, Any]]:
-    table = ranking(seed_scores(page.frame, page.ranking_tasks))
+    table = page.table
     rows = page.frame[(page.frame["scenario"] == "pooled") & (page.frame["metric"] == "auc")]
     auc = rows.groupby(["variant", "task"])["value"].mean()
     return [
