@@ -215,61 +215,105 @@ def render_page(
             with it the page names the suite config files written beside it.
     """
     defaults = defaults or Defaults()
-    frame = page.frame
-    stats = page.cell_stats
-    tasks = page.tasks
-    rank_tasks = page.ranking_tasks
-    table = page.table
-    order = list(table["variant"])
+    order = list(page.table["variant"])
     envs, env_of = environments(page)
-    seeds_of = {v: sorted({int(s) for s in g["seed"]}) for v, g in frame.groupby("variant")}
-    oracle_stats = page.oracle_stats
-
-    lines = [GENERATED_MARK, "", f"# Leaderboard: {md_escape(page.dataset)}", ""]
-    if page.synthetic:
-        lines += [
-            "> **SYNTHETIC DATA.** These results come from generated data with known true "
-            "probabilities (the *oracle* row). They check that models learn a planted signal; "
-            "they say nothing about real-world performance.",
-            "",
-        ]
-    lines += budget_lines(page)
     protocol = page.protocol
-    tasks_text = ", ".join(md_escape(t) for t in rank_tasks)
-    lines += [
-        f"- **Track:** {page_track(page.records)}",
-        f"- **Protocol id:** {md_escape(page.protocol_id)}"
-        + (" (SYNTHETIC)" if page.synthetic else ""),
-        f"- **Split rule:** {md_escape(protocol.get('split_rule', 'n/a'))}",
-        f"- **Scenarios:** {', '.join(md_escape(s) for s in protocol.get('scenarios') or [])}",
-        f"- **Dataset plugin and version:** {md_escape(page.dataset_version)}",
-        f"- **Runs:** {len(page.records)} run records, {len(order)} model variants, seeds "
-        f"{md_escape(_fmt_seeds(page.seeds))}",
-        f"- **Ranking:** {RANKING_RULE.format(tasks=tasks_text)}.",
-        f"- **Significance:** {TEST_RULE}.",
-    ]
-    for sibling in page.siblings:
-        lines.append(
-            f"- **Not ranked here:** records of the same protocol from another dataset version "
-            f"are on [their own page](../../{sibling}/README.md)."
-        )
-    legacy = sum(1 for r in page.records if is_legacy(r))
-    if legacy:
-        lines.append(
-            f"- **Legacy records:** {legacy} of the {len(page.records)} run records predate "
-            "content digests (record version 1): their run hash, test summary and value ranges "
-            "are checked, but a change to their other content cannot be detected."
-        )
-    for name, counts in sorted(page.superseded.items()):
-        older = ", ".join(f"version {v} ({n} runs)" for v, n in sorted(counts.items()))
-        lines.append(
-            f"- **Superseded, not shown:** {md_escape(name)} {older}; the page shows its "
-            f"newest version."
-        )
-    lines += ["", "## Ranking", ""]
+    commands = reproduce_commands(page, defaults)
+    suites = _suite_file_lines(len(page_suites(page, defaults)), page_path) if page_path else []
+    plot_names = {f for _, f in plots}
+    context = {
+        "generated_mark": GENERATED_MARK,
+        "dataset": md_escape(page.dataset),
+        "synthetic": page.synthetic,
+        "budget": "\n".join(budget_lines(page)).strip(),
+        "track": page_track(page.records),
+        "protocol_id": md_escape(page.protocol_id),
+        "split_rule": md_escape(protocol.get("split_rule", "n/a")),
+        "scenarios": ", ".join(md_escape(s) for s in protocol.get("scenarios") or []),
+        "dataset_version": md_escape(page.dataset_version),
+        "n_records": len(page.records),
+        "n_variants": len(order),
+        "seeds": md_escape(_fmt_seeds(page.seeds)),
+        "ranking_rule": RANKING_RULE.format(tasks=_tasks_text(page)),
+        "test_rule": TEST_RULE,
+        "siblings": page.siblings,
+        "legacy": sum(1 for r in page.records if is_legacy(r)),
+        "superseded": [
+            (md_escape(name), ", ".join(f"version {v} ({n} runs)" for v, n in sorted(c.items())))
+            for name, c in sorted(page.superseded.items())
+        ],
+        "ranking_table": _ranking_table(page, env_of),
+        "tasks_text": _tasks_text(page),
+        "level": f"{LEVEL:.0%}",
+        "has_oracle": bool(page.oracle_stats),
+        "scenario_tables": _scenario_tables(page, plot_names),
+        "cost_plot": "auc_vs_cost.png" if "auc_vs_cost.png" in plot_names else None,
+        "curves_plot": "learning_curves.png" if "learning_curves.png" in plot_names else None,
+        "transfer": "\n".join(_transfer_lines(page, order)).strip() + "\n",
+        "reported": render_reported(*reported) if reported is not None else None,
+        "fence": _fence(commands),
+        "commands": commands,
+        "suite_files": "\n".join(suites).strip() + "\n" if suites else None,
+        "environment_table": _environment_table(envs),
+        "n_hardware": len({e["hardware"] for e in envs}),
+        "n_versions": len({e["versions"] for e in envs}),
+        "finished": sorted(
+            str(r.get("finished_at", ""))[:10] for r in page.records if "finished_at" in r
+        ),
+    }
+    return _template("page.md.j2").render(**context)
 
+
+def _template(name: str) -> Any:
+    """A Markdown template of :mod:`mssbench.leaderboard` (no HTML escaping: Markdown)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=False,  # noqa: S701 - Markdown; values are escaped by md_escape
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template(name)
+
+
+def _tasks_text(page: Page) -> str:
+    return ", ".join(md_escape(t) for t in page.ranking_tasks)
+
+
+def _seeds_of(page: Page) -> dict[str, list[int]]:
+    return {v: sorted({int(s) for s in g["seed"]}) for v, g in page.frame.groupby("variant")}
+
+
+def _p_text(r: Any, best: str) -> str:
+    if r.variant == best and not math.isnan(r.rank):
+        return "best"
+    if r.n_common < 2:
+        return f"n/a ({r.n_common} common seed{'s' if r.n_common != 1 else ''})"
+    return f"{r.p_holm:.3g} (n={r.n_common})"
+
+
+def _oracle_ranking_row(page: Page) -> list[str]:
+    ostats = page.oracle_stats
+    row = ["—", "*oracle (true probabilities)*"]
+    parts = [ostats.get(("oracle", "pooled", t, "auc")) for t in page.ranking_tasks]
+    row.append(_fmt(float(np.mean([p[0] for p in parts]))) if all(parts) else "n/a")
+    for t in page.tasks:
+        for scenario, metric in (("pooled", "auc"), ("macro", "auc"), ("pooled", "logloss")):
+            mean, std, _ = ostats.get(("oracle", scenario, t, metric), (math.nan,) * 3)
+            row.append(_fmt(mean, std if std and std > 0 else math.nan))
+    return row + ["—", "—", "—", "—", "—", ""]
+
+
+def _ranking_table(page: Page, env_of: Mapping[str, str]) -> str:
+    """The ranking table: one row per variant, best first, then the oracle's."""
+    stats, table, frame = page.cell_stats, page.table, page.frame
+    seeds_of = _seeds_of(page)
+    best = str(table["variant"].iloc[0]) if len(table) else ""
     headers = ["rank", "model", "score"]
-    for t in tasks:
+    for t in page.tasks:
         et = md_escape(t)
         headers += [f"{et} AUC pooled", f"{et} AUC macro", f"{et} logloss"]
     headers += ["params", "train samples/s", "converged", "seeds", "p vs best", "from"]
@@ -281,16 +325,10 @@ def render_page(
         v = r.variant
         n_total = len(seeds_of.get(v, []))
         rank = "—" if math.isnan(r.rank) else f"{int(r.rank)}"
-        if r.not_different and rank != "—" and r.variant != order[0]:
+        if r.not_different and rank != "—" and v != best:
             rank += f" {MARK}"
-        if r.variant == order[0] and rank != "—":
-            p_text = "best"
-        elif r.n_common < 2:
-            p_text = f"n/a ({r.n_common} common seed{'s' if r.n_common != 1 else ''})"
-        else:
-            p_text = f"{r.p_holm:.3g} (n={r.n_common})"
         row = [rank, md_escape(v), _with_n(_fmt(r.mean, r.std), r.n_seeds, n_total)]
-        for t in tasks:
+        for t in page.tasks:
             row.append(_auc_text(stats, (v, "pooled", t), n_total))
             for scenario, metric in (("macro", "auc"), ("pooled", "logloss")):
                 mean, std, n = stats.get((v, scenario, t, metric), (math.nan, math.nan, 0))
@@ -301,112 +339,39 @@ def render_page(
             _fmt_count(float(sub["train_samples_per_s"].mean())),
             _converged_text(records_of.get(v, [])),
             str(n_total),
-            p_text,
+            _p_text(r, best),
             env_of.get(v, ""),
         ]
         rows.append(row)
-    if oracle_stats:
-        row = ["—", "*oracle (true probabilities)*"]
-        score_parts = [oracle_stats.get(("oracle", "pooled", t, "auc")) for t in rank_tasks]
-        if all(score_parts):
-            row.append(_fmt(float(np.mean([s[0] for s in score_parts]))))
-        else:
-            row.append("n/a")
-        for t in tasks:
-            for scenario, metric in (("pooled", "auc"), ("macro", "auc"), ("pooled", "logloss")):
-                mean, std, _ = oracle_stats.get(("oracle", scenario, t, metric), (math.nan,) * 3)
-                row.append(_fmt(mean, std if std and std > 0 else math.nan))
-        row += ["—", "—", "—", "—", "—", ""]
-        rows.append(row)
-    lines.append(_table(rows, headers))
-    lines += [
-        "",
-        f"score = the ranking score (mean over {tasks_text} of the pooled AUC); values are mean ± "
-        "std (ddof = 1) over seeds, runs sharing a seed are averaged first; (n=k): defined for k "
-        f"seeds only. [low, high] after an AUC: the test-set {LEVEL:.0%} bootstrap interval "
-        "(percentile, over the dataset's groups -- search pages, users -- where it declares "
-        "them, else rows; resamples as the record states), its ends averaged over seeds: it "
-        "shows how much the test set alone moves the number. params and train samples/s are "
-        "means over runs; converged: runs whose record says training converged, of those that "
-        "say (— for records that predate the flag); samples/s depend on the "
-        "hardware in *from* (see [Where the results come from](#where-the-results-come-from)).",
-    ]
-    if oracle_stats:
-        lines.append(
-            "The oracle row scores the test set with the true probabilities: no model can be "
-            "expected to beat it."
-        )
+    if page.oracle_stats:
+        rows.append(_oracle_ranking_row(page))
+    return _table(rows, headers)
 
-    lines += ["", "## AUC per scenario", ""]
-    scen = page.scenarios
-    for t in tasks:
-        lines += [f"### {md_escape(t)}", ""]
+
+def _scenario_tables(page: Page, plot_names: set[str]) -> list[tuple[str, str, str | None]]:
+    """``(task, table, plot file or None)`` of the per-scenario AUC section."""
+    stats, ostats, scen = page.cell_stats, page.oracle_stats, page.scenarios
+    seeds_of = _seeds_of(page)
+    out = []
+    for t in page.tasks:
         rows = []
-        for v in order:
+        for v in page.table["variant"]:
             n_total = len(seeds_of.get(v, []))
+            rows.append([md_escape(v)] + [_auc_text(stats, (v, s, t), n_total) for s in scen])
+        if ostats:
             cells = []
             for s in scen:
-                cells.append(_auc_text(stats, (v, s, t), n_total))
-            rows.append([md_escape(v)] + cells)
-        if oracle_stats:
-            cells = []
-            for s in scen:
-                mean, std, _ = oracle_stats.get(("oracle", s, t, "auc"), (math.nan,) * 3)
+                mean, std, _ = ostats.get(("oracle", s, t, "auc"), (math.nan,) * 3)
                 cells.append(_fmt(mean, std if std and std > 0 else math.nan))
             rows.append(["*oracle*"] + cells)
-        lines.append(_table(rows, ["model"] + [md_escape(s) for s in scen]))
-        lines.append("")
         name = f"auc_by_scenario_{slugify(t)}.png"
-        if any(f == name for _, f in plots):
-            lines += [f"![{md_escape(t)} AUC per scenario]({name})", ""]
+        table = _table(rows, ["model"] + [md_escape(s) for s in scen])
+        out.append((md_escape(t), table, name if name in plot_names else None))
+    return out
 
-    cost = [f for _, f in plots if f == "auc_vs_cost.png"]
-    if cost:
-        lines += [
-            "## AUC against training cost",
-            "",
-            "Ranking score (mean ± std over seeds) against training seconds per million "
-            "samples and parameter count (log scales).",
-            "",
-            f"![ranking score against training cost]({cost[0]})",
-            "",
-        ]
 
-    curves = [f for _, f in plots if f == "learning_curves.png"]
-    if curves:
-        lines += [
-            "## Learning curves",
-            "",
-            "Validation selection score (mean validation AUC over the trained tasks) after each "
-            "epoch, mean ± std over runs.",
-            "",
-            f"![validation learning curves]({curves[0]})",
-            "",
-        ]
-
-    lines += _transfer_lines(page, order)
-
-    if reported is not None:
-        lines += [render_reported(*reported), ""]
-
-    commands = reproduce_commands(page, defaults)
-    fence = _fence(commands)
-    lines += [
-        "## How to reproduce",
-        "",
-        "The runs behind this page, then the build (commands rebuilt from the run records' "
-        "validated configs):",
-        "",
-        f"{fence}bash",
-        commands,
-        fence,
-        "",
-    ]
-    if page_path is not None:
-        lines += _suite_file_lines(len(page_suites(page, defaults)), page_path)
-
-    lines += ["## Where the results come from", ""]
-    env_rows = [
+def _environment_table(envs: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
         [
             e["id"],
             md_escape(e["contributor"]) or "—",
@@ -419,37 +384,8 @@ def render_page(
         ]
         for e in envs
     ]
-    lines.append(
-        _table(
-            env_rows,
-            ["from", "contributor", "hardware", "platform", "versions", "git", "runs", "models"],
-        )
-    )
-    distinct_hw = {e["hardware"] for e in envs}
-    distinct_versions = {e["versions"] for e in envs}
-    if len(distinct_hw) > 1:
-        lines += [
-            "",
-            f"**Mixed hardware** ({len(distinct_hw)} kinds): training samples/s are not "
-            "comparable across rows from different hardware.",
-        ]
-    if len(distinct_versions) > 1:
-        lines += [
-            "",
-            f"**Mixed package versions** ({len(distinct_versions)} sets): numbers may differ "
-            "slightly between them.",
-        ]
-    finished = sorted(
-        str(r.get("finished_at", ""))[:10] for r in page.records if "finished_at" in r
-    )
-    lines += [
-        "",
-        "Contributor: the record's optional `contributor` field (empty: the maintainers). "
-        "Per-run values with their record files are in [results.csv](results.csv)"
-        + (f"; runs finished {finished[0]} to {finished[-1]}." if finished else "."),
-        "",
-    ]
-    return "\n".join(lines)
+    headers = ["from", "contributor", "hardware", "platform", "versions", "git", "runs", "models"]
+    return _table(rows, headers)
 
 
 def render_index(
