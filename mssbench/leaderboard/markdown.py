@@ -120,9 +120,10 @@ def budget_lines(page: Page) -> list[str]:
     unknown = sum(f is None for f in flags)
     hardware = sorted({hardware_label(r) for r in recs})
     tuned_text = f"tuned in {tuned} of {len(recs)} runs" if tuned else "defaults, not tuned"
-    conv_text = f"{conv} of {len(recs)} runs converged"
+    known = len(recs) - unknown
+    conv_text = f"{conv} of the {known} runs that record it converged" if known else "unknown"
     if unknown:
-        conv_text += f" ({unknown} records predate the flag)"
+        conv_text += f" ({unknown} of {len(recs)} records predate the flag)"
     return [
         "> **Budget.** "
         f"Rows: {rows_text}. "
