@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_leaderboard import make_record
+from test_leaderboard import cells, make_record, tables
 
 from mssbench.leaderboard import plan_pages, ranking, render_page, seed_scores
 from mssbench.significance import holm
 
-p_lists = st.lists(
-    st.one_of(st.floats(0.0, 1.0), st.just(math.nan)), min_size=0, max_size=12
-)
+p_lists = st.lists(st.one_of(st.floats(0.0, 1.0), st.just(math.nan)), min_size=0, max_size=12)
 
 
 def _holm_reference(p):
@@ -122,3 +120,90 @@ def test_test_set_interval_is_shown_beside_the_seed_mean():
     text = render_page(plan_pages(recs)[0])
     assert "0.7100 ± 0.0141 [0.6900, 0.7300]" in text
     assert "bootstrap interval" in text
+
+
+# --- budget box, convergence, learning curves, tracks -------------------------------------------
+
+
+def _with_training(rec, converged=None, scores=(0.6, 0.7)):
+    rec["dataset"]["rows"] = {"train": 1000, "valid": 100, "test": 200}
+    rec["training"] = {
+        "epochs_run": len(scores),
+        "train_samples": 1000 * len(scores),
+        "history": [{"epoch": i + 1, "selection_score": v} for i, v in enumerate(scores)],
+    }
+    if converged is not None:
+        rec["training"]["converged"] = converged
+    return rec
+
+
+def test_page_opens_with_a_budget_box_and_shows_convergence_per_row():
+    recs = [
+        _with_training(make_record("a", seed=0), converged=True),
+        _with_training(make_record("a", seed=1), converged=False),
+        _with_training(make_record("b", seed=0)),  # an older record: no flag
+    ]
+    page = plan_pages(recs)[0]
+    text = render_page(page)
+    header = text.split("## Ranking")[0]
+    assert "**Budget.**" in header
+    assert "train 1,000, valid 100, test 200" in header
+    assert "2,000 samples seen per run, 2 epochs run (limit 1)" in header
+    assert "defaults, not tuned" in header
+    assert "1 of the 2 runs that record it converged (1 of 3 records predate the flag)" in header
+    rows = {cells(line)[2].strip(): cells(line) for line in tables(text)[0]}
+    col = [h.strip() for h in cells(tables(text)[0][0])].index("converged")
+    assert rows["a"][col].strip() == "1/2"
+    assert rows["b"][col].strip() == "—"
+
+
+def test_learning_curves_average_the_history_over_runs():
+    from mssbench.leaderboard import learning_curves
+
+    recs = [
+        _with_training(make_record("a", seed=0), scores=(0.6, 0.7)),
+        _with_training(make_record("a", seed=1), scores=(0.8, 0.9)),
+    ]
+    curves = learning_curves(plan_pages(recs)[0]).set_index(["variant", "epoch"])
+    assert curves.loc[("a", 1), "mean"] == pytest.approx(0.7)
+    assert curves.loc[("a", 2), "mean"] == pytest.approx(0.8)
+    assert curves.loc[("a", 2), "n"] == 2
+
+
+def test_index_groups_pages_by_track(tmp_path):
+    from mssbench.leaderboard import page_track, render_index
+
+    cpu = [make_record("a", seed=0)]
+    gpu = [make_record("a", seed=0, device="cuda:0", dataset="other", protocol_id="other/x/v1/a")]
+    pages = plan_pages(cpu + gpu)
+    assert {page_track(p.records) for p in pages} == {
+        "default hyperparameters, CPU",
+        "default hyperparameters, GPU",
+    }
+    index = render_index(pages, [], "runs")
+    assert index.index("## Track: default hyperparameters, CPU") < index.index("toy/standard")
+    assert index.index("## Track: default hyperparameters, GPU") < index.index("other/x/v1")
+
+
+def test_every_model_keeps_one_style_and_plots_name_the_protocol():
+    from mssbench.leaderboard import model_style, plot_cost, plot_learning_curves
+
+    assert model_style("mmoe") == model_style("mmoe")
+    styles = {model_style(m) for m in ("mmoe", "ple", "star", "single_task", "esmm", "aitm")}
+    assert len(styles) == 6
+    recs = [
+        _with_training(make_record(m, seed=s, auc=0.7 + 0.01 * s))
+        for m in ("mmoe", "ple")
+        for s in range(2)
+    ]
+    page = plan_pages(recs)[0]
+    table = ranking(seed_scores(page.frame, page.ranking_tasks))
+    from mssbench.leaderboard import learning_curves
+
+    for fig in (plot_cost(page, table), plot_learning_curves(page, learning_curves(page))):
+        titles = [fig._suptitle.get_text()] if fig._suptitle else []
+        titles += [ax.get_title() for ax in fig.axes]
+        assert any(page.protocol_id in t for t in titles)
+    cost = plot_cost(page, table)
+    assert "seconds per million samples" in cost.axes[0].get_xlabel()
+    assert cost.axes[0].get_xticks().size >= 1

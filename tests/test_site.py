@@ -61,7 +61,7 @@ def test_index_lists_the_track_and_a_page_per_run(site: Path):
     (track,) = site.glob("census-income/*/index.html")
     text = track.read_text()
     assert text.count('href="runs/') == 6
-    assert text.count("<img ") == 3  # AUC by scenario per task, AUC against cost
+    assert text.count("<img ") == 4  # AUC by scenario per task, AUC against cost, learning curves
     run = next(track.parent.glob("runs/*.html")).read_text()
     for part in ("Test metrics", "Validation curve", "<svg", "Configuration", "Environment"):
         assert part in run

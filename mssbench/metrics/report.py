@@ -9,6 +9,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from mssbench.metrics.core import COLUMNS, MACRO, POOLED
+from mssbench.metrics.intervals import CI_HIGH, CI_LOW
 
 __all__ = ["metrics_table", "summary", "summary_of_cells"]
 
@@ -144,6 +145,7 @@ def summary_of_cells(cells: Iterable[tuple[str, str, str, Any]]) -> dict[str, fl
     """:func:`summary` of ``(scenario, task, metric, value)`` cells (None or NaN: undefined).
 
     The one definition of the summary: a run record's ``test.summary`` is checked against it.
+    The test-set interval ends (:mod:`mssbench.metrics.intervals`) stay in the cells only.
     """
     values: dict[tuple[str, str, str], float] = {}
     tasks: dict[str, None] = {}
@@ -155,6 +157,8 @@ def summary_of_cells(cells: Iterable[tuple[str, str, str, Any]]) -> dict[str, fl
     out: dict[str, float] = {}
     keys = [("auc", POOLED, "auc"), ("logloss", POOLED, "logloss"), ("macro_auc", MACRO, "auc")]
     for metric in metrics:
+        if metric in (CI_LOW, CI_HIGH):  # interval ends: in the cells, not the headline
+            continue
         if metric not in _METRIC_ORDER:
             keys += [(metric, POOLED, metric), (f"macro_{metric}", MACRO, metric)]
     for prefix, scen, metric in keys:

@@ -26,9 +26,7 @@ from mssbench.leaderboard import (
     Defaults,
     Page,
     load_reported,
-    ranking,
     run_command,
-    seed_scores,
 )
 
 __all__ = ["SITE_DIR", "write_site"]
@@ -71,7 +69,7 @@ def _pooled_auc(frame: pd.DataFrame) -> pd.Series:
 
 
 def _ranking_rows(page: Page) -> list[dict[str, Any]]:
-    table = ranking(seed_scores(page.frame, page.ranking_tasks))
+    table = page.table
     rows = page.frame[(page.frame["scenario"] == "pooled") & (page.frame["metric"] == "auc")]
     auc = rows.groupby(["variant", "task"])["value"].mean()
     return [
