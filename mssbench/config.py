@@ -116,6 +116,8 @@ class RunConfig:
         progress: Show a progress bar.
         preset: The :mod:`mssbench.presets` preset the values came from (``""``: none); a
             record of where they came from only, the values themselves are the other fields.
+        tuned_from: The ``mssbench tune`` study whose best configuration this is (``""``: not
+            tuned); like ``preset``, a record of provenance that leaves the hash alone.
     """
 
     model: str
@@ -151,9 +153,12 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
     preset: str = ""
+    tuned_from: str = ""
 
     #: Fields that do not change a run's numbers and are left out of its hash.
-    NON_RESULT_FIELDS = ("out", "resume", "progress", "trackers", "tracker_uris", "preset")
+    NON_RESULT_FIELDS = (
+        "out", "resume", "progress", "trackers", "tracker_uris", "preset", "tuned_from"
+    )
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {

@@ -442,7 +442,7 @@ def best_config(study_dir: Path) -> RunConfig:
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     config.validate()
-    return config
+    return config if config.tuned_from else replace(config, tuned_from=study_dir.name)
 
 
 def tuned_jobs(directory: Path, seeds: list[int], base: RunConfig) -> list[Any]:

@@ -179,7 +179,7 @@ def record_converged(rec: Mapping[str, Any]) -> bool | None:
 def record_tuned(rec: Mapping[str, Any]) -> bool:
     """Whether the run's hyperparameters came from a tuning search (the record says so)."""
     config = rec.get("config") or {}
-    return bool(rec.get("tuning") or config.get("tuned") or config.get("tuning"))
+    return bool(config.get("tuned_from"))
 
 
 def page_track(records: Sequence[Mapping[str, Any]]) -> str:
