@@ -77,13 +77,23 @@ def _sample(train: Split) -> torch.Tensor:
 def _logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """The training-mode logits, with the same dropout and noise draws on every call.
 
-    The global random streams are left as they were, so the run's draws do not depend on
-    whether the biases were initialised.
+    The global random streams and the model's integer buffers (the step counters of
+    :class:`mssbench.nn.Dropout`) are left as they were, so every call
+    draws the same masks and the run's draws do not depend on whether the biases were
+    initialised.
     """
     devices = [batch.scenario.device] if batch.scenario.device.type == "cuda" else []
+    # Integer buffers only: batch-norm statistics are saved for the backward pass (and
+    # restored by the caller); training mode normalises by the batch's own.
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_floating_point()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(CALIBRATION_SEED)
-        return model(batch)[0].float()
+        try:
+            return model(batch)[0].float()
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
 
 
 def _moves_one_for_one(
