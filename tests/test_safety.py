@@ -284,7 +284,8 @@ def test_kill_9_after_an_epoch_then_resume_matches_an_uninterrupted_run(registry
 def test_a_running_configuration_is_reported_not_run_twice(registry, tmp_path):
     out = tmp_path / "runs"
     cfg = config(out)
-    lock_path = checkpoint_path(out, cfg, 1).with_suffix(".lock")
+    version = registry.model(cfg.model).version
+    lock_path = checkpoint_path(out, cfg, version).with_suffix(".lock")
     lock_path.parent.mkdir(parents=True)
     lock = FileLock(str(lock_path))
     with lock:
