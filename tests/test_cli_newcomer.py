@@ -58,7 +58,7 @@ def test_every_command_and_option_has_help_text():
 def test_plugins_name_shows_every_hyper_parameter_with_default_and_type():
     result = CliRunner().invoke(main, ["plugins", "mmoe"])
     assert result.exit_code == 0, result.output
-    assert "Ma et al." in result.output and "version 1" in result.output
+    assert "Ma et al." in result.output and "version 2" in result.output
     lines = result.output.splitlines()
     for key, default in {"embed_dim": "128", "expert_hidden": "[512, 256]"}.items():
         row = next(line.split() for line in lines if line.split()[:1] == [key])

@@ -91,9 +91,10 @@ def _logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         try:
             return model(batch)[0].float()
         finally:
-            with torch.no_grad():
+            with torch.no_grad():  # only what moved: index buffers may be saved for backward
                 for b, saved in buffers:
-                    b.copy_(saved)
+                    if not torch.equal(b, saved):
+                        b.copy_(saved)
 
 
 def _moves_one_for_one(

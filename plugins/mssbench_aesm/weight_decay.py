@@ -3,7 +3,7 @@
 The official core regularises the fully connected weights of experts and gates with TensorFlow's
 ``l2_regularizer(1e-4)`` (``1e-4 * sum(w**2) / 2`` added to the loss, i.e. coupled weight decay
 1e-4) and nothing else: embeddings, indicator embeddings, batch-norm parameters and the towers
-are not decayed (``specs/models.md`` §2.6).
+are not decayed (the official AESM² repository's ``model.py``; see this plugin's README).
 """
 
 from __future__ import annotations
