@@ -106,6 +106,10 @@ def make_record(
             "params": params or {"embed_dim": 8},
             "data_options": {},
             "epochs": 1,
+            # A current record states every option (an older one lacks those added since).
+            "bias_init": "base_rate",
+            "select": "mean_logloss",
+            "weight_decay_mode": "coupled",
             "head": head,
             "batching": batching,
             "requested": {  # as a user gives them: only what differs from the defaults
