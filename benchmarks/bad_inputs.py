@@ -31,6 +31,7 @@ import mssbench.testing.plugin as testing_plugin
 from mssbench.api import checkpoint_path
 from mssbench.cli import main
 from mssbench.config import RunConfig
+from mssbench.plugins import load_registry
 from mssbench.records import content_digest
 
 SMALL = {"embed_dim": "8", "n_experts": "3", "expert_hidden": "16", "tower_hidden": "8"}
@@ -64,7 +65,8 @@ def plant_checkpoint(tmp: Path, payload: object | None, raw: bytes = b"") -> Non
     """Put ``payload`` (or ``raw`` bytes) where ``run_argv``'s run keeps its checkpoint."""
     config = RunConfig(model="mmoe", dataset="tiny-synth", params=dict(SMALL), epochs=1,
                        batch_size=256, out=str(tmp / "runs"))
-    path = checkpoint_path(tmp / "runs", config, 1)
+    version = load_registry().model("mmoe").version  # the file name carries it
+    path = checkpoint_path(tmp / "runs", config, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     if payload is None:
         path.write_bytes(raw)
