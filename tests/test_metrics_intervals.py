@@ -120,3 +120,17 @@ def test_reason_states_level_resamples_and_unit():
     )
     assert set(ci["metric"]) == {CI_LOW, CI_HIGH}
     assert "90% percentile bootstrap interval, 40 resamples of groups" in set(ci["reason"])
+
+
+def test_the_terminal_table_states_the_interval_method_once():
+    import pandas as pd
+
+    from mssbench.metrics import metrics_table
+
+    logits, labels, scenario, groups = _toy(64, seed=0)
+    schema = make_schema(n_scenarios=2)
+    df = evaluate(logits, labels, scenario, schema)
+    ci = auc_intervals(logits, labels, scenario, schema, groups, n_resamples=40)
+    text = metrics_table(pd.concat([df, ci], ignore_index=True))
+    method = [line for line in text.splitlines() if "bootstrap interval" in line]
+    assert method == [f"note: {CI_LOW}, {CI_HIGH} ({len(ci)} cells): {ci['reason'].iloc[0]}"]

@@ -15,6 +15,26 @@ __all__ = ["metrics_table", "summary", "summary_of_cells"]
 
 _HEADERS = {"auc": "AUC", "logloss": "logloss"}
 _METRIC_ORDER = ("auc", "logloss")
+#: The test-set interval ends: one method for every cell, said once below the table.
+INTERVAL_METRICS = (CI_LOW, CI_HIGH)
+
+
+def _reason_lines(df: pd.DataFrame) -> list[str]:
+    """One line per cell with a reason; the interval cells' shared method is said once."""
+    lines: list[str] = []
+    interval_notes: dict[str, int] = {}  # the method of the intervals -> cells it applies to
+    for r in df.itertuples(index=False):
+        if not r.reason:
+            continue
+        undefined = math.isnan(float(r.value))
+        if r.metric in INTERVAL_METRICS and not undefined:
+            interval_notes[r.reason] = interval_notes.get(r.reason, 0) + 1
+            continue
+        kind = "n/a" if undefined else "note"
+        lines.append(f"{kind}: scenario '{r.scenario}', task '{r.task}' {r.metric}: {r.reason}")
+    names = ", ".join(INTERVAL_METRICS)
+    lines += [f"note: {names} ({n} cells): {why}" for why, n in interval_notes.items()]
+    return lines
 
 
 def _check_frame(df: pd.DataFrame) -> None:
@@ -43,8 +63,9 @@ def metrics_table(df: pd.DataFrame, tablefmt: str = "github") -> str:
     row leaves the count columns empty. Values have 4 decimals; undefined ones read ``n/a``.
 
     Below the table comes one line per undefined cell with its reason, e.g.
-    ``n/a: scenario 'nl', task 'cvr' auc: only negatives (n_pos=0 of 12)``, and one ``note:``
-    line per macro cell averaged over only some scenarios.
+    ``n/a: scenario 'nl', task 'cvr' auc: only negatives (n_pos=0 of 12)``, and ``note:`` lines
+    for defined cells that carry a remark (a macro cell averaged over only some scenarios, the
+    method of an interval), one line per remark shared by several cells.
 
     Args:
         df: The frame returned by :func:`~mssbench.metrics.evaluate`.
@@ -103,12 +124,7 @@ def metrics_table(df: pd.DataFrame, tablefmt: str = "github") -> str:
         disable_numparse=True,
         colalign=("left",) + ("right",) * (len(headers) - 1),
     )
-    notes = []
-    for r in df.itertuples(index=False):
-        if not r.reason:
-            continue
-        kind = "n/a" if math.isnan(float(r.value)) else "note"
-        notes.append(f"{kind}: scenario '{r.scenario}', task '{r.task}' {r.metric}: {r.reason}")
+    notes = _reason_lines(df)
     if fraction_shown:
         notes.append(
             "k/m in a 'pos' column: k positives among the m rows evaluated "
