@@ -659,9 +659,10 @@ class _Trainer:
             s.weight_decay_mode, s.decay_groups,
         )
         # --- loss balancing: default weighted sum; learnable weights join the optimizer
+        self.weights = task_weights(model, schema.n_tasks, s.device)
         balancer = s.balancer
         if balancer is None:
-            balancer = WeightedSum(schema.n_tasks, task_weights(model, schema.n_tasks, s.device))
+            balancer = WeightedSum(schema.n_tasks, self.weights)
         self.balancer = balancer.to(s.device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         if self.balancer.parameters():
@@ -686,9 +687,8 @@ class _Trainer:
         self.earlier_wall = self.state.wall_seconds
 
     def prepare(self) -> None:
-        """Task weights, the network that trains (DDP, compiled) and the graph step."""
+        """The network that trains (DDP, compiled) and the graph step."""
         s, model, device = self.s, self.model, self.s.device
-        self.weights = task_weights(model, self.schema.n_tasks, device)
         self.check_every = 1 if device.type == "cpu" else 50
         self.prefetch = s.prefetch
         if self.prefetch is None:
