@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from mssbench_aliexpress import ingest, loader
 from mssbench_aliexpress.schema import SPLIT_SALT, VALID_FRACTION
 
+import mssbench.data.cache as cache_module
 from mssbench.cli import main
 from mssbench.data.splits import holdout_mask
 from mssbench.errors import ConfigError, DataError
@@ -397,7 +398,7 @@ def test_prepare_keeps_other_countries(tmp_path, prepared):
 
 
 def _fail_after(monkeypatch, calls: int, exc: BaseException) -> None:
-    real = ingest._write_all
+    real = cache_module._write_all
     count = {"n": 0}
 
     def write(f, data):
@@ -406,7 +407,7 @@ def _fail_after(monkeypatch, calls: int, exc: BaseException) -> None:
             raise exc
         real(f, data)
 
-    monkeypatch.setattr(ingest, "_write_all", write)
+    monkeypatch.setattr(cache_module, "_write_all", write)
 
 
 def _leftovers(dest: Path) -> list[str]:
@@ -713,5 +714,5 @@ def test_zip_member_stream_rejects_non_zip():
 def test_npy_header_roundtrip(tmp_path):
     p = tmp_path / "a.npy"
     arr = np.arange(12, dtype=np.float32).reshape(4, 3)
-    p.write_bytes(ingest.npy_header("float32", (4, 3)) + arr.tobytes())
+    p.write_bytes(cache_module.npy_header("float32", (4, 3)) + arr.tobytes())
     np.testing.assert_array_equal(np.load(p), arr)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from mssbench.data import (
     OOV,
     SPLITS,
+    CacheWriter,
     TabularLayout,
     Vocabulary,
     hash_split,
@@ -28,6 +32,8 @@ from mssbench.data import (
     write_cache,
     write_json_atomic,
 )
+from mssbench.data.cache import remove_stale_partials
+from mssbench.data.manifest import sha256_file
 from mssbench.errors import DataError
 from mssbench.spec import Protocol, Task
 
@@ -253,6 +259,58 @@ def test_failed_cache_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="object arrays"):
         write_cache(dest, bad, {}, cache_format="demo", version=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_writer_steps_for_a_manifest_of_its_own(tmp_path):
+    dest = tmp_path / "cache"
+    layout = {"train": {"x": ("int16", (2,)), "y": ("uint8", ())}, "test": {"x": ("int16", (2,)),
+              "y": ("uint8", ())}}  # fmt: skip
+    cache = CacheWriter(dest, layout, cache_format="demo", version=3).open()
+    for _ in range(3):
+        cache.append("train", {"x": np.ones((4, 2)), "y": np.arange(4)})
+    cache.append("train", {"x": np.ones((0, 2)), "y": np.arange(0)})
+    assert (cache.rows("train"), cache.rows("test")) == (12, 0)
+    arrays = cache.close_arrays()
+    assert arrays["train"]["x"] == {"file": "train/x.npy", "dtype": "<i2", "shape": [12, 2],
+                                    "bytes": (dest.parent / cache.work.name / "train/x.npy")
+                                    .stat().st_size}  # fmt: skip
+    assert not dest.exists()
+    cache.commit({"format": "demo", "cache_version": 3, "arrays": arrays, "mine": True})
+    manifest, got = read_cache(dest, cache_format="demo", version=3, missing="prepare it")
+    assert manifest["mine"] and got["train"]["x"].shape == (12, 2) and len(got["test"]["y"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+    # abort: the work folder goes, the committed cache stays
+    again = CacheWriter(dest, layout, cache_format="demo", version=3).open()
+    again.append("train", {"x": np.zeros((1, 2)), "y": np.zeros(1)})
+    again.abort()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+    assert read_cache(dest, cache_format="demo", version=3, missing="x")[0]["mine"]
+
+
+def test_remove_stale_partials_keeps_live_work_folders(tmp_path):
+    dest = tmp_path / "cache"
+    dead = tmp_path / ".cache.partial-999999999"
+    mine = tmp_path / f".cache.partial-{os.getpid()}"
+    live = tmp_path / ".cache.partial-1"  # pid 1 is always running
+    other = tmp_path / ".other.partial-999999999"
+    for p in (dead, mine, live, other):
+        p.mkdir()
+    lines: list[str] = []
+    remove_stale_partials(dest, lines.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".cache.partial-1",
+        ".other.partial-999999999",
+    ]
+    assert len(lines) == 2 and all("interrupted prepare" in line for line in lines)
+
+
+def test_sha256_file_and_stop(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abc" * 1000)
+    assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    stop = threading.Event()
+    stop.set()
+    assert sha256_file(p, stop) == ""
 
 
 def test_write_json_atomic_replaces_whole_file(tmp_path):

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import os, signal, sys
 from pathlib import Path
+import mssbench.data.cache as cache
 import mssbench.io as mio
 from mssbench_aliexpress import ingest
 
@@ -32,14 +33,14 @@ if where == "between-renames":
             os.kill(os.getpid(), signal.SIGKILL)
     mio.os.rename = rename
 else:
-    real_write = ingest._write_all
+    real_write = cache._write_all
     calls = {"n": 0}
     def write(f, data):
         calls["n"] += 1
         if calls["n"] > 20:
             os.kill(os.getpid(), signal.SIGKILL)
         real_write(f, data)
-    ingest._write_all = write
+    cache._write_all = write
 ingest.prepare(src, dest, lambda m: None)
 """
 
@@ -50,7 +51,10 @@ def _killed_prepare(tmp_path: Path, src: Path, dest: Path, where: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(script), str(src), str(dest), where],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == -9, proc.stderr
 

@@ -2,9 +2,11 @@
 
 Layout of a cache folder ``dest``: one folder per split holding one ``.npy`` file per array
 (``train/categorical.npy``, ...) and ``manifest.json``, written last. :func:`write_cache`
-builds everything in a hidden folder next to ``dest`` and renames it into place only once
-complete, so a prepare that fails or is interrupted leaves nothing :func:`read_cache` accepts
-(the AliExpress ingest follows the same rule with its own streaming writer).
+builds everything in a hidden folder ``.{dest.name}.partial-{pid}`` next to ``dest`` and
+renames it into place only once complete (:func:`mssbench.io.replace_dir`, which
+:func:`mssbench.io.recover_dir` undoes when a process is killed between its two renames), so a
+prepare that fails or is interrupted leaves nothing :func:`read_cache` accepts;
+:func:`remove_stale_partials` removes the folders of prepares that were killed.
 
 The manifest records the cache format and version, when and by which mssbench it was written,
 each array's file, dtype, shape and size (checked on every read), and whatever the dataset adds
@@ -14,19 +16,29 @@ each array's file, dtype, shape and size (checked on every read), and whatever t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
 import mssbench
 from mssbench.data.manifest import read_json, write_json_atomic
 from mssbench.errors import DataError
+from mssbench.io import replace_dir
 
-__all__ = ["MANIFEST", "NPY_HEADER", "CacheWriter", "npy_header", "read_cache", "write_cache"]
+__all__ = [
+    "MANIFEST",
+    "NPY_HEADER",
+    "CacheWriter",
+    "npy_header",
+    "read_cache",
+    "remove_stale_partials",
+    "write_cache",
+]
 
 MANIFEST = "manifest.json"
 _RESERVED = ("format", "cache_version", "created", "mssbench", "arrays")
@@ -36,15 +48,43 @@ def _partial(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.partial-{os.getpid()}"
 
 
-def _swap(work: Path, dest: Path) -> None:
-    """Put the finished ``work`` folder at ``dest``, replacing a previous cache."""
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.rename(dest, old)
-        os.rename(work, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(work, dest)
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_stale_partials(dest: str | Path, log: Callable[[str], None] | None = None) -> None:
+    """Remove the work folders ``.{dest.name}.partial-{pid}`` that killed prepares left.
+
+    A folder is removed when its process is gone (or is this one); a prepare still running
+    elsewhere keeps its folder.
+    """
+    dest = Path(dest)
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.partial-(\d+)$")
+    for p in dest.parent.glob(f".{dest.name}.partial-*"):
+        m = pattern.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        pid = int(m[1])
+        if pid == os.getpid() or _pid_gone(pid):
+            if log is not None:
+                log(f"removing {p} (left by an interrupted prepare)")
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_all(f: BinaryIO, data: memoryview | bytes) -> None:
+    """Write every byte of ``data``: the one place cache arrays are written (tests patch it)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = f.write(view)
+        if n is None:  # pragma: no cover - non-blocking files only
+            continue
+        view = view[n:]
 
 
 #: Size of the ``.npy`` header the writer reserves, so that it can be written last.
@@ -68,8 +108,8 @@ class _Array:
         self.path, self.dtype, self.row_shape, self.rows = path, np.dtype(dtype), row_shape, 0
         if self.dtype == object:
             raise ValueError(f"{path.name}: object arrays cannot be cached")
-        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.f.write(b"\0" * NPY_HEADER)
+        self.f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        _write_all(self.f, b"\0" * NPY_HEADER)
 
     def append(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
@@ -77,17 +117,18 @@ class _Array:
             raise ValueError(
                 f"{self.path.name}: rows of shape {block.shape[1:]}, not {self.row_shape}"
             )
-        self.f.write(block.tobytes())
-        self.rows += len(block)
+        if len(block):
+            _write_all(self.f, block.data)
+            self.rows += len(block)
 
     def close(self) -> dict[str, Any]:
-        self.f.seek(0)
-        self.f.write(npy_header(self.dtype.str, (self.rows, *self.row_shape)))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        return {"dtype": self.dtype.str, "shape": [self.rows, *self.row_shape],
-                "bytes": self.path.stat().st_size}  # fmt: skip
+        if not self.f.closed:
+            self.f.seek(0)
+            _write_all(self.f, npy_header(self.dtype.str, (self.rows, *self.row_shape)))
+            os.fsync(self.f.fileno())
+            self.f.close()
+        size = NPY_HEADER + self.rows * self.dtype.itemsize * int(np.prod(self.row_shape))
+        return {"dtype": self.dtype.str, "shape": [self.rows, *self.row_shape], "bytes": size}
 
 
 class CacheWriter:
@@ -102,6 +143,10 @@ class CacheWriter:
             for block in blocks:
                 cache.append("train", {"ids": ids, "labels": labels})
             cache.finish({"inputs": [...]})
+
+    A writer whose dataset reports write errors in its own words, or writes a manifest of its
+    own shape, calls the steps itself: :meth:`open`, :meth:`append`, :meth:`close_arrays`,
+    :meth:`commit` (or :meth:`abort` on any error); :meth:`finish` is the last two.
     """
 
     def __init__(
@@ -118,7 +163,8 @@ class CacheWriter:
         self.arrays: dict[str, dict[str, _Array]] = {}
         self.manifest: dict[str, Any] | None = None
 
-    def __enter__(self) -> "CacheWriter":
+    def open(self) -> "CacheWriter":
+        """Create the work folder and the empty array files (removed again on failure)."""
         shutil.rmtree(self.work, ignore_errors=True)
         try:
             for split, named in self.layout.items():
@@ -128,9 +174,12 @@ class CacheWriter:
                     for name, (dtype, shape) in named.items()
                 }
         except BaseException:
-            self._abort()
+            self.abort()
             raise
         return self
+
+    def __enter__(self) -> "CacheWriter":
+        return self.open()
 
     def append(self, split: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Append one block of rows to every array of ``split`` (all of them, same length)."""
@@ -139,15 +188,30 @@ class CacheWriter:
         for name, block in arrays.items():
             self.arrays[split][name].append(block)
 
+    def rows(self, split: str) -> int:
+        """Rows appended to ``split`` so far."""
+        return next(iter(self.arrays[split].values())).rows if self.arrays[split] else 0
+
+    def close_arrays(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Write the array headers; split -> array -> ``file``, ``dtype``, ``shape``, ``bytes``."""
+        return {
+            split: {name: {"file": f"{split}/{name}.npy", **a.close()} for name, a in named.items()}
+            for split, named in self.arrays.items()
+        }
+
+    def commit(self, manifest: Mapping[str, Any]) -> None:
+        """Write ``manifest`` last and put the finished folder at ``dest`` (replacing a cache)."""
+        write_json_atomic(self.work / MANIFEST, manifest)
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        replace_dir(self.work, self.dest)
+        self.manifest = dict(manifest)
+
     def finish(self, meta: Mapping[str, Any]) -> dict[str, Any]:
         """Close the arrays, write the manifest (``meta`` added) and put the cache in place."""
         clash = sorted(set(meta) & set(_RESERVED))
         if clash:
             raise ValueError(f"meta must not set {', '.join(clash)}")
-        arrays = {
-            split: {name: {"file": f"{split}/{name}.npy", **a.close()} for name, a in named.items()}
-            for split, named in self.arrays.items()
-        }
+        arrays = self.close_arrays()
         manifest = {
             "format": self.format,
             "cache_version": self.version,
@@ -156,13 +220,11 @@ class CacheWriter:
             **meta,
             "arrays": arrays,
         }
-        write_json_atomic(self.work / MANIFEST, manifest)
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        _swap(self.work, self.dest)
-        self.manifest = manifest
+        self.commit(manifest)
         return manifest
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Close every file and remove the work folder (``dest`` is left as it was)."""
         for named in self.arrays.values():
             for a in named.values():
                 a.f.close()
@@ -170,7 +232,7 @@ class CacheWriter:
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if self.manifest is None:
-            self._abort()
+            self.abort()
         if isinstance(exc, OSError):
             raise DataError(f"cannot write the cache {self.dest} ({exc.strerror or exc})") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,11 +16,17 @@ __all__ = ["file_facts", "read_json", "sha256_file", "write_json_atomic"]
 _CHUNK = 4 << 20
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of the bytes of ``path`` as stored (read in 4 MiB chunks)."""
+def sha256_file(path: str | Path, stop: threading.Event | None = None) -> str:
+    """Hex sha256 of the bytes of ``path`` as stored (read in 4 MiB chunks).
+
+    hashlib releases the GIL, so a thread can hash the inputs while the main thread parses
+    them; setting ``stop`` ends the hashing early, and the result is then ``""``.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
+            if stop is not None and stop.is_set():
+                return ""
             h.update(chunk)
     return h.hexdigest()
 

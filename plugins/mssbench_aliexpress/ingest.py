@@ -36,11 +36,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import errno
-import hashlib
-import json
 import os
 import re
-import shutil
 import struct
 import threading
 import time
@@ -58,10 +55,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 import mssbench
-from mssbench.data.cache import NPY_HEADER, npy_header
+from mssbench.data.cache import MANIFEST, CacheWriter, remove_stale_partials
+from mssbench.data.manifest import read_json, sha256_file
 from mssbench.data.splits import holdout_mask
 from mssbench.errors import DataError
-from mssbench.io import recover_dir, replace_dir
+from mssbench.io import recover_dir
 from mssbench_aliexpress.schema import (
     CATEGORICAL,
     COUNTRIES,
@@ -92,7 +90,6 @@ DATASET = "aliexpress"
 CACHE_FORMAT = "mssbench-aliexpress-cache"
 #: Version of the cache layout; bump when files, dtypes or the encoding change.
 CACHE_VERSION = 1
-MANIFEST = "manifest.json"
 SPLITS = ("train", "valid", "test")
 
 N_USER = 33
@@ -120,7 +117,6 @@ _QUEUE_DEPTH = 2
 MAX_LINE = 64 << 20
 _READ_SIZE = 1 << 20
 _PROGRESS_SECONDS = 2.0
-_NPY_HEADER = NPY_HEADER
 
 # The arrays of each split: name -> (dtype, row shape).
 ARRAYS: Mapping[str, tuple[str, tuple[int, ...]]] = {
@@ -977,52 +973,6 @@ def _floats(
 # --------------------------------------------------------------------------------------------
 
 
-def _write_all(f: BinaryIO, data: memoryview | bytes) -> None:
-    """Write every byte of ``data`` (the one place output is written; tests patch it)."""
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = f.write(view)
-        if n is None:  # pragma: no cover - non-blocking files only
-            continue
-        view = view[n:]
-
-
-class _ArrayWriter:
-    """An ``.npy`` file written by appending row blocks; the header is written on close."""
-
-    def __init__(self, path: Path, dtype: str, row_shape: tuple[int, ...]) -> None:
-        self.path = path
-        self.dtype = np.dtype(dtype)
-        self.row_shape = row_shape
-        self.rows = 0
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-        _write_all(self._f, b"\0" * _NPY_HEADER)
-
-    def append(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.shape[1:] != self.row_shape:  # pragma: no cover - internal invariant
-            raise ValueError(f"{self.path}: rows of shape {block.shape[1:]}, not {self.row_shape}")
-        if len(block):
-            _write_all(self._f, block.data)
-            self.rows += len(block)
-
-    def close(self) -> dict[str, Any]:
-        if not self._f.closed:
-            self._f.seek(0)
-            _write_all(self._f, npy_header(self.dtype.str, (self.rows, *self.row_shape)))
-            os.fsync(self._f.fileno())
-            self._f.close()
-        return {
-            "dtype": self.dtype.name,
-            "shape": [self.rows, *self.row_shape],
-            "bytes": _NPY_HEADER + self.rows * self.dtype.itemsize * int(np.prod(self.row_shape)),
-        }
-
-    def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-
-
 @dataclass
 class _Counts:
     """Counts of one (country, split) as rows are written."""
@@ -1077,17 +1027,12 @@ class _Counts:
 
 
 class _Output:
-    """The open array files of the three splits and per-country counts."""
+    """The cache being written (the arrays of the three splits) and per-country counts."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.writers: dict[str, dict[str, _ArrayWriter]] = {}
-        for split in SPLITS:
-            (root / split).mkdir(parents=True)
-            self.writers[split] = {
-                name: _ArrayWriter(root / split / f"{name}.npy", dtype, shape)
-                for name, (dtype, shape) in ARRAYS.items()
-            }
+    def __init__(self, dest: Path) -> None:
+        layout = {split: ARRAYS for split in SPLITS}
+        self.cache = CacheWriter(dest, layout, cache_format=CACHE_FORMAT, version=CACHE_VERSION)
+        self.cache.open()
         self.countries: dict[str, dict[str, Any]] = {}
         self.code_counts: dict[str, dict[str, Any]] = {}
 
@@ -1103,29 +1048,28 @@ class _Output:
         lab: np.ndarray,
         sid: np.ndarray,
     ) -> None:
-        w = self.writers[split]
-        w["categorical"].append(cat)
-        w["numeric"].append(num)
-        w["labels"].append(lab)
-        w["search_id"].append(sid)
+        arrays = {"categorical": cat, "numeric": num, "labels": lab, "search_id": sid}
+        self.cache.append(split, arrays)
         counts.add(cat, num, lab, sid)
 
     def finish(self, cc: str, counts: dict[str, _Counts]) -> None:
         self.countries[cc] = {
-            s: counts[s].summary(self.writers[s]["labels"].rows - counts[s].rows) for s in SPLITS
+            s: counts[s].summary(self.cache.rows(s) - counts[s].rows) for s in SPLITS
         }
         self.code_counts[cc] = {s: counts[s].code_counts() for s in SPLITS}
 
     def close(self) -> dict[str, Any]:
+        """The manifest's ``arrays``; cache v1 names dtypes as NumPy does (``int16``)."""
         return {
-            split: {name: {"file": f"{split}/{name}.npy", **w.close()} for name, w in ws.items()}
-            for split, ws in self.writers.items()
+            split: {name: {**e, "dtype": np.dtype(e["dtype"]).name} for name, e in named.items()}
+            for split, named in self.cache.close_arrays().items()
         }
 
+    def commit(self, manifest: Mapping[str, Any]) -> None:
+        self.cache.commit(manifest)
+
     def abort(self) -> None:
-        for ws in self.writers.values():
-            for w in ws.values():
-                w.abort()
+        self.cache.abort()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1313,25 +1257,10 @@ def _ingest_processed(cc: str, roles: Mapping[str, Source], out: _Output, log: L
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
-    """Hex sha256 of ``path`` (hashlib releases the GIL, so this runs beside the parsing)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            if stop is not None and stop.is_set():
-                return ""
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(dest: Path) -> dict[str, Any] | None:
     """The manifest of a complete cache at ``dest``, or None when there is none."""
-    path = Path(dest) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+    manifest = read_json(Path(dest) / MANIFEST)
+    if manifest is None or manifest.get("format") != CACHE_FORMAT:
         return None
     return manifest
 
@@ -1361,25 +1290,6 @@ def oov_counts(
                     fields[name] = k
             out[cc][split] = {"cells": sum(fields.values()), "fields": fields}
     return out
-
-
-def _stale_siblings(dest: Path, log: Log) -> None:
-    """Remove the work folders ``.{dest.name}.partial-{pid}`` of prepares that were killed."""
-    for p in dest.parent.glob(f".{dest.name}.partial-*"):
-        m = re.match(rf"^\.{re.escape(dest.name)}\.partial-(\d+)$", p.name)
-        if not m or not p.is_dir():
-            continue
-        pid = int(m[1])
-        alive = True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive or pid == os.getpid():
-            log(f"removing {p} (left by an interrupted prepare)")
-            shutil.rmtree(p, ignore_errors=True)
 
 
 def _check_dest(dest: Path) -> dict[str, Any] | None:
@@ -1455,9 +1365,7 @@ def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
         + (f"; keeping {', '.join(keep)} from the existing cache" if keep else "")
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _stale_siblings(dest, log)
-    work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_stale_partials(dest, log)
 
     stop = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
@@ -1465,8 +1373,7 @@ def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
     out: _Output | None = None
     start = time.perf_counter()
     try:
-        work.mkdir(parents=True)
-        out = _Output(work)
+        out = _Output(dest)
         for cc in COUNTRIES:
             if cc in layout.countries:
                 log(f"{cc}:")
@@ -1508,12 +1415,10 @@ def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
             "code_counts": code_counts,
             "seconds": round(time.perf_counter() - start, 3),
         }
-        _write_manifest(work / MANIFEST, manifest)
-        _swap(work, dest)
+        out.commit(manifest)
     except OSError as exc:
         if out is not None:
             out.abort()
-        shutil.rmtree(work, ignore_errors=True)
         if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
             raise DataError(
                 f"aliexpress prepare: the disk is full ({exc.strerror or exc}) while writing "
@@ -1528,7 +1433,6 @@ def prepare(source: Path, dest: Path, log: Log = print) -> list[dict[str, Any]]:
     except BaseException:
         if out is not None:
             out.abort()
-        shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         stop.set()
@@ -1555,21 +1459,6 @@ def _inputs(layout: Layout, hashes: Mapping[Path, concurrent.futures.Future]) ->
             for role, src in roles.items()
         ]
     return inputs
-
-
-def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    with open(path, "wb", buffering=0) as f:
-        _write_all(f, json.dumps(manifest, indent=1, sort_keys=False).encode())
-        os.fsync(f.fileno())
-
-
-def _swap(work: Path, dest: Path) -> None:
-    """Put the finished ``work`` folder at ``dest``, replacing a previous cache.
-
-    A kill between the two renames is undone by the next prepare or load
-    (:func:`mssbench.io.recover_dir`).
-    """
-    replace_dir(work, dest)
 
 
 def summary_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

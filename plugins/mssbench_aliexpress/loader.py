@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +27,7 @@ import torch
 
 from mssbench.data import dataset_dir
 from mssbench.errors import ConfigError, DataError
-from mssbench.io import recover_dir, replace_dir
+from mssbench.io import recover_dir
 from mssbench.spec import LoadedDataset, Split
 from mssbench_aliexpress import ingest
 from mssbench_aliexpress.schema import (
@@ -152,10 +151,9 @@ def _subset_cache(data_dir: Path, manifest: Mapping[str, Any], countries: Sequen
     sub = ingest.read_manifest(root)
     if sub is not None and sub.get("parent_created") == manifest["created"]:
         return root
-    work = data_dir / "subsets" / f".{name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    out = None
     try:
-        out = ingest._Output(work)
+        out = ingest._Output(root)
         for cc in countries:
             ingest._copy_country(data_dir, manifest, cc, out)
         sub = {
@@ -164,10 +162,10 @@ def _subset_cache(data_dir: Path, manifest: Mapping[str, Any], countries: Sequen
             "arrays": out.close(),
             "parent_created": manifest["created"],
         }
-        ingest._write_manifest(work / ingest.MANIFEST, sub)
-        replace_dir(work, root)
+        out.commit(sub)
     except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
+        if out is not None:
+            out.abort()
         raise DataError(
             f"aliexpress: cannot write the memory-mapped subset {root} ({exc.strerror or exc}); "
             "select adjacent countries (e.g. NL,ES,FR,US) or use memory=resident"
