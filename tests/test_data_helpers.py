@@ -17,6 +17,7 @@ from mssbench.data import (
     OOV,
     SPLITS,
     CacheWriter,
+    CodeCounts,
     TabularLayout,
     Vocabulary,
     hash_split,
@@ -143,6 +144,42 @@ def test_vocabulary_ids_do_not_depend_on_row_order(values, rnd):
     assert a.encode(values).tolist() == b.encode(values).tolist()
     assert (a.encode(values) > 0).all()
     assert a.encode(np.array(["never seen in train"], dtype=object)).tolist() == [OOV]
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=6),
+    st.lists(st.integers(0, 60), max_size=50),
+    st.integers(1, 3),
+)
+def test_counted_vocabulary_equals_the_one_fitted_at_once(blocks, other, min_count):
+    counter = CodeCounts()
+    for block in blocks:
+        counter.update(np.array(block, dtype=np.int16))
+    train = np.array([v for b in blocks for v in b], dtype=np.int64)
+    other = np.array(other, dtype=np.int64)
+    if len(train):
+        at_once = Vocabulary.fit(train, min_count)
+    else:
+        at_once = Vocabulary(np.zeros(0, np.int64))
+    streamed = counter.vocabulary(min_count)
+    from_dict = Vocabulary.from_counts({int(c): k for c, k in counter.as_dict().items()}, min_count)
+    for vocab in (streamed, from_dict):
+        assert vocab.values.tolist() == at_once.values.tolist()
+        assert vocab.encode(other).tolist() == at_once.encode(other).tolist()
+    assert sum(counter.as_dict().values()) == len(train)
+    # unseen: the cells of a split whose value the vocabulary does not know
+    counts = CodeCounts()
+    counts.update(other)
+    unseen = at_once.unseen({int(c): k for c, k in counts.as_dict().items()})
+    assert unseen == int((at_once.encode(other) == OOV).sum())
+
+
+def test_code_counts_rejects_negative_codes_and_from_counts_takes_strings():
+    with pytest.raises(ValueError, match="non-negative integer"):
+        CodeCounts().update(np.array([1, -1]))
+    vocab = Vocabulary.from_counts({"b": 2, "a": 1, "z": 0})
+    assert vocab.values.tolist() == ["a", "b"] and vocab.unseen({"a": 3, "q": 2, "z": 1}) == 3
+    assert Vocabulary.from_counts({}).size == 1 and Vocabulary.from_counts({"a": 1}, 2).size == 1
 
 
 # ------------------------------------------------------------------------------------------

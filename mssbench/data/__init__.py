@@ -6,10 +6,11 @@
   and finding the input files a user brings: :func:`find_file`;
 * deterministic splits: :func:`hash_split`, :func:`time_split`, :func:`time_boundaries`,
   :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
-* train-only vocabularies with the out-of-vocabulary id 0: :class:`Vocabulary`;
+* train-only vocabularies with the out-of-vocabulary id 0: :class:`Vocabulary`, fitted at once
+  or from the counts :class:`CodeCounts` accumulates block by block;
 * checksums and manifests: :func:`file_facts`, :func:`sha256_file`, :func:`write_json_atomic`;
 * the columnar cache of a prepare step: :func:`write_cache`, :class:`CacheWriter` (block by
-  block), :func:`read_cache`;
+  block), :func:`read_cache`, :func:`remove_stale_partials`;
 * from per-split columns to a ``LoadedDataset``: :class:`TabularLayout`,
   :func:`tabular_dataset`, :func:`split_columns`.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mssbench.data.cache import CacheWriter, read_cache, write_cache
+from mssbench.data.cache import CacheWriter, read_cache, remove_stale_partials, write_cache
 from mssbench.data.csvio import CsvTable, find_file, iter_csv, read_csv
 from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
 from mssbench.data.splits import (
@@ -44,7 +45,7 @@ from mssbench.data.tabular import (
     tabular_dataset,
     take,
 )
-from mssbench.data.vocab import OOV, Vocabulary
+from mssbench.data.vocab import OOV, CodeCounts, Vocabulary
 
 __all__ = [
     "OOV",
@@ -53,6 +54,7 @@ __all__ = [
     "TRAIN",
     "VALID",
     "CacheWriter",
+    "CodeCounts",
     "CsvTable",
     "TabularLayout",
     "Vocabulary",
@@ -69,6 +71,7 @@ __all__ = [
     "read_cache",
     "read_csv",
     "read_json",
+    "remove_stale_partials",
     "sha256_file",
     "split_columns",
     "split_indices",

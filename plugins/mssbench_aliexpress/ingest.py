@@ -58,6 +58,7 @@ import mssbench
 from mssbench.data.cache import MANIFEST, CacheWriter, remove_stale_partials
 from mssbench.data.manifest import read_json, sha256_file
 from mssbench.data.splits import holdout_mask
+from mssbench.data.vocab import CodeCounts, Vocabulary
 from mssbench.errors import DataError
 from mssbench.io import recover_dir
 from mssbench_aliexpress.schema import (
@@ -983,9 +984,7 @@ class _Counts:
     items_without_page: int = 0
     #: Numeric cells outside the documented range [0, 1] (kept as they are, counted).
     numeric_out_of_range: int = 0
-    codes: list[np.ndarray] = field(
-        default_factory=lambda: [np.zeros(0, np.int64) for _ in CATEGORICAL]
-    )
+    codes: list[CodeCounts] = field(default_factory=lambda: [CodeCounts() for _ in CATEGORICAL])
     page_heads: list[np.ndarray] = field(default_factory=list)
 
     def add(self, cat: np.ndarray, num: np.ndarray, labels: np.ndarray, sid: np.ndarray) -> None:
@@ -994,12 +993,7 @@ class _Counts:
         self.clicks += int(labels[:, 0].sum(dtype=np.int64))
         self.purchases += int(labels[:, 1].sum(dtype=np.int64))
         for f in range(cat.shape[1]):
-            counts = np.bincount(cat[:, f] - 1)
-            acc = self.codes[f]
-            if len(counts) > len(acc):
-                acc = np.concatenate([acc, np.zeros(len(counts) - len(acc), np.int64)])
-            acc[: len(counts)] += counts
-            self.codes[f] = acc
+            self.codes[f].update(cat[:, f] - 1)
         if len(sid):
             # Items of a page are (nearly always) adjacent: keep run heads, dedupe at the end.
             heads = sid[np.concatenate([[True], sid[1:] != sid[:-1]])]
@@ -1020,10 +1014,7 @@ class _Counts:
         }
 
     def code_counts(self) -> dict[str, dict[str, int]]:
-        return {
-            name: {str(c): int(k) for c, k in enumerate(acc) if k}
-            for name, acc in zip(CATEGORICAL, self.codes)
-        }
+        return {name: counter.as_dict() for name, counter in zip(CATEGORICAL, self.codes)}
 
 
 class _Output:
@@ -1265,27 +1256,34 @@ def read_manifest(dest: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _train_vocabulary(code_counts: Mapping[str, Any], countries: Sequence[str], name: str):
+    merged: dict[int, int] = {}
+    for cc in countries:
+        for code, k in code_counts[cc]["train"].get(name, {}).items():
+            merged[int(code)] = merged.get(int(code), 0) + int(k)
+    return Vocabulary.from_counts(merged)
+
+
 def vocabularies(code_counts: Mapping[str, Any], countries: Sequence[str]) -> dict[str, list[int]]:
     """Per field, the sorted raw codes seen in the train split of ``countries``."""
-    vocab: dict[str, set[int]] = {name: set() for name in CATEGORICAL}
-    for cc in countries:
-        for name, counts in code_counts[cc]["train"].items():
-            vocab[name].update(int(c) for c, k in counts.items() if k)
-    return {name: sorted(v) for name, v in vocab.items()}
+    return {
+        name: _train_vocabulary(code_counts, countries, name).values.tolist()
+        for name in CATEGORICAL
+    }
 
 
 def oov_counts(
     code_counts: Mapping[str, Any], countries: Sequence[str], vocab: Mapping[str, Sequence[int]]
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per country and split, the number of cells per field whose code is not in ``vocab``."""
+    known = {name: Vocabulary(np.asarray(v, np.int64)) for name, v in vocab.items()}
     out: dict[str, dict[str, dict[str, int]]] = {}
     for cc in countries:
         out[cc] = {}
         for split in SPLITS:
             fields = {}
             for name, counts in code_counts[cc][split].items():
-                known = set(vocab[name])
-                k = sum(int(v) for c, v in counts.items() if int(c) not in known)
+                k = known[name].unseen({int(c): int(v) for c, v in counts.items()})
                 if k:
                     fields[name] = k
             out[cc][split] = {"cells": sum(fields.values()), "fields": fields}
