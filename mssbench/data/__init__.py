@@ -2,7 +2,8 @@
 
 * where prepared data lives: :func:`data_root`, :func:`dataset_dir`;
 * typed CSV reading with one-line errors naming file, line and column: :func:`read_csv`
-  (:func:`iter_csv` block by block),
+  (:func:`iter_csv` block by block; :func:`stream_csv` from any byte stream, such as a member
+  of a zip archive, parsed in a reader thread),
   and finding the input files a user brings: :func:`find_file`;
 * deterministic splits: :func:`hash_split`, :func:`time_split`, :func:`time_boundaries`,
   :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
@@ -38,6 +39,14 @@ from mssbench.data.splits import (
     time_boundaries,
     time_split,
 )
+from mssbench.data.stream import (
+    ByteSource,
+    CountedStream,
+    FileSource,
+    StreamBlock,
+    StreamLayout,
+    stream_csv,
+)
 from mssbench.data.tabular import (
     TabularLayout,
     encode_splits,
@@ -53,9 +62,14 @@ __all__ = [
     "TEST",
     "TRAIN",
     "VALID",
+    "ByteSource",
     "CacheWriter",
     "CodeCounts",
+    "CountedStream",
     "CsvTable",
+    "FileSource",
+    "StreamBlock",
+    "StreamLayout",
     "TabularLayout",
     "Vocabulary",
     "data_root",
@@ -75,6 +89,7 @@ __all__ = [
     "sha256_file",
     "split_columns",
     "split_indices",
+    "stream_csv",
     "tabular_dataset",
     "take",
     "time_boundaries",

@@ -14,9 +14,10 @@
 * ``processed``: ``AliExpress_{CC}/train.csv`` and ``test.csv`` (82 columns with a header), as
   written by MTReclib's preprocessing and used by torch-rechub and FuxiCTR.
 
-Memory: CSVs are parsed in blocks by pyarrow's streaming reader with explicit column types; each
-block becomes a handful of NumPy arrays and is appended to the output files, so no Python object
-is made per row. The only state that grows with the input is the user (search page) table of
+Memory: CSVs are parsed chunk by chunk by :func:`mssbench.data.stream.stream_csv` (pyarrow,
+explicit column types, errors naming file, line and column); each chunk becomes a handful of
+NumPy arrays and is appended to the cache by :class:`mssbench.data.CacheWriter`, so no Python
+object is made per row. The only state that grows with the input is the user (search page) table of
 the country and split being read: its ids, 9 categorical codes and 23 numerics, about 130 bytes
 per page, held so that every item can be joined to its page by a binary search. That is at most
 the size of the user CSV (whose rows are longer than that as text) and a small fraction of the
@@ -27,8 +28,13 @@ Output (``dest``, replaced atomically at the end): one folder per split (``train
 (float32 ``[N, 63]``), ``labels.npy`` (uint8 ``[N, 2]``: click, conversion) and
 ``search_id.npy`` (int64 ``[N]``), the countries one after another in canonical order, plus
 ``manifest.json``, written last. The work happens in a hidden folder next to ``dest`` that is
-renamed into place only once complete, so a prepare that fails or is interrupted leaves nothing
-that :func:`mssbench_aliexpress.loader.load` accepts.
+renamed into place only once complete (:class:`~mssbench.data.CacheWriter`), so a prepare that
+fails or is interrupted leaves nothing that :func:`mssbench_aliexpress.loader.load` accepts.
+
+What is AliExpress's own here: the input layouts and the streaming zip reader, the column
+mapping of the raw files, the join of items to their search page, the checks of codes and
+labels, and the manifest (per-country row ranges, counts, code counts for the train-only
+vocabularies). The generic parts are the :mod:`mssbench.data` helpers.
 """
 
 from __future__ import annotations
@@ -47,17 +53,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from queue import Empty, Full, Queue
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 import mssbench
 from mssbench.data.cache import MANIFEST, CacheWriter, remove_stale_partials
 from mssbench.data.manifest import read_json, sha256_file
 from mssbench.data.splits import holdout_mask
+from mssbench.data.stream import CountedStream, StreamBlock, StreamLayout, stream_csv
 from mssbench.data.vocab import CodeCounts, Vocabulary
 from mssbench.errors import DataError
 from mssbench.io import recover_dir
@@ -108,16 +112,7 @@ PROCESSED_COLUMNS = ("search_id", *CATEGORICAL, *NUMERIC, "click", "conversion")
 
 #: Stored categorical value = raw code + 1 (0 is reserved for out-of-vocabulary), in int16.
 MAX_CODE = int(np.iinfo(np.int16).max) - 1
-#: Bytes of CSV text per parse call; pyarrow splits it into blocks parsed in parallel.
-CHUNK_SIZE = 8 << 20
-#: Bytes per pyarrow block (1 MiB measured fastest: the block stays in cache).
-BLOCK_SIZE = 1 << 20
-#: Parsed chunks that may wait for the consumer.
-_QUEUE_DEPTH = 2
-#: Longest line accepted (a real line is about 400 bytes).
-MAX_LINE = 64 << 20
 _READ_SIZE = 1 << 20
-_PROGRESS_SECONDS = 2.0
 
 # The arrays of each split: name -> (dtype, row shape).
 ARRAYS: Mapping[str, tuple[str, tuple[int, ...]]] = {
@@ -139,39 +134,20 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Table:
-    """One CSV format: column names, parse types and how to name a column in messages."""
-
-    kind: str
-    names: tuple[str, ...]
-    types: Mapping[str, pa.DataType]
-    header: bool
-    aliases: Mapping[str, str] = field(default_factory=dict)
-
-    def column(self, j: int) -> str:
-        """``column 19 (item_19 = categorical_10)`` for 0-based column ``j``."""
-        name = self.names[j]
-        alias = self.aliases.get(name)
-        return f"column {j + 1} ({name}{' = ' + alias if alias else ''})"
-
-
 def _types(names: Sequence[str], ints: Sequence[str], codes: Sequence[str]) -> dict:
     # Codes and labels parse as floats so that "1.0" is accepted; they are checked to be whole.
-    return {
-        n: pa.int64() if n in ints else pa.float64() if n in codes else pa.float32() for n in names
-    }
+    return {n: "int" if n in ints else "float" if n in codes else "float32" for n in names}
 
 
-def _user_table() -> _Table:
+def _user_table() -> StreamLayout:
     cats = [USER_COLUMNS[i - 1] for i in USER_CATEGORICAL]
     aliases = {"user_1": "search id"}
     aliases |= {c: CATEGORICAL[k] for k, c in enumerate(cats)}
     aliases |= {USER_COLUMNS[i - 1]: NUMERIC[k] for k, i in enumerate(USER_NUMERIC)}
-    return _Table("user", USER_COLUMNS, _types(USER_COLUMNS, ["user_1"], cats), False, aliases)
+    return StreamLayout(USER_COLUMNS, _types(USER_COLUMNS, ["user_1"], cats), False, aliases)
 
 
-def _item_table() -> _Table:
+def _item_table() -> StreamLayout:
     cats = [ITEM_COLUMNS[i - 1] for i in ITEM_CATEGORICAL]
     label = ITEM_COLUMNS[ITEM_LABEL - 1]
     aliases = {"item_1": "search id", label: "label"}
@@ -180,12 +156,12 @@ def _item_table() -> _Table:
         ITEM_COLUMNS[i - 1]: NUMERIC[len(USER_NUMERIC) + k] for k, i in enumerate(ITEM_NUMERIC)
     }
     types = _types(ITEM_COLUMNS, ["item_1"], [*cats, label])
-    return _Table("item", ITEM_COLUMNS, types, False, aliases)
+    return StreamLayout(ITEM_COLUMNS, types, False, aliases)
 
 
-def _processed_table() -> _Table:
+def _processed_table() -> StreamLayout:
     types = _types(PROCESSED_COLUMNS, ["search_id"], [*CATEGORICAL, "click", "conversion"])
-    return _Table("processed", PROCESSED_COLUMNS, types, True)
+    return StreamLayout(PROCESSED_COLUMNS, types, True, title="processed AliExpress")
 
 
 USER_TABLE = _user_table()
@@ -359,61 +335,6 @@ def _zip64_sizes(extra: bytes, csize: int, usize: int) -> tuple[int, int, bool]:
     return csize, usize, zip64
 
 
-class _Counted:
-    """A read-only stream wrapper: exact-size reads, byte counting, errors kept for the caller.
-
-    pyarrow calls ``read`` from its own thread; an exception raised there reaches the caller as
-    itself, but it is also kept in :attr:`error` so that it wins over any pyarrow error it
-    causes.
-    """
-
-    closed = False
-
-    def __init__(self, raw: Any, label: str) -> None:
-        self._raw = raw
-        self._label = label
-        self.bytes = 0
-        self.error: BaseException | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            if n is None or n < 0:
-                data = self._raw.read()
-            else:
-                parts = []
-                got = 0
-                while got < n:
-                    part = self._raw.read(n - got)
-                    if not part:
-                        break
-                    parts.append(part)
-                    got += len(part)
-                data = b"".join(parts)
-        except DataError as exc:
-            self.error = exc
-            raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            self.error = DataError(f"{self._label}: cannot read ({exc}); download it again")
-            raise self.error from None
-        self.bytes += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self.bytes
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @dataclass(frozen=True)
 class Source:
     """One input CSV: a plain file, a file inside a zip, or a file inside a zip inside a zip.
@@ -435,20 +356,22 @@ class Source:
         """How messages name the file: ``outer.zip > inner.zip > file.csv``."""
         return " > ".join(p for p in (str(self.path), self.member, self.inner) if p)
 
-    def open(self, stack: ExitStack) -> _Counted:
+    def open(self, stack: ExitStack) -> CountedStream:
         """A sequential binary stream of the CSV text, closed with ``stack``."""
         try:
             f = stack.enter_context(open(self.path, "rb"))
         except OSError as exc:
             raise DataError(f"{self.path}: cannot open ({exc.strerror or exc})") from None
         if not self.member:
-            return _Counted(f, self.label)
+            return CountedStream(f, self.label)
         archive = _open_zip(f, self.path, stack)
         stream = stack.enter_context(archive.open(self.member))
         if not self.inner:
-            return _Counted(stream, self.label)
+            return CountedStream(stream, self.label)
         outer_label = f"{self.path} > {self.member}"
-        return _Counted(ZipMemberStream(_Counted(stream, outer_label), outer_label), self.label)
+        return CountedStream(
+            ZipMemberStream(CountedStream(stream, outer_label), outer_label), self.label
+        )
 
 
 def _open_zip(f: BinaryIO, path: Path, stack: ExitStack) -> zipfile.ZipFile:
@@ -638,7 +561,7 @@ def _inner_archives(cc: str, path: Path) -> dict[str, Source]:
             if m[4] == "zip":  # peek at the inner archive's first header for its CSV's name
                 with archive.open(member) as raw:
                     label = f"{path} > {member}"
-                    inner = ZipMemberStream(_Counted(raw, label), label).member
+                    inner = ZipMemberStream(CountedStream(raw, label), label).member
             roles[f"{m[2]}_{m[3]}"] = Source(path, member, inner)
     missing = [r for r in _ROLES if r not in roles]
     if missing:
@@ -660,276 +583,21 @@ def _zip_on_disk(path: Path) -> Source:
 # --------------------------------------------------------------------------------------------
 
 
-def _file_error(src_label: str, table: _Table, line: int, j: int | None, what: str) -> DataError:
-    col = f", {table.column(j)}" if j is not None else ""
-    return DataError(f"{src_label}: line {line:,}{col}: {what}")
-
-
 def _show(value: Any) -> str:
     """A parsed value as the file most likely wrote it (``3``, ``1.5``, ``nan``)."""
     x = float(value)
     return str(int(x)) if x.is_integer() else repr(x)
 
 
-def _first_bad(
-    label: str, table: _Table, first_line: int, bad: np.ndarray, j: int, what: Callable
-) -> None:
-    """Raise for the first true entry of ``bad`` (rows of a block starting at ``first_line``)."""
-    rows = np.flatnonzero(bad)
-    if rows.size:
-        more = f" ({rows.size - 1:,} more such rows in this block)" if rows.size > 1 else ""
-        raise _file_error(label, table, first_line + int(rows[0]), j, what(int(rows[0])) + more)
-
-
-def _lines_after(stream: _Counted, skip: int) -> Iterator[bytes]:
-    """Lines of ``stream`` after the first ``skip`` (counted without splitting them)."""
-    rest = b""
-    while skip > 0:
-        chunk = stream.read(4 << 20)
-        if not chunk:
-            return
-        n = chunk.count(b"\n")
-        if n < skip:
-            skip -= n
-            continue
-        pos = -1
-        for _ in range(skip):
-            pos = chunk.index(b"\n", pos + 1)
-        rest = chunk[pos + 1 :]
-        skip = 0
-    while True:
-        chunk = stream.read(1 << 20)
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-        if not chunk:
-            if rest:
-                yield rest
-            return
-
-
-def _diagnose(src: Source, table: _Table, skip: int, cause: Exception) -> DataError:
-    """The first bad line after line ``skip`` (the block pyarrow rejected), as a DataError."""
-    n = len(table.names)
-    with ExitStack() as stack:
-        stream = src.open(stack)
-        for k, line in enumerate(_lines_after(stream, skip)):
-            if k > 2_000_000:
-                break
-            lineno = skip + k + 1
-            text = line.rstrip(b"\r")
-            fields = text.split(b",")
-            if not text.strip():
-                return _file_error(src.label, table, lineno, None, "empty line")
-            if len(fields) != n:
-                return _file_error(
-                    src.label,
-                    table,
-                    lineno,
-                    None,
-                    f"expected {n} comma-separated columns, got {len(fields)}",
-                )
-            for j, value in enumerate(fields):
-                typ = table.types[table.names[j]]
-                try:
-                    int(value) if typ == pa.int64() else float(value)
-                except ValueError:
-                    want = "an integer" if typ == pa.int64() else "a number"
-                    shown = value.decode("utf-8", "replace")
-                    return _file_error(
-                        src.label, table, lineno, j, f"expected {want}, got {shown!r}"
-                    )
-    return DataError(f"{src.label}: cannot parse after line {skip:,} ({cause})")
-
-
-def _read_header(src: Source, table: _Table) -> None:
-    with ExitStack() as stack:
-        first = next(_lines_after(src.open(stack), 0), b"")
-    got = [c.strip().decode("utf-8", "replace") for c in first.rstrip(b"\r").split(b",")]
-    if got and got[0].startswith("\ufeff"):
-        got[0] = got[0][1:]
-    if not first.strip():
-        raise DataError(f"{src.label}: empty file")
-    if tuple(got) != table.names:
-        if len(got) != len(table.names):
-            what = f"{len(got)} columns, expected {len(table.names)}"
-        else:
-            j = next(j for j, (a, b) in enumerate(zip(got, table.names)) if a != b)
-            what = f"column {j + 1} is {got[j]!r}, expected {table.names[j]!r}"
-        raise DataError(
-            f"{src.label}: line 1: not the processed AliExpress header ({what}); expected "
-            f"{','.join(table.names[:3])},...,{','.join(table.names[-2:])}"
-        )
-
-
-class _Progress:
-    """Rows/s and MB/s lines through ``log`` every couple of seconds."""
-
-    def __init__(self, log: Log, label: str, stream: _Counted) -> None:
-        self.log = log
-        self.label = label
-        self.stream = stream
-        self.start = self.last = time.perf_counter()
-        self.rows = 0
-
-    def line(self, done: bool = False) -> str:
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        mb = self.stream.bytes / 1e6
-        state = "done" if done else "..."
-        return (
-            f"  {self.label}: {self.rows:,} rows {state} ({self.rows / dt:,.0f} rows/s, "
-            f"{mb / dt:,.0f} MB/s of CSV, {dt:,.1f} s)"
-        )
-
-    def update(self, rows: int) -> None:
-        self.rows += rows
-        now = time.perf_counter()
-        if now - self.last >= _PROGRESS_SECONDS:
-            self.last = now
-            self.log(self.line())
-
-
-def _text_chunks(stream: _Counted, skip_header: bool) -> Iterator[memoryview]:
-    """Newline-aligned pieces of about :data:`CHUNK_SIZE` bytes of the CSV text."""
-    tail = b""
-    while True:
-        data = stream.read(CHUNK_SIZE)
-        if not data:
-            if tail:
-                yield memoryview(tail)
-            return
-        buf = tail + data if tail else data
-        if skip_header:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                tail = buf
-                continue
-            buf, skip_header = buf[nl + 1 :], False
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0 and len(buf) > MAX_LINE:
-            raise DataError(f"a line longer than {MAX_LINE >> 20} MiB: this is not a CSV file")
-        tail = buf[cut:]
-        if cut:
-            yield memoryview(buf)[:cut]
-
-
-def _parse(chunk: memoryview, table: _Table) -> pa.RecordBatch:
-    """One chunk of CSV lines as one record batch (pyarrow parses its blocks in parallel)."""
-    # An arrow-owned copy, not pa.py_buffer(chunk): pyarrow's worker threads may release the
-    # last reference to the input after read_csv returns, and releasing a Python-owned buffer
-    # needs the GIL; at interpreter exit that aborts the process (apache/arrow#34314).
-    data = pa.allocate_buffer(len(chunk))
-    memoryview(data).cast("B")[:] = chunk
-    parsed = pacsv.read_csv(
-        pa.BufferReader(data),
-        read_options=pacsv.ReadOptions(
-            column_names=list(table.names), block_size=BLOCK_SIZE, use_threads=True
-        ),
-        parse_options=pacsv.ParseOptions(
-            quote_char=False, double_quote=False, escape_char=False, ignore_empty_lines=False
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict(table.types),
-            null_values=[],
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    return parsed.combine_chunks().to_batches()[0]
-
-
-def _batches(
-    src: Source, table: _Table, log: Log, label: str
-) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """``(first line number, batch)`` for every chunk of ``src`` parsed as ``table``.
-
-    A reader thread reads (and decompresses) the text and parses it chunk by chunk while the
-    caller processes the previous chunks, so parsing and processing use both cores; at most
-    :data:`_QUEUE_DEPTH` parsed chunks wait, which bounds the memory.
-    """
-    if table.header:
-        _read_header(src, table)
-    header = 1 if table.header else 0
-    rows = 0
-    queue: Queue = Queue(maxsize=_QUEUE_DEPTH)
-    stop = threading.Event()
-
-    def put(item: tuple) -> None:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return
-            except Full:
-                continue
-
-    def produce(stream: _Counted) -> None:
-        done = 0
-        try:
-            for chunk in _text_chunks(stream, bool(header)):
-                if stop.is_set():
-                    return
-                try:
-                    batch = _parse(chunk, table)
-                except pa.ArrowInvalid as exc:
-                    put(("invalid", done, exc))
-                    return
-                put(("batch", batch))
-                done += batch.num_rows
-            put(("end",))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(("raise", exc))
-
-    with ExitStack() as stack:
-        stream = src.open(stack)
-        progress = _Progress(log, label, stream)
-        reader = threading.Thread(target=produce, args=(stream,), name="csv-reader", daemon=True)
-        reader.start()
-        try:
-            while True:
-                item = queue.get()
-                if item[0] == "batch":
-                    yield rows + header + 1, item[1]
-                    rows += item[1].num_rows
-                    progress.update(item[1].num_rows)
-                elif item[0] == "end":
-                    break
-                elif item[0] == "invalid":
-                    reader.join()
-                    if stream.error is not None:
-                        raise stream.error from None
-                    raise _diagnose(src, table, item[1] + header, item[2]) from None
-                else:
-                    exc = item[1]
-                    if isinstance(exc, DataError) and not str(exc).startswith(str(src.path)):
-                        raise DataError(f"{src.label}: {exc}") from None
-                    raise exc
-        finally:
-            stop.set()
-            while reader.is_alive():
-                try:
-                    queue.get(timeout=0.05)
-                except Empty:
-                    pass
-            reader.join()
-    if rows == 0:
-        raise DataError(f"{src.label}: empty file (no data lines)")
-    log(progress.line(done=True))
-
-
-def _codes(
-    label: str, table: _Table, first: int, batch: pa.RecordBatch, cols: Sequence[int]
-) -> np.ndarray:
+def _codes(block: StreamBlock, cols: Sequence[int]) -> np.ndarray:
     """``[n, len(cols)]`` int16 of stored ids (raw code + 1), validating whole codes in range."""
-    out = np.empty((batch.num_rows, len(cols)), dtype=np.int16)
+    out = np.empty((len(block), len(cols)), dtype=np.int16)
     for k, j in enumerate(cols):
-        v = batch.column(j).to_numpy()
+        v = block.column(j)
         ok = (v >= 0) & (v <= MAX_CODE) & (v == np.floor(v))
         if not ok.all():
-            _first_bad(
-                label,
-                table,
-                first,
-                ~ok,
+            block.check(
+                ok,
                 j,
                 lambda i, v=v: (
                     f"expected a whole categorical code in [0, {MAX_CODE}], got {_show(v[i])}"
@@ -940,32 +608,17 @@ def _codes(
     return out
 
 
-def _floats(
-    label: str,
-    table: _Table,
-    first: int,
-    batch: pa.RecordBatch,
-    cols: Sequence[int],
-    out: np.ndarray,
-    offset: int,
-) -> None:
+def _floats(block: StreamBlock, cols: Sequence[int], out: np.ndarray, offset: int) -> None:
     """Fill ``out[:, offset:offset+len(cols)]`` with the float32 columns, rejecting NaN/inf."""
     for k, j in enumerate(cols):
-        v = batch.column(j).to_numpy()
-        out[:, offset + k] = v
-    block = out[:, offset : offset + len(cols)]
-    if not np.isfinite(block).all():
-        bad = ~np.isfinite(block)
+        out[:, offset + k] = block.column(j)
+    part = out[:, offset : offset + len(cols)]
+    if not np.isfinite(part).all():
+        bad = ~np.isfinite(part)
         row = int(np.flatnonzero(bad.any(axis=1))[0])
         k = int(np.flatnonzero(bad[row])[0])
-        j = cols[k]
-        _first_bad(
-            label,
-            table,
-            first,
-            bad[:, k],
-            j,
-            lambda i: f"expected a finite number, got {_show(block[i, k])}",
+        block.check(
+            ~bad[:, k], cols[k], lambda i: f"expected a finite number, got {_show(part[i, k])}"
         )
 
 
@@ -1082,16 +735,15 @@ class _Pages:
 
 def _read_pages(src: Source, log: Log, label: str) -> _Pages:
     """The user file as sorted arrays; duplicate search ids are an error."""
-    ids, cats, nums, firsts = [], [], [], []
+    ids, cats, nums = [], [], []
     cat_cols = [i - 1 for i in USER_CATEGORICAL]
     num_cols = [i - 1 for i in USER_NUMERIC]
-    for first, batch in _batches(src, USER_TABLE, log, label):
-        ids.append(batch.column(0).to_numpy())
-        cats.append(_codes(src.label, USER_TABLE, first, batch, cat_cols))
-        num = np.empty((batch.num_rows, len(num_cols)), np.float32)
-        _floats(src.label, USER_TABLE, first, batch, num_cols, num, 0)
+    for block in stream_csv(src, USER_TABLE, log, label):
+        ids.append(block.column(0))
+        cats.append(_codes(block, cat_cols))
+        num = np.empty((len(block), len(num_cols)), np.float32)
+        _floats(block, num_cols, num, 0)
         nums.append(num)
-        firsts.append(first)
     sid = np.concatenate(ids)
     order = np.argsort(sid, kind="stable")
     sorted_ids = sid[order]
@@ -1150,25 +802,22 @@ def _ingest_tianchi(cc: str, roles: Mapping[str, Source], out: _Output, log: Log
         log(f"  {cc} user_{split}: {len(pages):,} search pages in memory")
         src = roles[f"item_{split}"]
         items = 0
-        for first, batch in _batches(src, ITEM_TABLE, log, f"{cc} item_{split}"):
-            n = batch.num_rows
+        for block in stream_csv(src, ITEM_TABLE, log, f"{cc} item_{split}"):
+            n = len(block)
             items += n
-            sid = batch.column(0).to_numpy()
-            raw = batch.column(ITEM_LABEL - 1).to_numpy()
+            sid = block.column(0)
+            raw = block.column(ITEM_LABEL - 1)
             ok = (raw == 0) | (raw == 1) | (raw == 2)
             if not ok.all():
-                _first_bad(
-                    src.label,
-                    ITEM_TABLE,
-                    first,
-                    ~ok,
+                block.check(
+                    ok,
                     ITEM_LABEL - 1,
                     lambda i, raw=raw: f"label must be 0, 1 or 2, got {_show(raw[i])}",
                 )
             cat = np.empty((n, len(CATEGORICAL)), np.int16)
-            cat[:, n_ucat:] = _codes(src.label, ITEM_TABLE, first, batch, item_cat)
+            cat[:, n_ucat:] = _codes(block, item_cat)
             num = np.empty((n, len(NUMERIC)), np.float32)
-            _floats(src.label, ITEM_TABLE, first, batch, item_num, num, n_unum)
+            _floats(block, item_num, num, n_unum)
             pos = np.searchsorted(pages.ids, sid)
             np.minimum(pos, max(len(pages) - 1, 0), out=pos)
             found = pages.ids[pos] == sid
@@ -1209,36 +858,22 @@ def _ingest_processed(cc: str, roles: Mapping[str, Source], out: _Output, log: L
     j_click, j_conv = len(PROCESSED_COLUMNS) - 2, len(PROCESSED_COLUMNS) - 1
     for split in ("train", "test"):
         src = roles[split]
-        for first, batch in _batches(src, PROCESSED_TABLE, log, f"{cc} {split}.csv"):
-            n = batch.num_rows
-            sid = batch.column(0).to_numpy()
-            cat = _codes(src.label, PROCESSED_TABLE, first, batch, cat_cols)
+        for block in stream_csv(src, PROCESSED_TABLE, log, f"{cc} {split}.csv"):
+            n = len(block)
+            sid = block.column(0)
+            cat = _codes(block, cat_cols)
             num = np.empty((n, len(NUMERIC)), np.float32)
-            _floats(src.label, PROCESSED_TABLE, first, batch, num_cols, num, 0)
+            _floats(block, num_cols, num, 0)
             lab = np.empty((n, 2), np.uint8)
             for k, j in enumerate((j_click, j_conv)):
-                v = batch.column(j).to_numpy()
+                v = block.column(j)
                 ok = (v == 0) | (v == 1)
                 if not ok.all():
-                    _first_bad(
-                        src.label,
-                        PROCESSED_TABLE,
-                        first,
-                        ~ok,
-                        j,
-                        lambda i, v=v: f"expected 0 or 1, got {_show(v[i])}",
-                    )
+                    block.check(ok, j, lambda i, v=v: f"expected 0 or 1, got {_show(v[i])}")
                 lab[:, k] = v
             bad = lab[:, 1] > lab[:, 0]
             if bad.any():
-                _first_bad(
-                    src.label,
-                    PROCESSED_TABLE,
-                    first,
-                    bad,
-                    j_conv,
-                    lambda i: "conversion = 1 on a row without a click",
-                )
+                block.check(~bad, j_conv, lambda i: "conversion = 1 on a row without a click")
             _emit(out, counts, split, cat, num, lab, sid)
     out.finish(cc, counts)
 
