@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mssbench.data.stream as stream
+from mssbench.data import ZipMemberStream, open_zip, zip_members
 from mssbench.data.stream import CountedStream, FileSource, StreamLayout, stream_csv
 from mssbench.errors import DataError
 
@@ -179,3 +181,60 @@ def test_counted_stream_reads_exact_sizes():
 def test_layout_needs_a_type_per_column():
     with pytest.raises(ValueError, match="needs a type"):
         StreamLayout(("a", "b"), {"a": "int", "b": "str"})
+
+
+def zipped(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class NestedSource:
+    """The CSV inside ``inner.zip`` inside the archive ``path``, streamed without extracting."""
+
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} > inner.zip > t.csv"
+
+    def open(self, stack: ExitStack) -> CountedStream:
+        f = stack.enter_context(open(self.path, "rb"))
+        archive = open_zip(f, self.path, stack, "build it again")
+        raw = stack.enter_context(archive.open("inner.zip"))
+        outer = f"{self.path} > inner.zip"
+        return CountedStream(ZipMemberStream(CountedStream(raw, outer), outer), self.label)
+
+
+def test_a_csv_inside_a_zip_inside_a_zip(tmp_path):
+    text = "".join(f"{i},{i % 7},0.5\n" for i in range(3000))
+    inner = zipped({"__MACOSX/._t.csv": b"junk", "t.csv": text.encode()})
+    path = tmp_path / "outer.zip"
+    path.write_bytes(zipped({"dir/": b"", "inner.zip": inner}, zipfile.ZIP_STORED))
+    with ExitStack() as stack:
+        archive = open_zip(stack.enter_context(open(path, "rb")), path, stack, "x")
+        assert zip_members(archive) == ["inner.zip"]
+    _, cols = collect(NestedSource(path))
+    assert cols[0].tolist() == list(range(3000)) and cols[1][:8].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        0,
+    ]
+    bad = zipped({"t.csv": (text + "1,2\n").encode()})
+    path.write_bytes(zipped({"inner.zip": bad}, zipfile.ZIP_STORED))
+    with pytest.raises(DataError) as e:
+        collect(NestedSource(path))
+    assert str(e.value) == (
+        f"{path} > inner.zip > t.csv: line 3,001: expected 3 comma-separated columns, got 2"
+    )
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError, match="outer.zip: not a zip archive, or a truncated one.*again$"):
+        collect(NestedSource(path))

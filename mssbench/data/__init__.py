@@ -3,7 +3,8 @@
 * where prepared data lives: :func:`data_root`, :func:`dataset_dir`;
 * typed CSV reading with one-line errors naming file, line and column: :func:`read_csv`
   (:func:`iter_csv` block by block; :func:`stream_csv` from any byte stream, such as a member
-  of a zip archive, parsed in a reader thread),
+  of a zip archive, parsed in a reader thread; :class:`ZipMemberStream` and :func:`open_zip`
+  read archives, nested ones included, front to back and checked),
   and finding the input files a user brings: :func:`find_file`;
 * deterministic splits: :func:`hash_split`, :func:`time_split`, :func:`time_boundaries`,
   :func:`ordered_split`, :func:`holdout_mask`, :func:`split_indices`;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mssbench.data.archive import ZipMemberStream, open_zip, zip_members
 from mssbench.data.cache import CacheWriter, read_cache, remove_stale_partials, write_cache
 from mssbench.data.csvio import CsvTable, find_file, iter_csv, read_csv
 from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
@@ -72,6 +74,7 @@ __all__ = [
     "StreamLayout",
     "TabularLayout",
     "Vocabulary",
+    "ZipMemberStream",
     "data_root",
     "dataset_dir",
     "encode_splits",
@@ -81,6 +84,7 @@ __all__ = [
     "hash_split",
     "holdout_mask",
     "iter_csv",
+    "open_zip",
     "ordered_split",
     "read_cache",
     "read_csv",
@@ -96,6 +100,7 @@ __all__ = [
     "time_split",
     "write_cache",
     "write_json_atomic",
+    "zip_members",
 ]
 
 
