@@ -28,10 +28,11 @@ from mssbench.records import (
     RunFacts,
     ensure_writable,
     finish_record,
+    load_records,
+    model_version,
     start_record,
     write_record,
 )
-from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
 from mssbench.runners.output_bias import OPT_OUT_TAG, init_output_biases
 from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive

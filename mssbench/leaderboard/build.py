@@ -23,11 +23,9 @@ from mssbench.leaderboard.markdown import (
 from mssbench.leaderboard.plots import plot_cost, plot_learning_curves, plot_scenarios
 from mssbench.leaderboard.statistics import learning_curves
 from mssbench.leaderboard.text import md_escape, slugify
+from mssbench.leaderboard.tidy import LEADERBOARD_COLUMNS
+from mssbench.records import load_records
 from mssbench.reproduce import suite_files
-from mssbench.results import (
-    LEADERBOARD_COLUMNS,
-    load_records,
-)
 
 #: Schema of every CSV under a leaderboard directory, by path pattern relative to it.
 CSV_SCHEMAS: dict[str, list[str]] = {
