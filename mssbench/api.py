@@ -28,10 +28,11 @@ from mssbench.records import (
     RunFacts,
     ensure_writable,
     finish_record,
+    load_records,
+    model_version,
     start_record,
     write_record,
 )
-from mssbench.results import load_records, model_version
 from mssbench.runners import distributed
 from mssbench.runners.output_bias import OPT_OUT_TAG, init_output_biases
 from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive
@@ -365,17 +366,12 @@ def check_head_supported(
 
 
 def _make_balancer(
-    spec: BalancerSpec | None,
-    params: dict[str, Any],
-    model: torch.nn.Module,
-    schema: DatasetSchema,
+    spec: BalancerSpec | None, params: dict[str, Any], weights: torch.Tensor
 ) -> Balancer | None:
-    """The run's balancer (``None``: the trainer's weighted sum)."""
+    """The run's balancer over the run's ``[T]`` task weights (``None``: the trainer's sum)."""
     if spec is None:
         return None
-    device = next(model.parameters()).device
-    weights = task_weights(model, schema.n_tasks, device)
-    return build_balancer(spec, schema.n_tasks, weights, params)
+    return build_balancer(spec, len(weights), weights, params)
 
 
 def _balancer_report(
@@ -503,7 +499,9 @@ def _run(
     decay_groups = model_spec.tags.get(GROUPS_TAG)
     config_dict.update(_optimizer_facts(config, device, model, decay_groups))
     config_dict["distributed"] = world.describe()
-    balancer = _make_balancer(balancer_spec, balancer_params, model, schema)
+    # The task weights, resolved once: the balancer and the trainer's loss both use them.
+    weights = task_weights(model, schema.n_tasks, device)
+    balancer = _make_balancer(balancer_spec, balancer_params, weights)
     facts = RunFacts(
         rows={"train": len(train), "valid": len(valid), "test": len(test)},
         counts=counts,
@@ -561,6 +559,7 @@ def _run(
         step_mode=config.step,
         started=started,
         balancer=balancer,
+        task_weights=weights,
     )
     result = fit(model, schema, train, valid, settings)
 

@@ -190,6 +190,21 @@ def build_balancer(
     return balancer
 
 
+def weighted_loss(
+    losses: "torch.Tensor", weights: "torch.Tensor", aux: "torch.Tensor | None" = None
+) -> "torch.Tensor":
+    """``sum_t w_t L_t + aux``: what the ``fixed`` balancer, the graph step and FLOP count train on.
+
+    Args:
+        losses: ``[T]`` float32 per-task losses.
+        weights: ``[T]`` task weights, resolved once per run
+            (:func:`mssbench.runners.trainer.task_weights`).
+        aux: The model's scalar auxiliary loss, added unweighted (``None``: none).
+    """
+    loss = (losses * weights).sum()
+    return loss if aux is None else loss + aux
+
+
 class WeightedSum(Balancer):
     """Fixed task weights: ``sum_t w_t L_t + aux``, one backward pass (the ``fixed`` balancer).
 
@@ -220,9 +235,7 @@ class WeightedSum(Balancer):
         aux: "torch.Tensor | None" = None,
     ) -> "torch.Tensor":
         """One backward pass of the weighted sum (the loss of runs without a balancer)."""
-        loss = (losses * self.weights).sum()
-        if aux is not None:
-            loss = loss + aux
+        loss = weighted_loss(losses, self.weights, aux)
         loss.backward()
         return loss.detach()
 

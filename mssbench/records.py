@@ -1018,7 +1018,9 @@ def finish_record(
             "finished_at": finished_at,
             "wall_seconds": wall_seconds,
             "training": dict(training),
-            "test": None if test_cells is None else {
+            "test": None
+            if test_cells is None
+            else {
                 "summary": summary_from_cells(test_cells),
                 "metrics": test_cells,
                 "oracle_summary": (
@@ -1046,3 +1048,108 @@ def relocated(record: Mapping[str, Any], out: str) -> dict[str, Any]:
     if record.get("digest") is not None:
         moved["digest"] = content_digest(moved)
     return moved
+
+
+# --- Reading a results directory --------------------------------------------------------------
+
+
+def model_version(record: dict[str, Any]) -> int:
+    """The model version a record states (:attr:`mssbench.spec.ModelSpec.version`); 1 if none."""
+    version = record["model"].get("version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def _record_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every ``*.json`` entry below ``root`` (hidden ones skipped; symlinks not followed).
+
+    Directories named ``*.json`` are listed too, so that they are refused with a reason.
+
+    Returns:
+        ``(entries, problems)``: the entries, and ``(directory, reason)`` for each directory
+        that could not be listed.
+    """
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        problems.append((Path(exc.filename), f"cannot be listed: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in [*filenames, *dirnames]:
+            if name.endswith(".json") and not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return sorted(found), problems
+
+
+def _same_run_refusals(records: list[dict[str, Any]]) -> dict[str, str]:
+    """``{path: reason}`` for records that claim to be the same run (:func:`run_identity`).
+
+    Byte-for-byte the same content: the first path is kept, the others are duplicates. Any
+    difference: every one of them is refused, as none can be told to be the original.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        identity = run_identity(rec)
+        if identity is not None:
+            groups.setdefault(identity, []).append(rec)
+    out = {}
+    for identity, group in groups.items():
+        if len(group) < 2:
+            continue
+        paths = [r["_path"] for r in group]
+        if len({content_digest(r) for r in group}) == 1:
+            for path in paths[1:]:
+                out[path] = f"a copy of {paths[0]} (the same run, counted once)"
+            continue
+        for path in paths:
+            others = ", ".join(p for p in paths if p != path)
+            out[path] = clip(
+                f"claims to be the same run as {others} (model {identity[0]}, dataset "
+                f"{identity[1]}, started {identity[2]}) with different content"
+            )
+    return out
+
+
+def load_records(
+    directory: str | Path, strict: bool = False, trials: bool = False
+) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Read every ``*.json`` run record below ``directory``.
+
+    Args:
+        directory: A results directory (searched recursively; hidden entries skipped).
+        strict: Raise on the first invalid record instead of collecting it.
+        trials: Return only tuning trials' records (which have no test results) instead of
+            only the others.
+
+    Returns:
+        ``(records, rejected)``: valid records (each with ``_path`` added) and
+        ``(path, reason)`` for each file that is not a valid finished record.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"results directory {str(root)!r} does not exist")
+    records = []
+    files, rejected = _record_files(root)
+    if rejected and strict:
+        path, reason = rejected[0]
+        raise DataError(f"{path}: {reason}")
+    for path in files:
+        try:
+            record = verify_record(read_record_file(path), str(path))
+        except DataError as exc:
+            if strict:
+                raise
+            rejected.append((path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        if ("trial" in record) != trials:
+            continue
+        record["_path"] = str(path)
+        records.append(record)
+    refused = _same_run_refusals(records)
+    if refused and strict:
+        path, reason = next(iter(refused.items()))
+        raise DataError(f"{path}: {reason}")
+    rejected += [(Path(r["_path"]), refused[r["_path"]]) for r in records if r["_path"] in refused]
+    records = [r for r in records if r["_path"] not in refused]
+    return records, sorted(rejected)

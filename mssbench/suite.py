@@ -18,7 +18,7 @@ import torch
 from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
-from mssbench.results import load_records, model_version
+from mssbench.records import load_records, model_version
 
 
 @dataclass

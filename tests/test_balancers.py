@@ -121,6 +121,39 @@ def test_fixed_is_todays_loss_bit_for_bit():
     assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1]))
 
 
+def test_the_trainer_trains_on_the_task_weights_it_is_given():
+    from mssbench.runners.trainer import fit
+    from mssbench.testing.synthetic import make_dataset
+
+    data = make_dataset(n_train=300, n_valid=100, n_test=100, seed=0)
+    spec = REGISTRY.model("mmoe")
+    losses = []
+    for weights in (None, torch.ones(data.schema.n_tasks), torch.zeros(data.schema.n_tasks)):
+        torch.manual_seed(0)
+        model = spec.build(data.schema, **{**spec.defaults, **spec.check_params})
+        state = fit(
+            model,
+            data.schema,
+            data.train,
+            data.valid,
+            model_name="mmoe",
+            device=torch.device("cpu"),
+            seed=1,
+            epochs=1,
+            batch_size=64,
+            eval_batch_size=256,
+            lr=1e-3,
+            weight_decay=0.0,
+            patience=5,
+            progress=False,
+            log=lambda _line: None,
+            task_weights=weights,
+        ).state
+        losses.append(state.history[0]["train_loss"])
+    assert losses[0] == losses[1] > 0  # resolved from the model (ones) or given: the same
+    assert losses[2] == 0.0  # mmoe has no auxiliary loss
+
+
 def test_fixed_run_gives_the_numbers_of_a_run_without_balancer(tmp_path):
     records = []
     for extra in ((), ("--balancer", "fixed")):

@@ -680,3 +680,17 @@ def test_every_leaderboard_csv_matches_its_schema():
             assert auc.between(0.5, 1.0).all(), path
             assert frame["task"].isin(["ctr", "cvr", "ctcvr"]).all(), path
             assert (frame[["source", "protocol", "model", "country"]] != "").all().all(), path
+
+
+def test_the_leaderboard_package_does_not_import_the_notebook_api():
+    """``mssbench.results`` builds on the package; an import back would make a cycle again."""
+    import re
+    import subprocess
+    import sys
+
+    pattern = re.compile(r"^\s*(from|import)\s+mssbench\.results\b", re.M)
+    for path in (REPO / "mssbench" / "leaderboard").rglob("*.py"):
+        assert not pattern.search(path.read_text()), f"{path} imports mssbench.results"
+    code = "import sys, mssbench.leaderboard; print('mssbench.results' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

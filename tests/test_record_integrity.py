@@ -565,7 +565,7 @@ def test_a_record_a_ray_driver_stores_still_verifies(genuine, tmp_path):
 
 
 def test_an_unreadable_directory_is_reported_not_fatal(genuine, tmp_path, monkeypatch):
-    import mssbench.results as results
+    import mssbench.records as record_module
 
     runs = tmp_path / "runs"
     put(runs, "genuine.json", genuine)
@@ -575,7 +575,7 @@ def test_an_unreadable_directory_is_reported_not_fatal(genuine, tmp_path, monkey
         onerror(PermissionError(13, "Permission denied", str(Path(top) / "locked")))
         yield from real_walk(top, onerror=onerror, followlinks=followlinks)
 
-    monkeypatch.setattr(results.os, "walk", walk)
+    monkeypatch.setattr(record_module.os, "walk", walk)
     records, rejected = load_records(runs)
     assert len(records) == 1
     assert [(p.name, r) for p, r in rejected] == [("locked", "cannot be listed: Permission denied")]

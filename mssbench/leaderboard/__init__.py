@@ -6,7 +6,8 @@ never ranked together -- in ``<out>/<dataset>/<protocol-slug>/``:
 * ``README.md``: the ranking, per-scenario tables, the commands that reproduce it, where the runs
   came from (hardware, versions, contributor), and for datasets with published numbers of other
   libraries (``<out>/reported/<dataset>.csv``) a separate "reported elsewhere" table;
-* ``results.csv``: the tidy per-run results (columns :data:`mssbench.results.LEADERBOARD_COLUMNS`);
+* ``results.csv``: the tidy per-run results (columns
+  :data:`mssbench.leaderboard.tidy.LEADERBOARD_COLUMNS`);
 * ``auc_by_scenario_<task>.png`` and ``auc_vs_cost.png``.
 
 ``<out>/README.md`` indexes the pages and lists rejected records with the reason. Every file is

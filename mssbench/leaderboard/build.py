@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from mssbench.errors import DataError
 from mssbench.io import atomic_write, write_text
@@ -23,11 +23,9 @@ from mssbench.leaderboard.markdown import (
 from mssbench.leaderboard.plots import plot_cost, plot_learning_curves, plot_scenarios
 from mssbench.leaderboard.statistics import learning_curves
 from mssbench.leaderboard.text import md_escape, slugify
+from mssbench.leaderboard.tidy import LEADERBOARD_COLUMNS
+from mssbench.records import load_records
 from mssbench.reproduce import suite_files
-from mssbench.results import (
-    LEADERBOARD_COLUMNS,
-    load_records,
-)
 
 #: Schema of every CSV under a leaderboard directory, by path pattern relative to it.
 CSV_SCHEMAS: dict[str, list[str]] = {
@@ -122,6 +120,33 @@ def build(
     root = Path(results_dir)
     out = Path(out)
     reported_dir = Path(reported_dir) if reported_dir is not None else out / "reported"
+    records, rejected = _read_records(root, strict)
+    pages = plan_pages(records, defaults, root=root)
+    reported = _Reported.find(reported_dir, out)
+    outputs: dict[str, Callable[[Path], None]] = {}
+    for page in pages:
+        page_path = f"{out.as_posix()}/{page.directory}"
+        outputs.update(_page_outputs(page, defaults, str(results_dir), reported, plots, page_path))
+    outputs["README.md"] = _text(render_index(pages, rejected, str(results_dir), reported.links))
+    previous = _read_manifest(out)
+    _check_owned(outputs, out, previous)
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, write in outputs.items():
+        write(out / rel)
+    removed = _remove_stale(sorted(previous - set(outputs)), out)
+    files = sorted(outputs)
+    _write_text(out / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+    return BuildResult(
+        pages=pages, files=files, removed=removed, rejected=rejected, defaults=defaults
+    )
+
+
+def _read_records(root: Path, strict: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The valid records below ``root`` and ``(relative path, reason)`` of the refused ones.
+
+    Raises:
+        DataError: No valid record, or a refused one with ``strict``.
+    """
     records, rejected_paths = load_records(root)
     rejected = [(_relative(p, root), reason) for p, reason in rejected_paths]
     if not records:
@@ -138,53 +163,85 @@ def build(
         more = len(rejected) - STRICT_LISTED
         listed += f"; and {more} more" if more > 0 else ""
         raise DataError(f"{len(rejected)} record(s) rejected (--strict): {listed}")
-    pages = plan_pages(records, defaults, root=root)
-    previous = _read_manifest(out)
-    reported_files = sorted(reported_dir.glob("*.csv")) if reported_dir.is_dir() else []
-    reported_links = []
-    for f in reported_files:
-        try:
-            reported_links.append(f.resolve().relative_to(out.resolve()).as_posix())
-        except ValueError:
-            reported_links.append(str(f))
+    return records, rejected
 
+
+@dataclass(frozen=True)
+class _Reported:
+    """The published numbers of other libraries (``<dataset>.csv``) and their links."""
+
+    files: list[Path]
+    links: list[str]  # relative to the output directory where possible, else the path as given
+
+    @classmethod
+    def find(cls, reported_dir: Path, out: Path) -> _Reported:
+        files = sorted(reported_dir.glob("*.csv")) if reported_dir.is_dir() else []
+        links = []
+        for f in files:
+            try:
+                links.append(f.resolve().relative_to(out.resolve()).as_posix())
+            except ValueError:
+                links.append(str(f))
+        return cls(files, links)
+
+    def for_page(self, dataset: str) -> tuple[Any, str] | None:
+        """The table and Markdown link of ``dataset``'s numbers, for a page two levels down."""
+        matching = [f for f in self.files if f.stem == dataset]
+        if not matching:
+            return None
+        link_target = self.links[self.files.index(matching[0])]
+        if not os.path.isabs(link_target):
+            link_target = f"../../{link_target}"
+        return (
+            load_reported(matching[0]),
+            f"[{md_escape(matching[0].name)}]({link_target})",
+        )
+
+
+def _page_outputs(
+    page: Page,
+    defaults: Defaults,
+    results_dir: str,
+    reported: _Reported,
+    plots: bool,
+    page_path: str,
+) -> dict[str, Callable[[Path], None]]:
+    """The files of one page, relative to the output directory: plots, README, suites, CSV."""
+    outputs, plot_files = _plot_outputs(page) if plots else ({}, [])
+    text = render_page(
+        page, defaults, results_dir, reported.for_page(page.dataset), plot_files, page_path
+    )
+    outputs[f"{page.directory}/README.md"] = _text(text)
+    for name, yaml_text in suite_files(page_suites(page, defaults)).items():
+        outputs[f"{page.directory}/{name}"] = _text(yaml_text)
+    csv = page.frame.to_csv(index=False, lineterminator="\n")
+    outputs[f"{page.directory}/results.csv"] = _text(csv)
+    return outputs
+
+
+def _plot_outputs(
+    page: Page,
+) -> tuple[dict[str, Callable[[Path], None]], list[tuple[str, str]]]:
+    """A page's PNG writers by relative path, and ``(caption key, file name)`` for its text."""
     outputs: dict[str, Callable[[Path], None]] = {}
-    for page in pages:
-        reported = None
-        matching = [f for f in reported_files if f.stem == page.dataset]
-        if matching:
-            link_target = reported_links[reported_files.index(matching[0])]
-            if not os.path.isabs(link_target):
-                link_target = f"../../{link_target}"
-            reported = (
-                load_reported(matching[0]),
-                f"[{md_escape(matching[0].name)}]({link_target})",
-            )
-        plot_files: list[tuple[str, str]] = []
-        if plots:
-            table = page.table
-            order = list(table["variant"])
-            for task in page.tasks:
-                name = f"auc_by_scenario_{slugify(task)}.png"
-                plot_files.append((task, name))
-                outputs[f"{page.directory}/{name}"] = _png(plot_scenarios, page, task, order)
-            plot_files.append(("cost", "auc_vs_cost.png"))
-            outputs[f"{page.directory}/auc_vs_cost.png"] = _png(plot_cost, page, table)
-            curves = learning_curves(page)
-            if not curves.empty:
-                plot_files.append(("learning curves", "learning_curves.png"))
-                outputs[f"{page.directory}/learning_curves.png"] = _png(
-                    plot_learning_curves, page, curves
-                )
-        page_path = f"{out.as_posix()}/{page.directory}"
-        text = render_page(page, defaults, str(results_dir), reported, plot_files, page_path)
-        outputs[f"{page.directory}/README.md"] = _text(text)
-        for name, yaml_text in suite_files(page_suites(page, defaults)).items():
-            outputs[f"{page.directory}/{name}"] = _text(yaml_text)
-        csv = page.frame.to_csv(index=False, lineterminator="\n")
-        outputs[f"{page.directory}/results.csv"] = _text(csv)
-    outputs["README.md"] = _text(render_index(pages, rejected, str(results_dir), reported_links))
+    plot_files: list[tuple[str, str]] = []
+    table = page.table
+    order = list(table["variant"])
+    for task in page.tasks:
+        name = f"auc_by_scenario_{slugify(task)}.png"
+        plot_files.append((task, name))
+        outputs[f"{page.directory}/{name}"] = _png(plot_scenarios, page, task, order)
+    plot_files.append(("cost", "auc_vs_cost.png"))
+    outputs[f"{page.directory}/auc_vs_cost.png"] = _png(plot_cost, page, table)
+    curves = learning_curves(page)
+    if not curves.empty:
+        plot_files.append(("learning curves", "learning_curves.png"))
+        outputs[f"{page.directory}/learning_curves.png"] = _png(plot_learning_curves, page, curves)
+    return outputs, plot_files
 
+
+def _check_owned(outputs: Mapping[str, Any], out: Path, previous: set[str]) -> None:
+    """Refuse, before writing anything, to overwrite a file an earlier build did not write."""
     for rel in outputs:
         if rel.split("/", 1)[0] in _RESERVED_DIRS and "/" in rel:
             raise DataError(f"refusing to write {rel}: reserved directory")  # pragma: no cover
@@ -194,11 +251,12 @@ def build(
                 f"refusing to overwrite {str(target)!r}: it was not written by "
                 "`mssbench leaderboard build` (move it away or choose another --out)"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    for rel, write in outputs.items():
-        write(out / rel)
+
+
+def _remove_stale(stale: list[str], out: Path) -> list[str]:
+    """Remove files of an earlier build that this one no longer writes, and emptied folders."""
     removed = []
-    for rel in sorted(previous - set(outputs)):
+    for rel in stale:
         target = out / rel
         if rel.split("/", 1)[0] in _RESERVED_DIRS or not target.is_file():
             continue
@@ -208,11 +266,7 @@ def build(
         while parent != out and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
-    files = sorted(outputs)
-    _write_text(out / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
-    return BuildResult(
-        pages=pages, files=files, removed=removed, rejected=rejected, defaults=defaults
-    )
+    return removed
 
 
 def _text(text: str) -> Callable[[Path], None]:

@@ -10,14 +10,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from mssbench.balancing import balancer_flags
 from mssbench.config import DEFAULT_OUT, RunConfig
 from mssbench.leaderboard.frame import Defaults, Page
-from mssbench.records import requested_values
-from mssbench.reproduce import suite_file_name
-from mssbench.results import (
+from mssbench.leaderboard.labels import (
     contributor_name,
+    default_head_batching,
     hardware_label,
-    model_version,
     versions_label,
 )
+from mssbench.records import model_version, requested_values
+from mssbench.reproduce import suite_file_name
 
 _RUN_FLAGS = (
     ("epochs", "--epochs"),
@@ -103,9 +103,7 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
         rest += ["--metric", str(name)]
     rest += balancer_flags(config)
     known = model in defaults.model_tags
-    from mssbench.results import _default_head_batching  # shared rule for the defaults
-
-    head, batching = _default_head_batching(record, defaults.model_tags)
+    head, batching = default_head_batching(record, defaults.model_tags)
     for key, default, flag in (("head", head, "--head"), ("batching", batching, "--batching")):
         value = config.get(key) if given is None else given.get(key, "auto")
         if given is not None and value != "auto":

@@ -11,13 +11,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from mssbench.leaderboard.labels import page_key, variant_labels
 from mssbench.leaderboard.text import slugify
-from mssbench.results import (
-    leaderboard_frame,
-    model_version,
-    page_key,
-    variant_labels,
-)
+from mssbench.leaderboard.tidy import aggregate, leaderboard_frame
+from mssbench.records import model_version
 
 _RESERVED_DIRS = {"reported", "runs", "site"}  # published numbers; run records; the HTML site
 
@@ -60,9 +57,9 @@ class Page:
     Attributes:
         dataset: Dataset name.
         protocol_id: Protocol id.
-        dataset_version: See :func:`mssbench.results.dataset_version`.
+        dataset_version: See :func:`mssbench.leaderboard.labels.dataset_version`.
         records: The page's records, sorted by variant, seed and path.
-        frame: Their tidy frame (:func:`mssbench.results.leaderboard_frame`).
+        frame: Their tidy frame (:func:`mssbench.leaderboard.tidy.leaderboard_frame`).
         labels: The variant label of each record.
         directory: Page directory relative to the output directory (POSIX form).
         siblings: Directories of pages with the same dataset and protocol but another version.
@@ -194,7 +191,7 @@ def plan_pages(
 def newest_model_versions(
     records: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[int, int]]]:
-    """Keep each model's records of its newest version (:func:`mssbench.results.model_version`).
+    """Keep each model's records of its newest version (:func:`mssbench.records.model_version`).
 
     Returns:
         ``(kept, superseded)``: the kept records in their order, and ``{model: {version: runs}}``
@@ -241,8 +238,6 @@ def _assign_directories(pages: list[Page]) -> None:
 
 def _cell_stats(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], tuple[float, float, int]]:
     """``(variant, scenario, task, metric) -> (mean, std, n_seeds)`` over seeds."""
-    from mssbench.results import aggregate
-
     agg = aggregate(frame)
     return {
         (r.variant, r.scenario, r.task, r.metric): (r.mean, r.std, int(r.n_seeds))

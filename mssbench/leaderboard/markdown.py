@@ -17,6 +17,7 @@ from mssbench.leaderboard.commands import (
     reproduce_commands,
 )
 from mssbench.leaderboard.frame import Defaults, Page
+from mssbench.leaderboard.labels import hardware_label
 from mssbench.leaderboard.statistics import (
     MARK,
     RANKING_RULE,
@@ -42,9 +43,6 @@ from mssbench.leaderboard.text import (
 )
 from mssbench.metrics.intervals import CI_HIGH, CI_LOW, LEVEL
 from mssbench.records import is_legacy
-from mssbench.results import (
-    hardware_label,
-)
 from mssbench.significance import ALPHA
 
 #: Columns of a "reported elsewhere" CSV (``<out>/reported/<dataset>.csv``): one row per

@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mssbench.leaderboard.frame import Page
-from mssbench.results import (
-    per_seed,
-)
+from mssbench.leaderboard.tidy import per_seed
 from mssbench.significance import ALPHA, holm, paired_p_value
 
 #: Marks a model not significantly different from the best.

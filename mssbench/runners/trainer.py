@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mssbench.balancing import Balancer, WeightedSum
+from mssbench.balancing import Balancer, WeightedSum, weighted_loss
 from mssbench.config import CONVERGENCE_TOLERANCE, SELECTIONS, check_step
 from mssbench.errors import ConfigError, TrainingError, brief
 from mssbench.io import atomic_write
@@ -380,7 +380,7 @@ def training_loss(
             rows``, so that DDP's average over ranks is the gradient of the global-batch mean).
     """
     per_task = task_losses(logits, labels, row_scale)
-    return (per_task * weights).sum() + resolve_aux_loss(aux, labels).float()
+    return weighted_loss(per_task, weights, resolve_aux_loss(aux, labels).float())
 
 
 # --- loss balancing: the per-task losses a balancer combines
@@ -596,6 +596,8 @@ class FitSettings:
             checkpoints add the time since then to the wall time of earlier processes.
         balancer: Combines the per-task losses and runs the backward pass
             (:mod:`mssbench.balancing`); default: the model's fixed task weights.
+        task_weights: ``[T]`` loss weight of each task, as the caller resolved it once for the
+            run (:func:`task_weights`) and gave to ``balancer``; ``None``: resolved here.
     """
 
     model_name: str
@@ -627,6 +629,7 @@ class FitSettings:
     stream_chunk_rows: int = DEFAULT_CHUNK_ROWS
     started: float | None = None
     balancer: Balancer | None = None
+    task_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -659,7 +662,10 @@ class _Trainer:
             s.weight_decay_mode, s.decay_groups,
         )
         # --- loss balancing: default weighted sum; learnable weights join the optimizer
-        self.weights = task_weights(model, schema.n_tasks, s.device)
+        if s.task_weights is None:
+            self.weights = task_weights(model, schema.n_tasks, s.device)
+        else:
+            self.weights = s.task_weights.to(s.device)
         balancer = s.balancer
         if balancer is None:
             balancer = WeightedSum(schema.n_tasks, self.weights)

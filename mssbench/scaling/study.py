@@ -15,7 +15,7 @@ from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError
 from mssbench.flops import count_matmul_flops, dense_parameters
 from mssbench.plugins import Registry
-from mssbench.results import load_records
+from mssbench.records import load_records
 from mssbench.runners.trainer import seed_everything
 from mssbench.scaling.grid import AXES, Point, halvings, plan_points
 from mssbench.spec import LoadedDataset
