@@ -150,14 +150,28 @@ def test_ray_options_need_the_ray_executor(tmp_path):
     assert "'cpus_per_run' is for executor: ray (this suite uses local)" in result.output
 
 
-def test_published_suite_file_plans_the_published_runs(monkeypatch):
-    """examples/suite-published.yaml and the page's command line plan the same, finished runs."""
+@pytest.mark.parametrize(
+    ("page_glob", "suite_file", "out", "runs"),
+    [
+        ("census-income/*/README.md", "suite-published.yaml", "leaderboards/runs", 105),
+        (
+            "aliexpress-synth/*-g2-n150000-*/README.md",
+            "suite-published-twin.yaml",
+            "leaderboards/runs/aliexpress-synth",
+            110,
+        ),
+    ],
+)
+def test_published_suite_file_plans_the_published_runs(
+    monkeypatch, page_glob, suite_file, out, runs
+):
+    """A published suite file and its page's command line plan the same, finished runs."""
     import shlex
 
     import mssbench.suite
 
     root = EXAMPLES.parent
-    page = next((root / "leaderboards" / "census-income").glob("*/README.md")).read_text()
+    page = next((root / "leaderboards").glob(page_glob)).read_text()
     [command] = [
         line
         for line in page.splitlines()
@@ -170,13 +184,13 @@ def test_published_suite_file_plans_the_published_runs(monkeypatch):
 
     monkeypatch.setattr(mssbench.suite, "run_suite", capture)
     monkeypatch.chdir(root)
-    page_args = [*shlex.split(command)[1:], "--out", "leaderboards/runs"]  # the page's runs
-    for args in (page_args, ["suite", "--config", "examples/suite-published.yaml"]):
+    page_args = [*shlex.split(command)[1:], "--out", out]  # the page's runs
+    for args in (page_args, ["suite", "--config", f"examples/{suite_file}"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
     from_command, from_file = planned
     assert from_file == from_command
-    assert len(from_file) == 45
+    assert len(from_file) == runs
     # The page's records are at the models' current versions: nothing is due again.
     assert {status for _, _, status in from_file} == {"skipped"}
 
