@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ from mssbench.cli import main
 from mssbench.plugins import load_registry
 from mssbench.runners.trainer import task_weights, training_loss
 from mssbench.spec import HEADS, LoadedDataset
+from mssbench.testing import run_dataset_checks
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -34,6 +37,26 @@ def check_loaded(data: LoadedDataset) -> None:
         for i, t in enumerate(data.schema.tasks):
             assert data.info["positives"][name][t.name] == int(split.labels[:, i].sum())
     json.dumps(dict(data.info))
+
+
+def check_conformance(dataset: str, options: dict, failing: set[str] = frozenset()) -> dict:
+    """``mssbench check`` on a prepared cache: the OOV probe runs and passes, ``failing`` fail.
+
+    The planted cell held a training id before the probe planted its value, so the probe's 0 is
+    the vocabulary's doing, not a value that was already unseen. Returns each check's message.
+    """
+    spec = load_registry().dataset(dataset)
+    results = run_dataset_checks(spec, options)
+    status = {r.check: r.status for r in results}
+    assert status["check_dataset_unseen_value_is_oov"] == "passed"
+    assert {c for c, v in status.items() if v == "failed"} == set(failing)
+    assert "skipped" not in status.values()
+    with tempfile.TemporaryDirectory() as workdir:
+        planted = spec.tags["oov_probe"](Path(workdir), dict(options))
+    data = spec.load(dict(options))
+    j = [f.name for f in data.schema.categorical].index(planted.field)
+    assert int(getattr(data, planted.split).categorical[planted.row, j]) != 0
+    return {r.check: r.message for r in results}
 
 
 def fit_every_model(data: LoadedDataset, steps: int = 2, batch: int = 32) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dataset_checks import check_loaded, cli_run, fit_every_model
+from dataset_checks import check_conformance, check_loaded, cli_run, fit_every_model
 from mssbench_aliccp import loader
 
 from mssbench.data import read_cache
@@ -129,6 +129,18 @@ def test_raw_layout_gives_back_the_aitm_rows(tmp_path, raw_dir):
 def test_every_model_runs_on_ali_ccp(tmp_path):
     _, data = prepare_load(tmp_path, FIX / "aitm")
     assert "mmoe" in fit_every_model(data)
+
+
+def test_conformance_with_the_oov_probe(tmp_path, raw_dir):
+    # No sample has training rows of every 301 value: rechub's are all 301=1, AITM's train
+    # (and so the raw files rebuilt from it) has none.
+    missing = {"rechub": "301_2, 301_3", "aitm": "301_1", "raw": "301_1"}
+    for layout, source in (("rechub", FIX / "rechub"), ("aitm", FIX / "aitm"), ("raw", raw_dir)):
+        loader.prepare(source, tmp_path / layout, log=lambda m: None)
+        options = {"data_dir": str(tmp_path / layout)}
+        messages = check_conformance("ali-ccp", options, {"check_dataset_scenarios_in_train"})
+        got = messages["check_dataset_scenarios_in_train"]
+        assert got == f"scenarios without training rows: {missing[layout]}"
 
 
 def test_cli_prepare_and_run(tmp_path, monkeypatch):

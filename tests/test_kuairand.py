@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_checks import check_loaded, cli_run, fit_every_model
+from dataset_checks import check_conformance, check_loaded, cli_run, fit_every_model
 from mssbench_kuairand import loader
 
 from mssbench.data import read_cache
@@ -140,6 +140,16 @@ def test_both_layouts_join_the_same_features(tmp_path, official):
 def test_every_model_runs_on_kuairand(tmp_path, official):
     _, data = prepare_load(tmp_path, official)
     assert "mmoe" in fit_every_model(data)
+
+
+def test_conformance_with_the_oov_probe(tmp_path, official):
+    loader.prepare("kuairand-1k", official, tmp_path / "standard", log=lambda m: None)
+    check_conformance("kuairand-1k", {"data_dir": str(tmp_path / "standard")})
+    for name in ("kuairand-1k", "kuairand-pure"):
+        # The sample holds tab 1 only: no training rows for the other tabs.
+        loader.prepare(name, SAMPLE.parent, tmp_path / name, log=lambda m: None)
+        failing = {"check_dataset_scenarios_in_train"}
+        check_conformance(name, {"data_dir": str(tmp_path / name)}, failing)
 
 
 def test_cli_prepare_and_run(tmp_path, monkeypatch):

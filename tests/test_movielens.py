@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dataset_checks import check_loaded, cli_run, fit_every_model
+from dataset_checks import check_conformance, check_loaded, cli_run, fit_every_model
 from mssbench_movielens import loader
 
 from mssbench.errors import ConfigError, DataError
@@ -157,6 +157,14 @@ def test_100k_under_the_same_code(tmp_path, rows):
 def test_every_model_runs_on_movielens(tmp_path, rows):
     _, data = prepare_load(tmp_path, "movielens-1m", write_1m(tmp_path / "src", rows))
     assert "mmoe" in fit_every_model(data)
+
+
+@pytest.mark.parametrize("protocol", ["m3oe", "mmlrec"])
+def test_conformance_with_the_oov_probe(tmp_path, rows, protocol):
+    for dataset, write in (("movielens-1m", write_1m), ("movielens-100k", write_100k)):
+        cache = tmp_path / dataset
+        loader.prepare(dataset, write(tmp_path / f"src-{dataset}", rows), cache, log=lambda m: None)
+        check_conformance(dataset, {"data_dir": str(cache), "protocol": protocol})
 
 
 def test_cli_prepare_and_run(tmp_path, rows, monkeypatch):

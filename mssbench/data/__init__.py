@@ -12,7 +12,8 @@
   or from the counts :class:`CodeCounts` accumulates block by block;
 * checksums and manifests: :func:`file_facts`, :func:`sha256_file`, :func:`write_json_atomic`;
 * the columnar cache of a prepare step: :func:`write_cache`, :class:`CacheWriter` (block by
-  block), :func:`read_cache`, :func:`remove_stale_partials`;
+  block), :func:`read_cache`, :func:`manifest_meta` (to write a copy),
+  :func:`remove_stale_partials`;
 * from per-split columns to a ``LoadedDataset``: :class:`TabularLayout`,
   :func:`tabular_dataset`, :func:`split_columns`.
 
@@ -25,7 +26,13 @@ import os
 from pathlib import Path
 
 from mssbench.data.archive import ZipMemberStream, open_zip, zip_members
-from mssbench.data.cache import CacheWriter, read_cache, remove_stale_partials, write_cache
+from mssbench.data.cache import (
+    CacheWriter,
+    manifest_meta,
+    read_cache,
+    remove_stale_partials,
+    write_cache,
+)
 from mssbench.data.csvio import CsvTable, find_file, iter_csv, read_csv
 from mssbench.data.manifest import file_facts, read_json, sha256_file, write_json_atomic
 from mssbench.data.splits import (
@@ -84,6 +91,7 @@ __all__ = [
     "hash_split",
     "holdout_mask",
     "iter_csv",
+    "manifest_meta",
     "open_zip",
     "ordered_split",
     "read_cache",

@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST",
     "NPY_HEADER",
     "CacheWriter",
+    "manifest_meta",
     "npy_header",
     "read_cache",
     "remove_stale_partials",
@@ -272,6 +273,15 @@ def write_cache(
         for split, named in splits.items():
             cache.append(split, named)
         return cache.finish(meta)
+
+
+def manifest_meta(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``meta`` a cache's manifest was written with (the keys the writer adds left out).
+
+    ``write_cache(dest, splits, manifest_meta(manifest), ...)`` writes a copy of a cache read
+    with :func:`read_cache` (the OOV probes of the dataset plugins plant a value in such a copy).
+    """
+    return {k: v for k, v in manifest.items() if k not in _RESERVED}
 
 
 def read_cache(

@@ -7,6 +7,7 @@ from mssbench_aliccp.meta import TIANCHI_URL
 # Imported when first called: registering the plugin imports neither torch nor pyarrow.
 load = lazy("mssbench_aliccp.loader:load")
 prepare = lazy("mssbench_aliccp.loader:prepare")
+oov_probe = lazy("mssbench_aliccp.probe:oov_probe")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 
@@ -29,6 +30,7 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
             ),
             load=load,
             options={"data_dir": ""},
+            tags={"oov_probe": oov_probe},  # mssbench.testing.check_dataset's OOV probe
             source=(
                 f"Alibaba, Ali-CCP on Tianchi ({TIANCHI_URL}), Tianchi terms (research use); "
                 "downloaded by each user, never redistributed"

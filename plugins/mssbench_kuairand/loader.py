@@ -240,6 +240,13 @@ def prepare(
     return [{"dataset": dataset, "layout": layout, **counts}]
 
 
+def split_codes(name: str, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The split code (0 train, 1 valid, 2 test) of each cached row under protocol ``name``."""
+    if name == "standard":
+        return time_split(cols["date"], VALID_START, TEST_START)
+    return hash_split(cols["user_id"] * 1_000_003 + cols["video_id"], 0.1, 0.1, SALT)
+
+
 def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
     """Load the prepared ``dataset`` under its layout's protocol.
 
@@ -255,10 +262,7 @@ def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
     cols = {k: np.asarray(v) for k, v in arrays["all"].items()}
     for c in NUMERIC:
         cols[c] = np.log1p(np.maximum(cols[c].astype(np.float64), 0.0))
-    if name == "standard":
-        codes = time_split(cols["date"], VALID_START, TEST_START)
-    else:
-        codes = hash_split(cols["user_id"] * 1_000_003 + cols["video_id"], 0.1, 0.1, SALT)
+    codes = split_codes(name, cols)
     layout = TabularLayout(
         categorical=CATEGORICAL, numeric=NUMERIC, scenario="tab", scenarios=TABS,
         tasks=TASKS[name], group="user_id",

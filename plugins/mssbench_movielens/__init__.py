@@ -9,6 +9,7 @@ from mssbench_movielens.protocols import GROUPLENS_URL, PROTOCOLS
 # Imported when first called: registering the plugin imports neither torch nor pandas.
 load = lazy("mssbench_movielens.loader:load")
 prepare = lazy("mssbench_movielens.loader:prepare")
+oov_probe = lazy("mssbench_movielens.probe:oov_probe")
 
 __all__ = ["load", "mssbench_register_datasets", "prepare"]
 
@@ -37,7 +38,12 @@ def mssbench_register_datasets() -> list[DatasetSpec]:
                 f"GroupLens Research, MovieLens ({GROUPLENS_URL}); GroupLens licence (research "
                 "use, no redistribution): downloaded by each user, never bundled"
             ),
-            tags={"protocols": list(PROTOCOLS), "group": "user_id"},
+            # oov_probe: mssbench.testing.check_dataset's OOV probe
+            tags={
+                "protocols": list(PROTOCOLS),
+                "group": "user_id",
+                "oov_probe": partial(oov_probe, name),
+            },
             prepare=partial(prepare, name),
         )
         for name, size in _SIZES.items()

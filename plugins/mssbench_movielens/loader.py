@@ -254,6 +254,13 @@ def prepare(dataset: str, source: Path, dest: Path, log: Any = print) -> list[di
     }]  # fmt: skip
 
 
+def split_codes(name: str, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The split code (0 train, 1 valid, 2 test) of each cached rating under protocol ``name``."""
+    if name == "m3oe":
+        return ordered_split(len(cols["rating"]), 0.8, 0.9)
+    return hash_split(cols["user_id"] * 1_000_003 + cols["movie_id"], 0.1, 0.1, SALT)
+
+
 def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
     """Load the prepared ``dataset`` under ``options["protocol"]``.
 
@@ -278,11 +285,7 @@ def load(dataset: str, options: Mapping[str, Any]) -> LoadedDataset:
     low, high = p["thresholds"]
     cols[p["tasks"][0].label] = (cols["rating"] > low).astype(np.int8)
     cols[p["tasks"][1].label] = (cols["rating"] > high).astype(np.int8)
-    n = len(cols["rating"])
-    if name == "m3oe":
-        codes = ordered_split(n, 0.8, 0.9)
-    else:
-        codes = hash_split(cols["user_id"] * 1_000_003 + cols["movie_id"], 0.1, 0.1, SALT)
+    codes = split_codes(name, cols)
     layout = TabularLayout(
         categorical=p["categorical"],
         numeric=p["numeric"],
