@@ -17,10 +17,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 BUFFER = 96 << 20  # above glibc's largest mmap threshold (32 MiB): mmapped by default
+ROUNDS = 24
 
 PROBE = f"""
 import json
 import torch
+ROUNDS = {ROUNDS}
 from mssbench.runners.host_memory import retained_host_memory
 
 def resident():
@@ -40,7 +42,7 @@ with retained_host_memory(enabled=False) as active:
     out["disabled"] = allocate_touch_free()
 with retained_host_memory() as active:
     out["active"] = active
-    out["rounds"] = [allocate_touch_free() for _ in range(10)]
+    out["rounds"] = [allocate_touch_free() for _ in range(ROUNDS)]
     inside = resident()
 out["returned"] = inside - resident()
 print(json.dumps(out))
@@ -63,10 +65,12 @@ def test_freed_buffers_are_kept_and_reused_inside(probe):
     assert probe["active"]
     rounds = probe["rounds"]
     assert rounds[0] > BUFFER // 2, "a freed buffer was handed back to the system"
-    # The heap settles after a few rounds (an aligned request needs a little more than the
-    # hole a freed buffer leaves, until holes merge); from then on nothing new is faulted in.
-    assert sum(rounds[-4:]) < BUFFER // 4, f"kept buffers are not reused: {rounds}"
-    assert sum(rounds) < 6 * BUFFER, f"the heap keeps growing: {rounds}"
+    # The heap settles after some rounds (an aligned request needs a little more than the hole
+    # a freed buffer leaves, until holes merge: from none to six extra buffers, depending on
+    # the heap's layout at the start); from then on nothing new is faulted in.
+    settled = rounds[ROUNDS // 2 :]
+    assert sum(settled) < BUFFER // 4, f"kept buffers are not reused: {rounds}"
+    assert sum(rounds) < ROUNDS // 2 * BUFFER, f"the heap keeps growing: {rounds}"
 
 
 def test_leaving_returns_the_kept_memory(probe):

@@ -63,6 +63,21 @@ def test_bootstrap_interval_covers_the_truth_and_shrinks_with_seeds():
     assert many.b_high - many.b_low < one.b_high - one.b_low
 
 
+def test_a_known_floor_identifies_the_exponent_a_short_grid_cannot():
+    # Two decades of x, two seeds, the loss still far above its floor: the free fit trades
+    # the exponent against the asymptote; holding the asymptote at the known Bayes loss
+    # recovers the exponent of the excess loss, with an interval around it.
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.geomspace(1e9, 1e11, 6), 2)
+    y = 0.05 * (x / 1e9) ** (-0.3) + 0.1 + rng.normal(0, 3e-4, len(x))
+    held = fit_power_law(x, y, n_boot=200, l_inf=0.1)
+    assert held.l_inf == 0.1
+    assert held.b == pytest.approx(0.3, abs=0.03)
+    assert held.b_low <= 0.3 <= held.b_high and held.b_high - held.b_low < 0.1
+    free = fit_power_law(x, y, n_boot=200)
+    assert free.b_high - free.b_low > held.b_high - held.b_low
+
+
 def test_fit_needs_four_sizes_and_flags_an_exponent_at_its_bound():
     assert fit_power_law([1, 2, 4, 4], [0.5, 0.4, 0.3, 0.31]) is None
     flat = fit_power_law(GRID, np.full(len(GRID), 0.3) + np.linspace(0, 1e-4, len(GRID)))
@@ -200,6 +215,12 @@ def test_scaling_command_writes_fits_and_plots_and_resumes(tmp_path):
     assert {(f["task"], f["split"]) for f in payload["fits"]} >= {("ctr", "test"), ("ctr", "valid")}
     assert (tmp_path / "rep" / "scaling_params_ctr.png").stat().st_size > 1000
     assert "Bayes loss" in (tmp_path / "rep" / "scaling.md").read_text()
+    for fit in payload["fits"]:  # the exponent with L_inf held at the test split's Bayes loss
+        if fit["split"] == "valid":
+            assert fit["fit_at_bayes"] is None
+            continue
+        bayes = np.mean([p[f"bayes/{fit['task']}"] for p in points])
+        assert fit["fit_at_bayes"]["l_inf"] == pytest.approx(bayes), fit
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert "4 finished, 0 to run" in again.output

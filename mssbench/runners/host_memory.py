@@ -11,10 +11,11 @@ freed there for the next step, then restores glibc's documented defaults and han
 memory back to the system when training ends (glibc's own adjustment of its mmap
 threshold stays off from then on, as after any ``mallopt`` call).
 
-Only allocation changes: every value computed is bit for bit what it was. Peak memory grows a
-little while the heap settles (an aligned request needs slightly more than the hole a freed
-buffer of the same size leaves, until holes merge): 1.36-1.44 GiB against 1.29-1.36 GiB for MMoE
-at its published size. Outside glibc (macOS, Windows, musl) it does nothing.
+Only allocation changes: every value computed is bit for bit what it was. Peak memory grows
+while the heap settles (an aligned request needs slightly more than the hole a freed buffer of
+the same size leaves, until holes merge): 1.36-1.44 GiB against 1.29-1.36 GiB for MMoE at its
+published size; one 96 MiB buffer freed and requested again can fault in up to six more copies
+before it is served from a hole, depending on the heap's layout at the start. Outside glibc (macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations

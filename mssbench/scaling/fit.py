@@ -67,24 +67,42 @@ def _law(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return a * x ** (-b) + c
 
 
-def _fit_once(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
-    """``(a, b, l_inf)`` by least squares on ``x`` scaled to geometric mean 1, or ``None``."""
+def _fit_once(
+    x: np.ndarray, y: np.ndarray, l_inf: float | None = None
+) -> tuple[float, float, float] | None:
+    """``(a, b, l_inf)`` by least squares on ``x`` scaled to geometric mean 1, or ``None``.
+
+    With ``l_inf`` given, only ``a`` and ``b`` are fitted and the asymptote stays there.
+    """
     scale = math.exp(float(np.mean(np.log(x))))
     xs = x / scale
     low = float(np.min(y))
-    p0 = (max(float(np.max(y)) - 0.9 * low, 1e-6), 0.5, 0.9 * low)
-    bounds = ([0.0, 0.0, 0.0], [np.inf, MAX_EXPONENT, low])
+    if l_inf is None:
+        law, p0 = _law, (max(float(np.max(y)) - 0.9 * low, 1e-6), 0.5, 0.9 * low)
+        bounds = ([0.0, 0.0, 0.0], [np.inf, MAX_EXPONENT, low])
+    else:
+
+        def law(x: np.ndarray, a: float, b: float) -> np.ndarray:
+            return _law(x, a, b, l_inf)
+
+        p0 = (max(float(np.mean(y)) - l_inf, 1e-6), 0.5)
+        bounds = ([0.0, 0.0], [np.inf, MAX_EXPONENT])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
-            (a, b, c), _ = curve_fit(_law, xs, y, p0=p0, bounds=bounds, maxfev=20000)
+            params, _ = curve_fit(law, xs, y, p0=p0, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
-    return float(a * scale**b), float(b), float(c)
+    a, b = float(params[0]), float(params[1])
+    return a * scale**b, b, float(params[2]) if l_inf is None else float(l_inf)
 
 
 def fit_power_law(
-    x: np.ndarray, y: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    n_boot: int = BOOTSTRAP,
+    seed: int = 0,
+    l_inf: float | None = None,
 ) -> PowerLaw | None:
     """Fit ``y = a * x**(-b) + l_inf`` with residual-bootstrap intervals on b and l_inf.
 
@@ -93,6 +111,9 @@ def fit_power_law(
         y: Losses, same length.
         n_boot: Bootstrap resamples (:func:`_bootstrap`).
         seed: Seed of the resampling.
+        l_inf: A known irreducible loss (the twin's Bayes loss): when given, the asymptote is
+            held there and only ``a`` and ``b`` are fitted (the exponent of the excess loss),
+            which a short grid identifies where the three-parameter fit cannot.
 
     Returns:
         The fit, or ``None`` with fewer than :data:`MIN_DISTINCT_X` distinct ``x`` values or
@@ -103,14 +124,14 @@ def fit_power_law(
     x, y = x[keep], y[keep]
     if len(np.unique(x)) < MIN_DISTINCT_X:
         return None
-    best = _fit_once(x, y)
+    best = _fit_once(x, y, l_inf)
     if best is None:
         return None
     a, b, c = best
     resid = y - _law(x, a, b, c)
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else math.nan
-    draws = _bootstrap(x, y, best, n_boot, seed)
+    draws = _bootstrap(x, y, best, n_boot, seed, l_inf)
     if len(draws) < max(10, n_boot // 4):
         return PowerLaw(a, b, c, r2, len(x), n_boot=len(draws))
     tail = (1 - LEVEL) / 2 * 100
@@ -121,7 +142,12 @@ def fit_power_law(
 
 
 def _bootstrap(
-    x: np.ndarray, y: np.ndarray, fitted: tuple[float, float, float], n_boot: int, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    fitted: tuple[float, float, float],
+    n_boot: int,
+    seed: int,
+    l_inf: float | None = None,
 ) -> np.ndarray:
     """Fits of ``n_boot`` residual resamples (rows ``(a, b, l_inf)``); failed fits left out.
 
@@ -133,5 +159,5 @@ def _bootstrap(
     curve = _law(x, *fitted)
     resid = y - curve
     picks = rng.integers(0, len(x), size=(n_boot, len(x)))
-    fits = [_fit_once(x, curve + resid[idx]) for idx in picks]
+    fits = [_fit_once(x, curve + resid[idx], l_inf) for idx in picks]
     return np.asarray([f for f in fits if f is not None], dtype=float).reshape(-1, 3)

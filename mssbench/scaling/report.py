@@ -40,29 +40,56 @@ def fits(
     return out
 
 
-def fit_table(frame: pd.DataFrame, fitted: Sequence[tuple]) -> pd.DataFrame:
-    """One row per fit: exponent and irreducible loss with intervals, R², the Bayes loss."""
+def anchored_fits(
+    frame: pd.DataFrame, axis: str, n_boot: int = BOOTSTRAP
+) -> dict[tuple[str, str, str], PowerLaw | None]:
+    """Test-loss fits with ``L_inf`` held at the known (test-split) Bayes loss, where known."""
+    out = {}
+    for model, rows in frame.groupby("model", sort=True):
+        for task in tasks(frame):
+            bayes = _bayes(frame, task)
+            if bayes is None:
+                continue
+            y = pd.to_numeric(rows[f"test/{task}"], errors="coerce").to_numpy(float)
+            law = fit_power_law(rows[X_COLUMN[axis]], y, n_boot, l_inf=bayes)
+            out[(model, task, "test")] = law
+    return out
+
+
+def fit_table(
+    frame: pd.DataFrame, fitted: Sequence[tuple], anchored: dict | None = None
+) -> pd.DataFrame:
+    """One row per fit: exponent and irreducible loss with intervals, R², the Bayes loss.
+
+    With ``anchored`` (:func:`anchored_fits`), the exponent of the fit whose asymptote is held
+    at the Bayes loss is beside the free one.
+    """
     rows = []
     for model, task, split, law in fitted:
-        bayes = _bayes(frame, task)
         row: dict[str, Any] = {"model": model, "task": task, "split": split}
         if law is None:
             rows.append({**row, "exponent b": "no fit (fewer than 4 sizes, or no convergence)"})
             continue
-        rows.append(
-            {
-                **row,
-                "exponent b": _interval(law.b, law.b_low, law.b_high),
-                "a": f"{law.a:.4g}",
-                "irreducible L_inf": _interval(law.l_inf, law.l_inf_low, law.l_inf_high),
-                "Bayes loss": "" if bayes is None else f"{bayes:.5f}",
-                "L_inf - Bayes": "" if bayes is None else f"{law.l_inf - bayes:+.5f}",
-                "R²": f"{law.r2:.3f}",
-                "points": law.n_points,
-                "note": "exponent at a bound: not a power law" if law.at_bound else "",
-            }
-        )
-    return pd.DataFrame(rows)
+        rows.append({**row, **_fit_row(frame, task, split, law)})
+        held = (anchored or {}).get((model, task, split))
+        if held is not None:
+            rows[-1]["b at L_inf = Bayes"] = _interval(held.b, held.b_low, held.b_high)
+            rows[-1]["R² at Bayes"] = f"{held.r2:.3f}"
+    return pd.DataFrame(rows).fillna("")
+
+
+def _fit_row(frame: pd.DataFrame, task: str, split: str, law: PowerLaw) -> dict[str, Any]:
+    bayes = _bayes(frame, task) if split == "test" else None  # the oracle scores the test split
+    return {
+        "exponent b": _interval(law.b, law.b_low, law.b_high),
+        "a": f"{law.a:.4g}",
+        "irreducible L_inf": _interval(law.l_inf, law.l_inf_low, law.l_inf_high),
+        "Bayes loss": "" if bayes is None else f"{bayes:.5f}",
+        "L_inf - Bayes": "" if bayes is None else f"{law.l_inf - bayes:+.5f}",
+        "R²": f"{law.r2:.3f}",
+        "points": law.n_points,
+        "note": "exponent at a bound: not a power law" if law.at_bound else "",
+    }
 
 
 def _bayes(frame: pd.DataFrame, task: str) -> float | None:
@@ -71,6 +98,10 @@ def _bayes(frame: pd.DataFrame, task: str) -> float | None:
         return None
     values = pd.to_numeric(frame[column], errors="coerce").dropna()
     return float(values.mean()) if len(values) else None
+
+
+def _as_dict(law: PowerLaw | None) -> dict[str, Any] | None:
+    return None if law is None else law.to_dict()
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -120,9 +151,18 @@ def frontier(frame: pd.DataFrame, fitted: Sequence[tuple], task: str) -> pd.Data
 
 
 def plot(
-    frame: pd.DataFrame, fitted: Sequence[tuple], axis: str, task: str, title: str, path: Path
+    frame: pd.DataFrame,
+    fitted: Sequence[tuple],
+    axis: str,
+    task: str,
+    title: str,
+    path: Path,
+    anchored: dict | None = None,
 ) -> Path:
-    """Log-log test loss against the axis: seed means with std bars, fits, the Bayes loss."""
+    """Log-log test loss against the axis: seed means with std bars, fits, the Bayes loss.
+
+    A fit with ``L_inf`` held at the Bayes loss (``anchored``) is drawn dotted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +170,7 @@ def plot(
 
     laws = {(m, t, s): law for m, t, s, law in fitted}
     xcol = X_COLUMN[axis]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for i, (model, rows) in enumerate(frame.groupby("model", sort=True)):
         color = f"C{i % 10}"
         stats = rows.groupby(xcol)[f"test/{task}"].agg(["mean", "std"]).reset_index()
@@ -153,6 +193,12 @@ def plot(
                 color=color,
                 label=f"{model}: b={law.b:.2f}, L_inf={law.l_inf:.4f}",
             )
+        held = (anchored or {}).get((model, task, "test"))
+        if held is not None:
+            xs = np.geomspace(stats[xcol].min(), stats[xcol].max(), 100)
+            ax.plot(
+                xs, held.predict(xs), ":", color=color, label=f"{model}: b={held.b:.2f} at Bayes"
+            )
     bayes = _bayes(frame, task)
     if bayes is not None:
         ax.axhline(
@@ -163,7 +209,7 @@ def plot(
     ax.set_xlabel(X_LABEL[axis])
     ax.set_ylabel(f"test log loss ({task})")
     ax.set_title(f"{title}\n{task}: L(x) = a·x^(-b) + L_inf", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -181,13 +227,14 @@ def write_report(
     """Write ``scaling.md``, ``scaling.json`` and the plots to ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
     fitted = fits(frame, axis, n_boot)
+    anchored = anchored_fits(frame, axis, n_boot)
     lines = [f"# Scaling study: {axis} axis", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += [
         "",
         "## Fits: L(x) = a·x^(-b) + L_inf (95% residual-bootstrap intervals over points and seeds)",
         "",
-        fit_table(frame, fitted).to_markdown(index=False),
+        fit_table(frame, fitted, anchored).to_markdown(index=False),
         "",
     ]
     if axis == "compute":
@@ -208,14 +255,21 @@ def write_report(
         lines += ["## Plots", ""]
         for task in tasks(frame):
             name = f"scaling_{axis}_{task}.png"
-            plot(frame, fitted, axis, task, header.get("protocol", ""), report_dir / name)
+            title = header.get("protocol", "")
+            plot(frame, fitted, axis, task, title, report_dir / name, anchored)
             lines.append(f"![{task}]({name})")
     (report_dir / "scaling.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     payload = {
         "axis": axis,
         "header": header,
         "fits": [
-            {"model": m, "task": t, "split": s, "fit": None if law is None else law.to_dict()}
+            {
+                "model": m,
+                "task": t,
+                "split": s,
+                "fit": None if law is None else law.to_dict(),
+                "fit_at_bayes": _as_dict(anchored.get((m, t, s))),
+            }
             for m, t, s, law in fitted
         ],
         "points": json.loads(frame.to_json(orient="records")),
