@@ -15,7 +15,8 @@ Only allocation changes: every value computed is bit for bit what it was. Peak m
 while the heap settles (an aligned request needs slightly more than the hole a freed buffer of
 the same size leaves, until holes merge): 1.36-1.44 GiB against 1.29-1.36 GiB for MMoE at its
 published size; one 96 MiB buffer freed and requested again can fault in up to six more copies
-before it is served from a hole, depending on the heap's layout at the start. Outside glibc (macOS, Windows, musl) it does nothing.
+before it is served from a hole, depending on the heap's layout at the start. Outside glibc
+(macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations
