@@ -63,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--size", choices=sorted(SIZES), default="small", help="model sizes")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="early stopping on validation: epochs without improvement (with --epochs large, "
+        "every run trains to convergence)",
+    )
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument(
@@ -117,6 +124,7 @@ def run_all(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, dict[
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     lr=args.lr,
+                    patience=args.patience,
                     head="direct",
                     device="cpu",
                     out=out,
@@ -124,11 +132,18 @@ def run_all(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, dict[
                 )
                 result = run(config, registry, log=lambda _m: None)
                 rows += _auc_rows(result.test_metrics, model, seed)
+                print(_convergence(model, seed, result.record["training"]), flush=True)
                 if oracle is None and result.oracle_metrics is not None:
                     oracle = pd.DataFrame(_auc_rows(result.oracle_metrics, "oracle", 0))
             seconds[model] = round(time.perf_counter() - started, 1)
             print(f"{model}: {len(args.seeds)} seeds in {seconds[model]} s", flush=True)
     return pd.DataFrame(rows), oracle, seconds
+
+
+def _convergence(model: str, seed: int, training: dict[str, Any]) -> str:
+    epochs = len(training["history"])
+    state = "converged" if training.get("converged") else "NOT converged"
+    return f"  {model} seed {seed}: best epoch {training['best_epoch']} of {epochs}, {state}"
 
 
 def summarise(aucs: pd.DataFrame, oracle: pd.DataFrame | None) -> pd.DataFrame:
