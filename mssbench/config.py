@@ -118,6 +118,8 @@ class RunConfig:
             record of where they came from only, the values themselves are the other fields.
         tuned_from: The ``mssbench tune`` study whose best configuration this is (``""``: not
             tuned); like ``preset``, a record of provenance that leaves the hash alone.
+        tuning_budget: That study's budget, ``{"trials": N, "samples_per_trial": S}`` (empty
+            when not tuned): what the tuned track's pages state; provenance, not in the hash.
     """
 
     model: str
@@ -154,10 +156,12 @@ class RunConfig:
     progress: bool = True
     preset: str = ""
     tuned_from: str = ""
+    tuning_budget: dict[str, int] = field(default_factory=dict)
 
     #: Fields that do not change a run's numbers and are left out of its hash.
     NON_RESULT_FIELDS = (
-        "out", "resume", "progress", "trackers", "tracker_uris", "preset", "tuned_from"
+        "out", "resume", "progress", "trackers", "tracker_uris", "preset", "tuned_from",
+        "tuning_budget",
     )
     #: Fields added after the first record version, with the value every earlier record had:
     #: they enter the hash only when set otherwise, so earlier records keep their hashes.

@@ -232,7 +232,8 @@ def requeue_interrupted(ostudy: Any) -> int:
     state = optuna.trial.TrialState
     done = set(ostudy.user_attrs.get("requeued", []))
     stale = [
-        t for t in ostudy.get_trials(deepcopy=False, states=(state.RUNNING, state.FAIL))
+        t
+        for t in ostudy.get_trials(deepcopy=False, states=(state.RUNNING, state.FAIL))
         if t.number not in done and (t.state == state.RUNNING or t.user_attrs.get("interrupted"))
     ]
     for trial in stale:
@@ -384,8 +385,12 @@ def best(study: Study) -> dict[str, Any]:
         "value": top.value,
         "point": point,
         "record": top.user_attrs.get("record"),
-        "config": {"model": config.model, "dataset": config.dataset, **_options(config),
-                   "seed": study.seed},
+        "config": {
+            "model": config.model,
+            "dataset": config.dataset,
+            **_options(config),
+            "seed": study.seed,
+        },
     }
 
 
@@ -402,8 +407,10 @@ def write_best(study: Study) -> dict[str, Any]:
 
     found = best(study)
     _write_yaml(study.directory / BEST_FILE, jsonable(found["config"]))
-    described = {**study.description(), "best": jsonable({k: found[k] for k in
-                                                          ("trial", "value", "point", "record")})}
+    described = {
+        **study.description(),
+        "best": jsonable({k: found[k] for k in ("trial", "value", "point", "record")}),
+    }
     _write_yaml(study.directory / STUDY_FILE, described)
     return found
 
@@ -430,7 +437,11 @@ def study_dirs(directory: Path) -> list[Path]:
 
 
 def best_config(study_dir: Path) -> RunConfig:
-    """The run configuration in ``study_dir/best.yaml`` (seed as tuned)."""
+    """The run configuration in ``study_dir/best.yaml`` (seed as tuned), naming its study.
+
+    ``tuned_from`` and ``tuning_budget`` say where it came from: the study and its budget
+    (``study.yaml``), which the tuned track's pages state.
+    """
     from omegaconf import OmegaConf
 
     path = study_dir / BEST_FILE
@@ -442,7 +453,12 @@ def best_config(study_dir: Path) -> RunConfig:
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     config.validate()
-    return config if config.tuned_from else replace(config, tuned_from=study_dir.name)
+    budget = (OmegaConf.to_container(OmegaConf.load(study_dir / STUDY_FILE)) or {}).get("budget")
+    return replace(
+        config,
+        tuned_from=config.tuned_from or study_dir.name,
+        tuning_budget=config.tuning_budget or dict(budget or {}),
+    )
 
 
 def tuned_jobs(directory: Path, seeds: list[int], base: RunConfig) -> list[Any]:
@@ -457,6 +473,16 @@ def tuned_jobs(directory: Path, seeds: list[int], base: RunConfig) -> list[Any]:
     for study_dir in study_dirs(directory):
         config = best_config(study_dir)
         for seed in seeds:
-            jobs.append(SuiteJob(replace(config, seed=seed, out=base.out, device=base.device,
-                                         progress=base.progress, resume=base.resume)))
+            jobs.append(
+                SuiteJob(
+                    replace(
+                        config,
+                        seed=seed,
+                        out=base.out,
+                        device=base.device,
+                        progress=base.progress,
+                        resume=base.resume,
+                    )
+                )
+            )
     return jobs

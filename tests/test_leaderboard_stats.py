@@ -185,6 +185,28 @@ def test_index_groups_pages_by_track(tmp_path):
     assert index.index("## Track: default hyperparameters, GPU") < index.index("other/x/v1")
 
 
+def test_tuned_runs_get_their_own_page_beside_the_defaults():
+    from mssbench.leaderboard import page_track, render_index
+
+    defaults = [make_record("a", seed=s, auc=0.70) for s in (0, 1)]
+    tuned = [make_record("a", seed=s, auc=0.75) for s in (0, 1)]
+    for rec in tuned:
+        rec["config"]["tuned_from"] = "toy_a"
+        rec["config"]["tuning_budget"] = {"trials": 20, "samples_per_trial": 400000}
+    pages = plan_pages(defaults + tuned)
+    assert len(pages) == 2
+    by_track = {page_track(p.records): p for p in pages}
+    assert set(by_track) == {"default hyperparameters, CPU", "tuned, CPU"}
+    page = by_track["tuned, CPU"]
+    assert page.tuned and page.directory.endswith("--tuned")
+    assert all(r["config"]["tuned_from"] for r in page.records)
+    assert page.siblings == [by_track["default hyperparameters, CPU"].directory]
+    header = render_page(page).split("## Ranking")[0]
+    assert "tuned in 2 of 2 runs (equal budget for every model: 20 trials x 400,000" in header
+    index = render_index(pages, [], "runs")
+    assert index.index("## Track: tuned, CPU") < index.index(f"({page.directory}/README.md)")
+
+
 def test_every_model_keeps_one_style_and_plots_name_the_protocol():
     from mssbench.leaderboard import model_style, plot_cost, plot_learning_curves
 

@@ -176,6 +176,9 @@ def test_suite_tuned_reruns_each_best_configuration_over_seeds(tmp_path):
     assert sorted(r["config"]["seed"] for r in records) == [0, 1]
     assert all(r["config"]["requested"]["params"] == best["params"] for r in records)
     assert all(r["config"]["lr"] == best["lr"] for r in records)
+    assert all(r["config"]["tuned_from"] == "tiny_mmoe" for r in records)
+    assert all(r["config"]["tuning_budget"] == {"trials": 1, "samples_per_trial": 1024}
+               for r in records)
     again = CliRunner().invoke(main, args)
     assert "2 already finished" in again.output
     mixed = CliRunner().invoke(main, [*args, "--models", "mmoe"])

@@ -52,7 +52,7 @@ class Defaults:
 
 @dataclass
 class Page:
-    """One leaderboard page: the records of one (dataset, protocol id, dataset version).
+    """One leaderboard page: the records of one (dataset, protocol id, dataset version, track).
 
     Attributes:
         dataset: Dataset name.
@@ -62,7 +62,9 @@ class Page:
         frame: Their tidy frame (:func:`mssbench.leaderboard.tidy.leaderboard_frame`).
         labels: The variant label of each record.
         directory: Page directory relative to the output directory (POSIX form).
-        siblings: Directories of pages with the same dataset and protocol but another version.
+        tuned: The page of the tuned track (runs of ``mssbench tune`` configurations).
+        siblings: Directories of pages with the same dataset and protocol but another version
+            or the other track (tuned or defaults).
         superseded: ``{model: {older model version: runs}}`` of the records left out because
             the page has runs of a newer version of that model.
     """
@@ -74,6 +76,7 @@ class Page:
     frame: pd.DataFrame
     labels: list[str]
     directory: str = ""
+    tuned: bool = False
     siblings: list[str] = field(default_factory=list)
     superseded: dict[str, dict[int, int]] = field(default_factory=dict)
 
@@ -162,7 +165,7 @@ def plan_pages(
         Pages sorted by dataset, protocol id and dataset version.
     """
     defaults = defaults or Defaults()
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, bool], list[dict[str, Any]]] = {}
     for rec in records:
         groups.setdefault(page_key(rec), []).append(rec)
     pages = []
@@ -183,7 +186,8 @@ def plan_pages(
             recs, defaults.model_tags, root=root, model_params=defaults.model_params
         )
         labels = [labels[i] for i in order]
-        pages.append(Page(key[0], key[1], key[2], recs, frame, labels, superseded=superseded))
+        page = Page(*key[:3], recs, frame, labels, tuned=key[3], superseded=superseded)
+        pages.append(page)
     _assign_directories(pages)
     return pages
 
@@ -216,17 +220,20 @@ def _assign_directories(pages: list[Page]) -> None:
     by_protocol: dict[tuple[str, str], list[Page]] = {}
     for page in pages:
         by_protocol.setdefault((page.dataset, page.protocol_id), []).append(page)
-    taken: dict[str, tuple[str, str, str]] = {}
+    taken: dict[str, tuple[str, str, str, bool]] = {}
     for (dataset, protocol_id), group in by_protocol.items():
         ds_slug = slugify(dataset)
         if ds_slug in _RESERVED_DIRS:
             ds_slug += "_"
+        versions = {p.dataset_version for p in group}
         for page in group:
             slug = slugify(protocol_id)
-            if len(group) > 1:  # another dataset version of the same protocol: its own page
+            if len(versions) > 1:  # another dataset version of the same protocol: its own page
                 slug += "--" + slugify(page.dataset_version)
+            if page.tuned:  # the tuned track beside the defaults' page
+                slug += "--tuned"
             directory = f"{ds_slug}/{slug}"
-            identity = (page.dataset, page.protocol_id, page.dataset_version)
+            identity = (page.dataset, page.protocol_id, page.dataset_version, page.tuned)
             if directory in taken and taken[directory] != identity:
                 digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:6]
                 directory = f"{directory}-{digest}"

@@ -71,9 +71,20 @@ def model_source(record: dict[str, Any]) -> str:
     return source_label(source) or ""
 
 
-def page_key(record: dict[str, Any]) -> tuple[str, str, str]:
-    """``(dataset, protocol id, dataset version)``: the leaderboard page a record belongs to."""
-    return (record["dataset"]["name"], record["protocol"]["id"], dataset_version(record))
+def record_tuned(rec: Mapping[str, Any]) -> bool:
+    """Whether the run's hyperparameters came from a tuning search (the record says so)."""
+    config = rec.get("config") or {}
+    return bool(config.get("tuned_from"))
+
+
+def page_key(record: dict[str, Any]) -> tuple[str, str, str, bool]:
+    """``(dataset, protocol id, dataset version, tuned)``: the page a record belongs to.
+
+    Runs of tuned configurations (``mssbench suite --tuned``) form the tuned track: pages of
+    their own, never mixed with runs at the declared defaults.
+    """
+    name, protocol_id = record["dataset"]["name"], record["protocol"]["id"]
+    return (name, protocol_id, dataset_version(record), record_tuned(record))
 
 
 def contributor_name(record: dict[str, Any]) -> str:
@@ -184,7 +195,7 @@ def variant_labels(
         One label per record, in the order given.
     """
     labels: list[str] = [""] * len(records)
-    pages: dict[tuple[str, str, str], list[int]] = {}
+    pages: dict[tuple[str, str, str, bool], list[int]] = {}
     for i, rec in enumerate(records):
         pages.setdefault(page_key(rec), []).append(i)
     for indices in pages.values():

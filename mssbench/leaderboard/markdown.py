@@ -118,6 +118,8 @@ def budget_lines(page: Page) -> list[str]:
     unknown = sum(f is None for f in flags)
     hardware = sorted({hardware_label(r) for r in recs})
     tuned_text = f"tuned in {tuned} of {len(recs)} runs" if tuned else "defaults, not tuned"
+    if tuned:
+        tuned_text += _tuning_budget_text(recs)
     known = len(recs) - unknown
     conv_text = f"{conv} of the {known} runs that record it converged" if known else "unknown"
     if unknown:
@@ -385,6 +387,25 @@ def _environment_table(envs: Sequence[Mapping[str, Any]]) -> str:
     ]
     headers = ["from", "contributor", "hardware", "platform", "versions", "git", "runs", "models"]
     return _table(rows, headers)
+
+
+def _tuning_budget_text(recs: Sequence[dict[str, Any]]) -> str:
+    """The tuning budget of the page's tuned runs, for the budget box."""
+    budgets = {
+        (int(b.get("trials", 0)), int(b.get("samples_per_trial", 0)))
+        for r in recs
+        if record_tuned(r) and (b := (r.get("config") or {}).get("tuning_budget"))
+    }
+    if not budgets:
+        return " (tuning budget not recorded)"
+    text = "; ".join(
+        f"{t} trials x {_fmt_int(s)} training rows per trial" for t, s in sorted(budgets)
+    )
+    return (
+        f" (equal budget for every model: {text})"
+        if len(budgets) == 1
+        else f" (budgets differ: {text})"
+    )
 
 
 def render_index(

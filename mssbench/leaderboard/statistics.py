@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mssbench.leaderboard.frame import Page
+from mssbench.leaderboard.labels import record_tuned
 from mssbench.leaderboard.tidy import per_seed
 from mssbench.significance import ALPHA, holm, paired_p_value
 
@@ -172,12 +173,6 @@ def record_converged(rec: Mapping[str, Any]) -> bool | None:
     training = rec.get("training") or {}
     value = training.get("converged", rec.get("converged"))
     return None if value is None else bool(value)
-
-
-def record_tuned(rec: Mapping[str, Any]) -> bool:
-    """Whether the run's hyperparameters came from a tuning search (the record says so)."""
-    config = rec.get("config") or {}
-    return bool(config.get("tuned_from"))
 
 
 def page_track(records: Sequence[Mapping[str, Any]]) -> str:

@@ -87,7 +87,7 @@ def leaderboard_frame(
                 path = Path(path).relative_to(Path(root)).as_posix()
             except ValueError:
                 pass
-        dataset, protocol_id, version = page_key(rec)
+        dataset, protocol_id, version, _ = page_key(rec)
         base = {
             "dataset": dataset,
             "protocol_id": protocol_id,
