@@ -149,6 +149,10 @@ class Page:
         return chosen or self.tasks
 
 
+#: Directory suffix of a tuned-track page (beside the defaults' page of the same protocol).
+TUNED_SUFFIX = "--tuned"
+
+
 def plan_pages(
     records: Sequence[dict[str, Any]],
     defaults: Defaults | None = None,
@@ -231,7 +235,7 @@ def _assign_directories(pages: list[Page]) -> None:
             if len(versions) > 1:  # another dataset version of the same protocol: its own page
                 slug += "--" + slugify(page.dataset_version)
             if page.tuned:  # the tuned track beside the defaults' page
-                slug += "--tuned"
+                slug += TUNED_SUFFIX
             directory = f"{ds_slug}/{slug}"
             identity = (page.dataset, page.protocol_id, page.dataset_version, page.tuned)
             if directory in taken and taken[directory] != identity:

@@ -16,7 +16,7 @@ from mssbench.leaderboard.commands import (
     page_suites,
     reproduce_commands,
 )
-from mssbench.leaderboard.frame import Defaults, Page
+from mssbench.leaderboard.frame import TUNED_SUFFIX, Defaults, Page
 from mssbench.leaderboard.labels import hardware_label
 from mssbench.leaderboard.statistics import (
     MARK,
@@ -237,7 +237,7 @@ def render_page(
         "seeds": md_escape(_fmt_seeds(page.seeds)),
         "ranking_rule": RANKING_RULE.format(tasks=_tasks_text(page)),
         "test_rule": TEST_RULE,
-        "siblings": page.siblings,
+        "siblings": [(s, _sibling_note(page, s)) for s in page.siblings],
         "legacy": sum(1 for r in page.records if is_legacy(r)),
         "superseded": [
             (md_escape(name), ", ".join(f"version {v} ({n} runs)" for v, n in sorted(c.items())))
@@ -387,6 +387,15 @@ def _environment_table(envs: Sequence[Mapping[str, Any]]) -> str:
     ]
     headers = ["from", "contributor", "hardware", "platform", "versions", "git", "runs", "models"]
     return _table(rows, headers)
+
+
+def _sibling_note(page: Page, sibling: str) -> str:
+    """What the records on a sibling page (same dataset and protocol) are."""
+    if sibling.endswith(TUNED_SUFFIX):
+        return "runs of tuned configurations (the tuned track)"
+    if page.tuned and page.directory == sibling + TUNED_SUFFIX:
+        return "runs at the declared defaults"
+    return "records from another dataset version"
 
 
 def _tuning_budget_text(recs: Sequence[dict[str, Any]]) -> str:
