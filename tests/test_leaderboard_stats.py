@@ -203,7 +203,11 @@ def test_tuned_runs_get_their_own_page_beside_the_defaults():
     assert page.siblings == [by_track["default hyperparameters, CPU"].directory]
     header = render_page(page).split("## Ranking")[0]
     assert "runs at the declared defaults of the same protocol are on [their own page]" in header
+    assert "names the study its configuration came from (`config.tuned_from`: `toy_a`)" in (
+        render_page(page)
+    )
     defaults_page = by_track["default hyperparameters, CPU"]
+    assert "config.tuned_from" not in render_page(defaults_page)
     assert "runs of tuned configurations (the tuned track)" in render_page(defaults_page)
     assert "tuned in 2 of 2 runs (equal budget for every model: 20 trials x 400,000" in header
     index = render_index(pages, [], "runs")

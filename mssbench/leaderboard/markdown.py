@@ -238,6 +238,10 @@ def render_page(
         "ranking_rule": RANKING_RULE.format(tasks=_tasks_text(page)),
         "test_rule": TEST_RULE,
         "siblings": [(s, _sibling_note(page, s)) for s in page.siblings],
+        "tuned_studies": ", ".join(
+            f"`{md_escape(s)}`"
+            for s in sorted({str(r["config"].get("tuned_from") or "") for r in page.records} - {""})
+        ),
         "legacy": sum(1 for r in page.records if is_legacy(r)),
         "superseded": [
             (md_escape(name), ", ".join(f"version {v} ({n} runs)" for v, n in sorted(c.items())))
