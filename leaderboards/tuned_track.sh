@@ -27,10 +27,12 @@ SAMPLES=${SAMPLES:-235136}
 SEEDS=${SEEDS:-5}
 STUDIES=${STUDIES:-leaderboards/tuning/$DATASET}
 OUT=${OUT:-leaderboards/runs/tuned/$DATASET}
-OPTS=(--epochs 4 --batch-size 1024 -p embed_dim=16 --device cpu)
+OPTS=(--epochs 4 --batch-size 1024 --device cpu)
+EMBED=(-p embed_dim=16)
 if [ "${1:-}" = "--tiny" ]; then
   DATASET=tiny-synth
-  OPTS=(--plugin mssbench.testing.plugin --epochs 2 --batch-size 128 -p embed_dim=4 --device cpu)
+  OPTS=(--plugin mssbench.testing.plugin --epochs 2 --batch-size 128 --device cpu)
+  EMBED=(-p embed_dim=4)
   TRIALS=2 SAMPLES=1024 SEEDS=2
   STUDIES=${TINY_STUDIES:-$(mktemp -d)} OUT=${TINY_OUT:-$(mktemp -d)}
   MODELS=${TINY_MODELS:-mmoe}
@@ -40,8 +42,12 @@ echo "== $DATASET: $TRIALS trials x $SAMPLES rows per trial, $SEEDS seeds; studi
 status=0
 for model in $MODELS; do
   study="$STUDIES/$model"
+  # SUPERMOE-style has no embed_dim (its field tokens are d_model wide): the compact page runs
+  # it at its default width, and so does this track.
+  fixed=("${EMBED[@]}")
+  [ "$model" = supermoe ] && fixed=()
   # shellcheck disable=SC2086
-  "$PY" -m mssbench tune -m "$model" -d "$DATASET" $DATA_OPTS "${OPTS[@]}" --trials "$TRIALS" \
+  "$PY" -m mssbench tune -m "$model" -d "$DATASET" $DATA_OPTS "${OPTS[@]}" "${fixed[@]}" --trials "$TRIALS" \
     --budget-samples "$SAMPLES" --seed 0 --jobs 2 --out "$study" || { status=1; continue; }
   suite_opts=(--tuned "$study" --seeds "$SEEDS" --jobs 2 --device cpu --no-progress --out "$OUT")
   [ "${1:-}" = "--tiny" ] && suite_opts=(--plugin mssbench.testing.plugin "${suite_opts[@]}")
