@@ -358,7 +358,13 @@ def test_task_share_ties_purchase_to_the_click_components(big):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("small_size", 0.25), ("country_dev", 1.0), ("conflict", 2), ("task_share", 0.2)],
+    [
+        ("small_size", 0.25),
+        ("small_train", 0.25),
+        ("country_dev", 1.0),
+        ("conflict", 2),
+        ("task_share", 0.2),
+    ],
 )
 def test_sharing_parameters_change_the_data_and_the_protocol(gen, name, value):
     assert getattr(G.SynthConfig(), name) != value
@@ -368,6 +374,15 @@ def test_sharing_parameters_change_the_data_and_the_protocol(gen, name, value):
             before = gen.info["counts"]["test"][c]["rows"]
             after = other.info["counts"]["test"][c]["rows"]
             assert (after < before) if c in G.SMALL_COUNTRIES else (after > before), c
+    elif name == "small_train":  # scarce training rows in the small countries, tests kept
+        for c in COUNTRIES:
+            train = [x.info["counts"]["train"][c]["rows"] for x in (gen, other)]
+            test = [x.info["counts"]["test"][c]["rows"] for x in (gen, other)]
+            assert test[1] >= test[0], c
+            if c in G.SMALL_COUNTRIES:
+                assert train[1] < 0.3 * train[0], c
+            else:
+                assert train[1] >= train[0], c
     else:  # the same features, other labels and oracle
         a, b = gen.arrays["test"], other.arrays["test"]
         assert np.array_equal(a["numeric"], b["numeric"])
@@ -376,6 +391,21 @@ def test_sharing_parameters_change_the_data_and_the_protocol(gen, name, value):
     assert len(ids) == 2 and any(f"{value:g}" in i for i in ids), ids
     assert f"g{G.GENERATOR_VERSION}-" in L.to_dataset(gen).protocol.id
     assert L.cache_key(gen.config) != L.cache_key(other.config)
+
+
+def test_small_train_of_one_is_the_data_without_the_option(gen):
+    """``small_train = 1`` keeps the rows and the protocol id the option had before it existed."""
+    config = G.SynthConfig(n_rows=N, seed=0, small_train=1.0)
+    full = G.stream_rows(N, config.small_size)
+    assert G.stream_rows(N, config.small_size, 1.0) == full
+    assert "-train" not in L.protocol_variant(config)
+    scarce = G.stream_rows(N, config.small_size, 0.2)
+    assert sum(scarce.values()) == N
+    for c in G.SMALL_COUNTRIES:
+        assert scarce[(c, 0)] / scarce[(c, 1)] == pytest.approx(
+            0.2 * full[(c, 0)] / full[(c, 1)], rel=0.02
+        )
+    assert "-train0.2-" in L.protocol_variant(G.SynthConfig(n_rows=N, small_train=0.2))
 
 
 def test_small_countries_are_small(gen):
@@ -420,6 +450,8 @@ def test_unknown_country_is_a_data_error(value):
         ({"cvr_scale": 0.0}, "cvr_scale"),
         ({"small_size": 0}, "small_size must be in \\(0, 1\\], got 0"),
         ({"small_size": 1.5}, "small_size must be in"),
+        ({"small_train": 0}, "small_train must be in \\(0, 1\\], got 0"),
+        ({"small_train": "few"}, "small_train must be a number, got 'few'"),
         ({"country_dev": -0.1}, "country_dev must be >= 0, got -0.1"),
         ({"conflict": 3}, "conflict must be an integer 0..2, got 3"),
         ({"conflict": "1.5"}, "conflict must be an integer, got '1.5'"),

@@ -101,7 +101,8 @@ CTR_TARGET: Mapping[str, float] = {"NL": 0.022, "ES": 0.027, "FR": 0.020, "US": 
 #: Target purchase rate per click at ``cvr_scale = 1`` (real-like: 2-3.5%, i.e. CTCVR of about
 #: 0.03-0.08% of impressions). The default ``cvr_scale`` multiplies these by 4.
 CVR_TARGET: Mapping[str, float] = {"NL": 0.035, "ES": 0.024, "FR": 0.028, "US": 0.025, "RU": 0.020}
-#: The small scenarios: ``small_size`` multiplies their :data:`COUNTRY_SIZE`.
+#: The small scenarios: ``small_size`` multiplies their :data:`COUNTRY_SIZE`, ``small_train`` their
+#: official train part alone.
 SMALL_COUNTRIES = ("NL", "US")
 #: Countries whose shared country effect has the opposite sign, in this order (``conflict``
 #: takes the first ones).
@@ -157,6 +158,9 @@ class SynthConfig:
         cvr_scale: Multiplies the per-click purchase targets :data:`CVR_TARGET`.
         small_size: Multiplies the relative size of the small countries
             :data:`SMALL_COUNTRIES` (in ``(0, 1]``; 1 keeps the Tianchi proportions).
+        small_train: Multiplies the official train part (train and valid rows) of the small
+            countries, after ``small_size``, and leaves their test part as it is (in
+            ``(0, 1]``): scarce training rows with a test split large enough to measure them.
         country_dev: Size of each country's own deviation from the shared (rank-1) country
             effect, relative to it (``>= 0``; 0 makes every country effect a multiple of one
             shared effect).
@@ -171,6 +175,7 @@ class SynthConfig:
     countries: tuple[str, ...] = COUNTRIES
     cvr_scale: float = 4.0
     small_size: float = SHARING_DEFAULTS["small_size"]
+    small_train: float = SHARING_DEFAULTS["small_train"]
     country_dev: float = SHARING_DEFAULTS["country_dev"]
     conflict: int = int(SHARING_DEFAULTS["conflict"])
     task_share: float = SHARING_DEFAULTS["task_share"]
@@ -205,6 +210,7 @@ class SynthConfig:
             "countries": list(self.countries),
             "cvr_scale": self.cvr_scale,
             "small_size": self.small_size,
+            "small_train": self.small_train,
             "country_dev": self.country_dev,
             "conflict": self.conflict,
             "task_share": self.task_share,
@@ -226,8 +232,13 @@ def _is_number(x: Any) -> bool:
 
 def _check_sharing(config: SynthConfig) -> None:
     """One-line :class:`ValueError` naming the first invalid sharing parameter."""
+
+    def fraction(x: Any) -> bool:
+        return _is_number(x) and 0 < x <= 1
+
     checks = (
-        ("small_size", _is_number(config.small_size) and 0 < config.small_size <= 1, "in (0, 1]"),
+        ("small_size", fraction(config.small_size), "in (0, 1]"),
+        ("small_train", fraction(config.small_train), "in (0, 1]"),
         ("country_dev", _is_number(config.country_dev) and config.country_dev >= 0, ">= 0"),
         (
             "conflict",
@@ -252,21 +263,27 @@ def country_size(small_size: float = 1.0) -> dict[str, float]:
     return {c: v * (small_size if c in SMALL_COUNTRIES else 1.0) for c, v in COUNTRY_SIZE.items()}
 
 
-def stream_rows(n_rows: int, small_size: float = 1.0) -> dict[tuple[str, int], int]:
+def stream_rows(
+    n_rows: int, small_size: float = 1.0, small_train: float = 1.0
+) -> dict[tuple[str, int], int]:
     """Rows of each (country, part) of the full five-country data (part 0 train, 1 test).
 
-    Shares are :func:`country_size` split by :data:`TEST_PER_TRAIN`; integer rows by the
-    largest-remainder rule, so they sum to ``n_rows`` exactly.
+    Shares are :func:`country_size` split by :data:`TEST_PER_TRAIN`, the small countries' train
+    parts times ``small_train``; integer rows by the largest-remainder rule, so they sum to
+    ``n_rows`` exactly.
     """
     keys, weights = [], []
     sizes = country_size(small_size)
     total = sum(sizes.values())
     for c in COUNTRIES:
         r = TEST_PER_TRAIN[c]
-        for part, share in ((0, 1 / (1 + r)), (1, r / (1 + r))):
+        scarce = small_train if c in SMALL_COUNTRIES else 1.0
+        for part, share in ((0, scarce / (1 + r)), (1, r / (1 + r))):
             keys.append((c, part))
             weights.append(sizes[c] / total * share)
     exact = np.array(weights) * n_rows
+    if small_train != 1:
+        exact *= n_rows / exact.sum()
     rows = np.floor(exact).astype(np.int64)
     rest = n_rows - int(rows.sum())
     order = np.argsort(-(exact - rows), kind="stable")
@@ -771,7 +788,7 @@ class _Stream:
 
 def _plan(config: SynthConfig) -> list[_Stream]:
     """Pass 1: blocks, held-out rows and output offsets of every stream."""
-    rows = stream_rows(config.n_rows, config.small_size)
+    rows = stream_rows(config.n_rows, config.small_size, config.small_train)
     streams = []
     for scen, name in enumerate(config.countries):
         country = COUNTRIES.index(name)

@@ -262,12 +262,14 @@ def protocol_variant(config: SynthConfig) -> str:
 
     Runs on data generated with different parameters must never be ranked together, so the
     generator version, the total size, the generator seed, the purchase-rate scale and the
-    sharing design are part of the id.
+    sharing design are part of the id. ``small_train = 1`` generates what the generator did
+    before that option existed, and its id is that data's id (no ``-train`` part).
     """
+    train = "" if config.small_train == 1 else f"-train{config.small_train:g}"
     return (
         f"g{GENERATOR_VERSION}-n{config.n_rows}-seed{config.seed}-cvr{config.cvr_scale:g}"
-        f"-small{config.small_size:g}-dev{config.country_dev:g}-conflict{config.conflict}"
-        f"-task{config.task_share:g}"
+        f"-small{config.small_size:g}{train}-dev{config.country_dev:g}"
+        f"-conflict{config.conflict}-task{config.task_share:g}"
     )
 
 
@@ -292,8 +294,8 @@ def load(options: Mapping[str, Any]) -> LoadedDataset:
 
     Args:
         options: ``n_rows``, ``seed``, ``scenarios``, ``cache``, ``cvr_scale`` and the
-            sharing design ``small_size``, ``country_dev``, ``conflict``, ``task_share`` (see
-            :data:`DEFAULT_OPTIONS` and the README).
+            sharing design ``small_size``, ``small_train``, ``country_dev``, ``conflict``,
+            ``task_share`` (see :data:`DEFAULT_OPTIONS` and the README).
 
     Returns:
         Every split carries its ``oracle`` logits; ``memory_mapped`` with a cache.

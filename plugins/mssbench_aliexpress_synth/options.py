@@ -7,10 +7,11 @@ from typing import Any, Mapping
 from mssbench_aliexpress.schema import COUNTRIES
 
 NAME = "aliexpress-synth"
-#: Defaults of the sharing design (``SynthConfig.small_size``, ``country_dev``, ``conflict``,
-#: ``task_share``; the dataset card explains them).
+#: Defaults of the sharing design (``SynthConfig.small_size``, ``small_train``, ``country_dev``,
+#: ``conflict``, ``task_share``; the dataset card explains them).
 SHARING_DEFAULTS: Mapping[str, Any] = {
     "small_size": 0.5,
+    "small_train": 1.0,
     "country_dev": 0.35,
     "conflict": 1,
     "task_share": 0.7,
