@@ -28,24 +28,31 @@ SEEDS=${SEEDS:-5}
 STUDIES=${STUDIES:-leaderboards/tuning/$DATASET}
 OUT=${OUT:-leaderboards/runs/tuned/$DATASET}
 OPTS=(--epochs 4 --batch-size 1024 --device cpu)
-EMBED=(-p embed_dim=16)
+EMBED=embed_dim=16
+PLUGINS=()
 if [ "${1:-}" = "--tiny" ]; then
   DATASET=tiny-synth
+  PLUGINS=(mssbench.testing.plugin)
   OPTS=(--plugin mssbench.testing.plugin --epochs 2 --batch-size 128 --device cpu)
-  EMBED=(-p embed_dim=4)
+  EMBED=embed_dim=4
   TRIALS=2 SAMPLES=1024 SEEDS=2
   STUDIES=${TINY_STUDIES:-$(mktemp -d)} OUT=${TINY_OUT:-$(mktemp -d)}
   MODELS=${TINY_MODELS:-mmoe}
 fi
 echo "== tuned_track.sh: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "== $DATASET: $TRIALS trials x $SAMPLES rows per trial, $SEEDS seeds; studies $STUDIES, records $OUT"
+# Does MODEL declare hyper-parameter KEY? The compact pages set embed_dim on the models that
+# declare it (a suite-wide -p) and leave the others (SUPERMOE-style: d_model) at their defaults.
+takes() {
+  "$PY" -c 'import sys; from mssbench.plugins import load_registry
+sys.exit(sys.argv[2] not in load_registry(sys.argv[3:]).model(sys.argv[1]).defaults)' \
+    "$1" "$2" "${PLUGINS[@]}" 2>/dev/null  # an unknown model: tune below names it
+}
 status=0
 for model in $MODELS; do
   study="$STUDIES/$model"
-  # SUPERMOE-style has no embed_dim (its field tokens are d_model wide): the compact page runs
-  # it at its default width, and so does this track.
-  fixed=("${EMBED[@]}")
-  [ "$model" = supermoe ] && fixed=()
+  fixed=()
+  takes "$model" "${EMBED%%=*}" && fixed=(-p "$EMBED")
   # shellcheck disable=SC2086
   "$PY" -m mssbench tune -m "$model" -d "$DATASET" $DATA_OPTS "${OPTS[@]}" "${fixed[@]}" --trials "$TRIALS" \
     --budget-samples "$SAMPLES" --seed 0 --jobs 2 --out "$study" || { status=1; continue; }

@@ -282,7 +282,7 @@ def stream_rows(
             keys.append((c, part))
             weights.append(sizes[c] / total * share)
     exact = np.array(weights) * n_rows
-    if small_train != 1:
+    if small_train != 1:  # only then: at 1 the rows stay those of before the option, to the bit
         exact *= n_rows / exact.sum()
     rows = np.floor(exact).astype(np.int64)
     rest = n_rows - int(rows.sum())
