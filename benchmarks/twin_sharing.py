@@ -15,6 +15,10 @@ Usage::
     python benchmarks/twin_sharing.py                           # 300k rows, 3 seeds
     python benchmarks/twin_sharing.py --rows 1500000 --seeds 0 1 2 --models single_task mmoe
     python benchmarks/twin_sharing.py -D conflict=0 --epochs 2 --json out.json
+    # seeds in parallel processes, then one table from their per-seed AUCs:
+    python benchmarks/twin_sharing.py --seeds 0 2 --raw a.csv & \
+        python benchmarks/twin_sharing.py --seeds 1 3 --raw b.csv; wait
+    python benchmarks/twin_sharing.py --summarise a.csv b.csv
 """
 
 from __future__ import annotations
@@ -81,6 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a generator option (repeatable)",
     )
     p.add_argument("--json", default="", help="also write the table as JSON here")
+    p.add_argument(
+        "--raw",
+        default="",
+        help="also write every (model, seed, scenario, task) test AUC and the oracle's as CSV",
+    )
+    p.add_argument(
+        "--summarise",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="train nothing: print the table of the --raw files of earlier runs (seeds of "
+        "parallel processes)",
+    )
     return p.parse_args(argv)
 
 
@@ -224,13 +241,43 @@ def verdict(table: pd.DataFrame, small: tuple[str, ...] = ("NL", "US")) -> list[
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.summarise:
+        aucs, oracle = read_raw(args.summarise)
+        report(summarise(aucs, oracle), args, {})
+        return
     print(
         f"aliexpress-synth options {_options(args)}, seeds {args.seeds}, size {args.size}, "
         f"{args.epochs} epochs",
         flush=True,
     )
     aucs, oracle, seconds = run_all(args)
-    table = summarise(aucs, oracle)
+    if args.raw:
+        write_raw(args.raw, aucs, oracle)
+    report(summarise(aucs, oracle), args, seconds)
+
+
+def write_raw(path: str, aucs: pd.DataFrame, oracle: pd.DataFrame | None) -> None:
+    """The per-seed AUCs, the oracle's as model ``oracle``: what ``--summarise`` reads."""
+    pd.concat([aucs, oracle]).to_csv(path, index=False)
+
+
+def read_raw(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Per-seed AUCs of several ``--raw`` files; a (model, seed) present twice is an error."""
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    missing = {"model", "seed", "scenario", "task", "auc"} - set(frame.columns)
+    if missing:
+        raise SystemExit(f"--summarise: {', '.join(paths)}: missing columns {sorted(missing)}")
+    is_oracle = frame["model"] == "oracle"
+    aucs = frame[~is_oracle]
+    if aucs.duplicated(["model", "seed", "scenario", "task"]).any():
+        raise SystemExit(f"--summarise: a (model, seed) appears in two of {', '.join(paths)}")
+    if BASELINE not in set(aucs["model"]):
+        raise SystemExit(f"--summarise: no {BASELINE} rows (the baseline) in {', '.join(paths)}")
+    oracle = frame[is_oracle].drop_duplicates(["scenario", "task"])
+    return aucs.reset_index(drop=True), (oracle if len(oracle) else None)
+
+
+def report(table: pd.DataFrame, args: argparse.Namespace, seconds: dict[str, float]) -> None:
     print(render(table))
     for line in verdict(table):
         print(line)

@@ -1,5 +1,6 @@
 """Counter-based dropout (mssbench.nn.dropout): masks from (seed, step, index) alone."""
 
+import copy
 import re
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mssbench.nn import Dropout, counter_dropout, keep_mask
+from mssbench.nn import MLP, Dropout, GroupedMLP, counter_dropout, keep_mask, relu_dropout
 
 M64 = (1 << 64) - 1
 GOLDEN, MIX1, MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -72,6 +73,11 @@ def test_expectation_is_preserved(seed, p):
     assert abs(means.mean().item() - 3.0) < 6 * 3.0 * ((p / (1 - p) / 40_000) ** 0.5)
 
 
+def test_a_probability_that_rounds_to_one_drops_everything():
+    assert not keep_mask((5, 3), 1 - 2**-18, 1, 2).any()
+    assert keep_mask((5, 3), 2**-18, 1, 2).all()
+
+
 def test_kept_elements_are_scaled_and_dropped_ones_are_zero():
     x = torch.randn(64, 32)
     out = counter_dropout(x, 0.25, 7, 3)
@@ -114,6 +120,65 @@ def test_zero_probability_draws_nothing_and_returns_the_input():
     assert torch.rand(()) == expected
     x = torch.randn(3, 3)
     assert drop(x) is x
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    p=st.floats(0.0, 0.9),
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    steps=st.integers(1, 3),
+    data=st.data(),
+)
+def test_fused_relu_dropout_has_the_bits_of_relu_then_dropout(p, rows, cols, steps, data):
+    """Forward, backward and the step counter equal the unfused pair, inf and -0.0 included."""
+    values = st.floats(allow_nan=False, width=32) | st.sampled_from([-0.0, 0.0, float("inf")])
+    x = torch.tensor(data.draw(st.lists(values, min_size=rows * cols, max_size=rows * cols)))
+    x = x.view(rows, cols)
+    torch.manual_seed(0)
+    fused = Dropout(p).train()
+    torch.manual_seed(0)
+    plain = Dropout(p).train()
+    for _ in range(steps):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_a, out_b = relu_dropout(a, fused), plain(torch.relu(b))
+        assert torch.equal(out_a, out_b)
+        grad = torch.randn(rows, cols)
+        (ga,) = torch.autograd.grad(out_a, a, grad)
+        (gb,) = torch.autograd.grad(out_b, b, grad)
+        assert torch.equal(ga, gb)
+    assert fused.step.item() == plain.step.item() == (steps if p else 0)
+
+
+def _layer_by_layer(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net``'s forward with ``relu`` and the dropout module called one after the other."""
+    if isinstance(net, MLP):
+        for layer in net:
+            x = layer(x)
+        return x
+    for linear, norm in zip(net.linears, net.norms):
+        x = linear(x)
+        b, g, h = x.shape
+        x = net.dropout(torch.relu(norm(x.reshape(b, g * h)).view(b, g, h)))
+    return net.head(x)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_mlps_run_relu_and_dropout_fused_with_unchanged_results(grouped):
+    """MLP and GroupedMLP give the values and gradients of their layers run one by one."""
+    torch.manual_seed(4)
+    net = GroupedMLP(3, 12, [16, 8], dropout=0.25, out_dim=1) if grouped else MLP(12, [16, 8], 0.25)
+    reference = copy.deepcopy(net)
+    x = torch.randn(32, 12)
+    for _ in range(2):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_a, out_b = net(a), _layer_by_layer(reference, b)
+        assert torch.equal(out_a, out_b)
+        (ga,) = torch.autograd.grad(out_a.sum(), a)
+        (gb,) = torch.autograd.grad(out_b.sum(), b)
+        assert torch.equal(ga, gb)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, float("nan")])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mssbench.nn.attention import SelfAttention, TransformerLayer
-from mssbench.nn.dropout import Dropout, counter_dropout, keep_mask
+from mssbench.nn.dropout import Dropout, counter_dropout, keep_mask, relu_dropout
 from mssbench.spec import Batch, DatasetSchema, ModelOutput
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "gather_scenario",
     "keep_mask",
     "log1mexp",
+    "relu_dropout",
     "zero_aux",
 ]
 
@@ -135,6 +136,23 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.out_dim = width
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers in order; each ``ReLU -> Dropout`` pair runs fused (:func:`relu_dropout`)."""
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if (
+                isinstance(layers[i], nn.ReLU)
+                and i + 1 < len(layers)
+                and isinstance(layers[i + 1], Dropout)
+            ):
+                x = layers[i + 1].after_relu(x)
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
+
 
 class GroupedLinear(nn.Module):
     """``G`` independent linear maps applied as one batched matmul.
@@ -225,7 +243,7 @@ class GroupedMLP(nn.Module):
         for linear, norm in zip(self.linears, self.norms):
             x = linear(x)  # [B, G, h]
             b, g, h = x.shape
-            x = self.dropout(torch.relu(norm(x.reshape(b, g * h)).view(b, g, h)))
+            x = relu_dropout(norm(x.reshape(b, g * h)).view(b, g, h), self.dropout)
         if self.head is not None:
             x = self.head(x)
         return x

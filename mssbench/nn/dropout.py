@@ -18,10 +18,12 @@ graph or compiled.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
-__all__ = ["Dropout", "counter_dropout", "keep_mask"]
+__all__ = ["Dropout", "counter_dropout", "keep_mask", "relu_dropout"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -39,7 +41,6 @@ _MIX2 = _signed(0x94D049BB133111EB)
 #: 64-bit hash serves four consecutive elements, which quarters the integer work.
 _BITS = 16
 _PER_WORD = 64 // _BITS
-_LOW = (1 << _BITS) - 1
 
 
 def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -94,6 +95,18 @@ def keep_mask(
         ``bool`` tensor of ``shape``; each element is kept with probability
         ``1 - round(p * 2**16) / 2**16``.
     """
+    return _mask(shape, p, seed, step, device, kept=True)
+
+
+def _mask(
+    shape: torch.Size | tuple[int, ...],
+    p: float,
+    seed: int | torch.Tensor,
+    step: int | torch.Tensor,
+    device: torch.device | str | None,
+    kept: bool,
+) -> torch.Tensor:
+    """:func:`keep_mask`, or its complement (the dropped elements) with ``kept=False``."""
     if device is None:
         device = seed.device if isinstance(seed, torch.Tensor) else "cpu"
     seed = torch.as_tensor(seed, dtype=torch.int64, device=device)
@@ -105,13 +118,22 @@ def keep_mask(
     words = -(-numel // _PER_WORD)
     z = torch.arange(1, words + 1, dtype=torch.int64, device=device)
     z = _mix_(z.mul_(_GOLDEN).add_(base))  # [words]: one hash gives four 16-bit uniforms
-    threshold = int(round(p * (1 << _BITS)))
-    keep = torch.empty(words, _PER_WORD, dtype=torch.bool, device=device)
-    slice_ = torch.empty_like(z)
+    # Each 16-bit slice of a word compared as unsigned: flipping its top bit maps unsigned order
+    # onto int16 order, so the slices are compared in place, without shifting them down.
+    slices = z.view(torch.int16).view(words, _PER_WORD).bitwise_xor_(-(1 << (_BITS - 1)))
+    threshold = int(round(p * (1 << _BITS))) - (1 << (_BITS - 1))
+    if threshold >= 1 << (_BITS - 1):  # p rounds to 1 (above 1 - 2**-17): every element dropped
+        return torch.full(tuple(shape), not kept, dtype=torch.bool, device=device)
+    out = torch.empty(words, _PER_WORD, dtype=torch.bool, device=device)
+    compare = torch.ge if kept else torch.lt
     for j in range(_PER_WORD):  # element 4w + j takes bits 48 - 16j upwards of word w
-        torch.bitwise_right_shift(z, 64 - _BITS * (j + 1), out=slice_)
-        torch.ge(slice_.bitwise_and_(_LOW), threshold, out=keep[:, j])
-    return keep.view(-1)[:numel].view(tuple(shape))
+        compare(slices[:, _slice_index(j)], threshold, out=out[:, j])
+    return out.view(-1)[:numel].view(tuple(shape))
+
+
+def _slice_index(j: int) -> int:
+    """Which int16 of a word's memory holds its bits ``48 - 16j`` upwards."""
+    return _PER_WORD - 1 - j if sys.byteorder == "little" else j
 
 
 def counter_dropout(
@@ -124,6 +146,37 @@ def counter_dropout(
         return x
     keep = keep_mask(x.shape, p, seed, step, x.device)
     return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def relu_dropout(x: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
+    """``dropout(relu(x))``, in one fused step where ``dropout`` is a :class:`Dropout`.
+
+    Any other module (e.g. ``nn.Identity``) is applied after a plain ``relu``.
+    """
+    if isinstance(dropout, Dropout):
+        return dropout.after_relu(x)
+    return dropout(torch.relu(x))
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """``counter_dropout(relu(x))`` in place on one buffer, with a one-pass-shorter backward.
+
+    The result has the bits of the unfused ``relu`` then ``counter_dropout`` (the same products
+    ``relu(x) * scale``, zero where dropped); only the kept output is saved: an element's
+    gradient flows iff its output is positive, which is exactly "kept and ``x > 0``".
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D102
+        y = torch.relu(x).mul_(scale).masked_fill_(drop, 0.0)
+        ctx.save_for_backward(y)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: D102
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0).mul_(ctx.scale), None, None
 
 
 class Dropout(nn.Module):
@@ -152,6 +205,15 @@ class Dropout(nn.Module):
         if not self.training or not self.p:
             return x
         out = counter_dropout(x, self.p, self.seed, self.step)
+        self.step.add_(1)
+        return out
+
+    def after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(torch.relu(x))`` with the same bits and step, in fewer passes and buffers."""
+        if not self.training or not self.p:
+            return torch.relu(x)
+        drop = _mask(x.shape, self.p, self.seed, self.step, x.device, kept=False)
+        out = _ReLUDropout.apply(x, drop, 1.0 / (1.0 - self.p))
         self.step.add_(1)
         return out
 
