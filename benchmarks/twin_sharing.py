@@ -27,6 +27,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,23 +257,27 @@ def main(argv: list[str] | None = None) -> None:
     report(summarise(aucs, oracle), args, seconds)
 
 
-def write_raw(path: str, aucs: pd.DataFrame, oracle: pd.DataFrame | None) -> None:
+def write_raw(path: str | Path, aucs: pd.DataFrame, oracle: pd.DataFrame | None) -> None:
     """The per-seed AUCs, the oracle's as model ``oracle``: what ``--summarise`` reads."""
     pd.concat([aucs, oracle]).to_csv(path, index=False)
 
 
-def read_raw(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def read_raw(paths: list[str] | list[Path]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per-seed AUCs of several ``--raw`` files; a (model, seed) present twice is an error."""
-    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    names = ", ".join(map(str, paths))
+    try:
+        frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SystemExit(f"--summarise: cannot read {names}: {err}") from None
     missing = {"model", "seed", "scenario", "task", "auc"} - set(frame.columns)
     if missing:
-        raise SystemExit(f"--summarise: {', '.join(paths)}: missing columns {sorted(missing)}")
+        raise SystemExit(f"--summarise: {names}: missing columns {sorted(missing)}")
     is_oracle = frame["model"] == "oracle"
     aucs = frame[~is_oracle]
     if aucs.duplicated(["model", "seed", "scenario", "task"]).any():
-        raise SystemExit(f"--summarise: a (model, seed) appears in two of {', '.join(paths)}")
+        raise SystemExit(f"--summarise: a (model, seed) appears in two of {names}")
     if BASELINE not in set(aucs["model"]):
-        raise SystemExit(f"--summarise: no {BASELINE} rows (the baseline) in {', '.join(paths)}")
+        raise SystemExit(f"--summarise: no {BASELINE} rows (the baseline) in {names}")
     oracle = frame[is_oracle].drop_duplicates(["scenario", "task"])
     return aucs.reset_index(drop=True), (oracle if len(oracle) else None)
 

@@ -128,6 +128,7 @@ def test_bad_inputs_verdicts(bad_inputs, tmp_path):
     text, kind = verdict(argv)
     assert kind == "refused" and text.endswith("expected 0 or 1 (+1 more Error: lines)")
 
+
 @pytest.fixture(scope="module")
 def twin_sharing():
     return _load("twin_sharing")
@@ -156,3 +157,30 @@ def test_twin_sharing_differences_are_paired_by_seed(twin_sharing):
     assert lines[0].startswith("NL ctr: best MS-MT mmoe +0.1000") and "beats" in lines[0]
     assert lines[-1] == "shared_bottom worse than single_task on: NL/ctr (-0.0100)"
     assert "| NL | ctr | 0.6500 ± 0.0500 |" in twin_sharing.render(table.reset_index())
+
+
+def test_twin_sharing_tables_seeds_of_parallel_processes_as_one_run(twin_sharing, tmp_path):
+    """--raw files of processes with different seeds summarise like one run with all seeds."""
+    import pandas as pd
+
+    def aucs(seeds):
+        return pd.DataFrame(
+            [
+                {"model": m, "seed": s, "scenario": "NL", "task": "ctr", "auc": 0.6 + 0.1 * s + d}
+                for s in seeds
+                for m, d in (("single_task", 0.0), ("mmoe", 0.02 * (s + 1)))
+            ]
+        )
+
+    oracle = pd.DataFrame(
+        [{"model": "oracle", "seed": 0, "scenario": "NL", "task": "ctr", "auc": 0.9}]
+    )
+    twin_sharing.write_raw(tmp_path / "a.csv", aucs([0, 2]), oracle)
+    twin_sharing.write_raw(tmp_path / "b.csv", aucs([1]), oracle)
+    merged, merged_oracle = twin_sharing.read_raw([tmp_path / "a.csv", tmp_path / "b.csv"])
+    expected = twin_sharing.summarise(aucs([0, 1, 2]), oracle)
+    pd.testing.assert_frame_equal(
+        twin_sharing.summarise(merged, merged_oracle), expected, check_like=True
+    )
+    with pytest.raises(SystemExit, match="appears in two of"):
+        twin_sharing.read_raw([tmp_path / "a.csv", tmp_path / "a.csv"])
