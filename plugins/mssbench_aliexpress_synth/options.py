@@ -10,9 +10,9 @@ NAME = "aliexpress-synth"
 #: Defaults of the sharing design (``SynthConfig.small_size``, ``small_train``, ``country_dev``,
 #: ``conflict``, ``task_share``; the dataset card explains them).
 SHARING_DEFAULTS: Mapping[str, Any] = {
-    "small_size": 1.0,
-    "small_train": 0.1,
-    "country_dev": 0.1,
+    "small_size": 0.5,
+    "small_train": 1.0,
+    "country_dev": 0.35,
     "conflict": 1,
     "task_share": 0.7,
 }
