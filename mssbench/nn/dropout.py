@@ -41,6 +41,7 @@ _MIX2 = _signed(0x94D049BB133111EB)
 #: 64-bit hash serves four consecutive elements, which quarters the integer work.
 _BITS = 16
 _PER_WORD = 64 // _BITS
+_SIGN = 1 << (_BITS - 1)  # the top bit of a 16-bit slice
 
 
 def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -109,6 +110,11 @@ def _mask(
     """:func:`keep_mask`, or its complement (the dropped elements) with ``kept=False``."""
     if device is None:
         device = seed.device if isinstance(seed, torch.Tensor) else "cpu"
+    # The 16-bit slices are compared as int16 after flipping their top bit (below), so the
+    # threshold moves down by the same 2**15.
+    threshold = int(round(p * (1 << _BITS))) - _SIGN
+    if threshold >= _SIGN:  # p rounds to 1 (above 1 - 2**-17): every element dropped
+        return torch.full(tuple(shape), not kept, dtype=torch.bool, device=device)
     seed = torch.as_tensor(seed, dtype=torch.int64, device=device)
     step = torch.as_tensor(step, dtype=torch.int64, device=device)
     base = _mix(seed ^ _mix(step * _GOLDEN + _GOLDEN))  # [] one key per (seed, step)
@@ -120,10 +126,7 @@ def _mask(
     z = _mix_(z.mul_(_GOLDEN).add_(base))  # [words]: one hash gives four 16-bit uniforms
     # Each 16-bit slice of a word compared as unsigned: flipping its top bit maps unsigned order
     # onto int16 order, so the slices are compared in place, without shifting them down.
-    slices = z.view(torch.int16).view(words, _PER_WORD).bitwise_xor_(-(1 << (_BITS - 1)))
-    threshold = int(round(p * (1 << _BITS))) - (1 << (_BITS - 1))
-    if threshold >= 1 << (_BITS - 1):  # p rounds to 1 (above 1 - 2**-17): every element dropped
-        return torch.full(tuple(shape), not kept, dtype=torch.bool, device=device)
+    slices = z.view(torch.int16).view(words, _PER_WORD).bitwise_xor_(-_SIGN)
     out = torch.empty(words, _PER_WORD, dtype=torch.bool, device=device)
     compare = torch.ge if kept else torch.lt
     for j in range(_PER_WORD):  # element 4w + j takes bits 48 - 16j upwards of word w
