@@ -10,7 +10,8 @@
 #
 # Environment: DATASET (default census-income), DATA_OPTS, MODELS (space-separated, cheapest
 # first), TRIALS (default 8), SAMPLES (default 235136 = the compact census budget: 58,784 rows
-# x 4 epochs), SEEDS (default 5), STUDIES (default leaderboards/tuning/DATASET), OUT (default
+# x 4 epochs), SEEDS (default 5), JOBS (parallel trials and seeds, default 2; each process
+# holds one model's evaluation batch: SUPERMOE-style at its widest takes about 13 GB), STUDIES (default leaderboards/tuning/DATASET), OUT (default
 # leaderboards/runs/tuned/DATASET), PYTHON.
 #
 # Model by model: a finished study is not searched again and finished seeds are skipped, so
@@ -25,6 +26,7 @@ aesm ple adasparse m2m mmoe dephn m3oe hinet omoe supermoe stem}
 TRIALS=${TRIALS:-8}
 SAMPLES=${SAMPLES:-235136}
 SEEDS=${SEEDS:-5}
+JOBS=${JOBS:-2}
 STUDIES=${STUDIES:-leaderboards/tuning/$DATASET}
 OUT=${OUT:-leaderboards/runs/tuned/$DATASET}
 OPTS=(--epochs 4 --batch-size 1024 --device cpu)
@@ -55,8 +57,8 @@ for model in $MODELS; do
   takes "$model" "${EMBED%%=*}" && fixed=(-p "$EMBED")
   # shellcheck disable=SC2086
   "$PY" -m mssbench tune -m "$model" -d "$DATASET" $DATA_OPTS "${OPTS[@]}" "${fixed[@]}" --trials "$TRIALS" \
-    --budget-samples "$SAMPLES" --seed 0 --jobs 2 --out "$study" || { status=1; continue; }
-  suite_opts=(--tuned "$study" --seeds "$SEEDS" --jobs 2 --device cpu --no-progress --out "$OUT")
+    --budget-samples "$SAMPLES" --seed 0 --jobs "$JOBS" --out "$study" || { status=1; continue; }
+  suite_opts=(--tuned "$study" --seeds "$SEEDS" --jobs "$JOBS" --device cpu --no-progress --out "$OUT")
   [ "${1:-}" = "--tiny" ] && suite_opts=(--plugin mssbench.testing.plugin "${suite_opts[@]}")
   "$PY" -m mssbench suite "${suite_opts[@]}" || status=1
 done

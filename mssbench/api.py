@@ -19,6 +19,7 @@ from mssbench.config import SELECTIONS, RunConfig, resolve
 from mssbench.data import contract
 from mssbench.data.splits import nested_sample
 from mssbench.errors import ConfigError, MssbenchError, PluginError, describe_error
+from mssbench.identity import record_identity, resolved_options, run_identity
 from mssbench.metrics import evaluate
 from mssbench.metrics.core import call_metric
 from mssbench.metrics.intervals import auc_intervals
@@ -29,7 +30,6 @@ from mssbench.records import (
     ensure_writable,
     finish_record,
     load_records,
-    model_version,
     start_record,
     write_record,
 )
@@ -226,24 +226,26 @@ def resolve_metrics(registry: Registry, names: list[str]) -> list[MetricSpec]:
     return specs
 
 
-def checkpoint_path(out_dir: str | Path, config: RunConfig, model_version: int) -> Path:
-    """Where a run keeps its resumable state: ``OUT/.partial/<dataset>_<model>[_vN]_<hash>.pt``.
+def checkpoint_path(out_dir: str | Path, config: RunConfig, registry: Registry) -> Path:
+    """Where a run keeps its resumable state: ``OUT/.partial/<dataset>_<model>[_vN]_<id>.pt``.
 
-    A checkpoint of another model version is not resumed (its state means something else).
+    Named by the run's identity (:func:`mssbench.identity.run_identity`): a checkpoint of
+    another model version, or of the data another dataset default gave, is not resumed.
     """
-    version = f"_v{model_version}" if model_version > 1 else ""
-    name = f"{config.dataset}_{config.model}{version}_{config.result_hash()}.pt"
+    identity, number = run_identity(config, registry)
+    version = f"_v{number}" if number > 1 else ""
+    name = f"{config.dataset}_{config.model}{version}_{identity}.pt"
     return Path(out_dir) / ".partial" / name
 
 
-def finished_record(out_dir: str | Path, config: RunConfig, version: int) -> dict | None:
-    """A finished record in ``out_dir`` of ``config`` (same hash) at model ``version``."""
+def finished_record(out_dir: str | Path, config: RunConfig, registry: Registry) -> dict | None:
+    """A finished record in ``out_dir`` of the run ``config`` describes (the same identity)."""
     if not Path(out_dir).is_dir():
         return None
     records, _ = load_records(out_dir)
-    want = config.result_hash()
+    want = run_identity(config, registry)
     for record in records:
-        if record["run_hash"] == want and model_version(record) == version:
+        if record_identity(record, registry) == want:
             return record
     return None
 
@@ -326,12 +328,11 @@ def run(
         try:
             if not world.is_main:
                 return _run(config, registry, log, world, device, hooks, trial)
-            version = registry.model(config.model).version
-            registry.dataset(config.dataset)  # an unknown name: an error before anything is written
-            checkpoint = checkpoint_path(ensure_writable(config.out), config, version)
+            # An unknown model, dataset or data option: an error before anything is written.
+            checkpoint = checkpoint_path(ensure_writable(config.out), config, registry)
             with run_lock(checkpoint, wait):
                 if skip_finished:
-                    done = finished_record(config.out, config, version)
+                    done = finished_record(config.out, config, registry)
                     if done is not None:
                         frame = pd.DataFrame(done["test"]["metrics"])
                         path = Path(done.pop("_path"))
@@ -390,6 +391,8 @@ def _balancer_report(
             "task_weights": balancer.task_weights().detach().cpu().tolist(),
         }
     }
+
+
 def _init_output_biases(
     model: torch.nn.Module,
     model_spec: ModelSpec,
@@ -434,12 +437,13 @@ def _run(
     model_spec = registry.model(config.model)
     dataset_spec = registry.dataset(config.dataset)
     params = resolve(
-        "param", f"model {config.model!r}", model_spec.defaults, config.params,
+        "param",
+        f"model {config.model!r}",
+        model_spec.defaults,
+        config.params,
         model_spec.constraints,
     )
-    data_options = resolve(
-        "data option", f"dataset {config.dataset!r}", dataset_spec.options, config.data_options
-    )
+    data_options = resolved_options(dataset_spec, config.data_options)
     metric_specs = resolve_metrics(registry, config.metrics)
     balancer_spec, balancer_params = resolve_balancer(
         registry,
@@ -455,7 +459,10 @@ def _run(
 
     t_load = time.perf_counter()
     data, counts = load_checked_dataset(
-        registry, config.dataset, data_options, lambda line: log(f"Warning: {line}"),
+        registry,
+        config.dataset,
+        data_options,
+        lambda line: log(f"Warning: {line}"),
         read_test=trial is None,
     )
     load_seconds = time.perf_counter() - t_load
@@ -531,7 +538,7 @@ def _run(
             model, train, settings, model_name=config.model, device=device, log=log
         )
 
-    checkpoint = checkpoint_path(out_dir, config, model_spec.version)
+    checkpoint = checkpoint_path(out_dir, config, registry)
     settings = FitSettings(
         model_name=config.model,
         device=device,
@@ -563,8 +570,9 @@ def _run(
     )
     result = fit(model, schema, train, valid, settings)
 
-    test_df, oracle_df = _test_metrics(model, test, device, config, world, schema, metric_specs,
-                                       trial)
+    test_df, oracle_df = _test_metrics(
+        model, test, device, config, world, schema, metric_specs, trial
+    )
     state = result.state
     training = {
         "epochs_run": state.epoch,

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from pydantic import (
 
 from mssbench.errors import ConfigError, DataError
 from mssbench.io import write_json
+
+if TYPE_CHECKING:
+    from mssbench.config import RunConfig
 
 #: Version of the record layout :func:`finish_record` writes. Version 2 added ``digest``,
 #: ``config.requested`` and the plugins' ``source``; version 1 records (no digest) are read as
@@ -556,8 +559,8 @@ def _requested_from_command(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """``(run_hash, values as given)`` for each reading of a record's configuration."""
+def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], RunConfig]]:
+    """``(run_hash, values as given, RunConfig)`` for each reading of a record's configuration."""
     from mssbench.config import RunConfig  # config imports nothing from here; avoid a cycle
 
     names = {f for f in RunConfig.__dataclass_fields__}
@@ -583,9 +586,10 @@ def _hash_candidates(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any
     for given in candidates:
         merged = {**base, **{k: v for k, v in given.items() if k in REQUESTED_FIELDS}}
         try:
-            out.append((RunConfig(**merged).result_hash(), given))
+            config = RunConfig(**merged)
         except TypeError:
             continue
+        out.append((config.result_hash(), given, config))
     return out
 
 
@@ -595,7 +599,15 @@ def recomputed_run_hash(record: Mapping[str, Any]) -> list[str]:
     One for a record with ``config.requested``; for a version 1 record, the hash of the values
     read from its command line and of the resolved values (a run started from Python).
     """
-    return [h for h, _ in _hash_candidates(record)]
+    return [h for h, _, _ in _hash_candidates(record)]
+
+
+def given_config(record: Mapping[str, Any]) -> RunConfig | None:
+    """The :class:`RunConfig` as given that has the record's ``run_hash`` (``None``: none has)."""
+    for run_hash, _, config in _hash_candidates(record):
+        if run_hash == record.get("run_hash"):
+            return config
+    return None
 
 
 def requested_values(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -605,7 +617,7 @@ def requested_values(record: Mapping[str, Any]) -> dict[str, Any] | None:
     rebuilt from them reruns the same configuration under the same hash, so a suite finds the
     run finished.
     """
-    for run_hash, given in _hash_candidates(record):
+    for run_hash, given, _ in _hash_candidates(record):
         if run_hash == record.get("run_hash"):
             return dict(given)
     return None
@@ -741,7 +753,7 @@ def _check_integrity(record: dict[str, Any]) -> None:
         )
     _check_config_keys(record["config"])
     candidates = _hash_candidates(record)
-    matching = [given for h, given in candidates if h == record["run_hash"]]
+    matching = [given for h, given, _ in candidates if h == record["run_hash"]]
     if not matching:
         raise ValueError(
             f"run_hash {record['run_hash']!r} is not what its config gives "

@@ -648,6 +648,11 @@ class DatasetSpec:
             ``log(str)``, and returns the rows of a summary table (one dict per row). It must
             leave nothing under ``dest`` that ``load`` would accept if it fails or is
             interrupted.
+        earlier_options: For run records made before an option existed: the value that gives
+            the data such a run had (``{"small_train": 1.0}``: no thinning before the option).
+            An option not named here is taken at its default; ``None`` says no value of the
+            option gives that data. Suites use it to tell whether a record ran on the data a
+            configuration means today (:mod:`mssbench.identity`).
     """
 
     name: str
@@ -657,6 +662,7 @@ class DatasetSpec:
     source: str = ""
     tags: Mapping[str, Any] = field(default_factory=dict)
     prepare: Callable[..., list[dict[str, Any]]] | None = None
+    earlier_options: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise :class:`SpecError` if the spec is malformed."""
@@ -669,10 +675,16 @@ class DatasetSpec:
             raise SpecError(f"dataset {self.name!r}: summary must be a non-empty string")
         try:
             json.dumps(dict(self.options))
+            json.dumps(dict(self.earlier_options))
         except TypeError as exc:
             raise SpecError(
                 f"dataset {self.name!r}: options are not JSON-serialisable: {exc}"
             ) from None
+        unknown = sorted(set(self.earlier_options) - set(self.options))
+        if unknown:
+            raise SpecError(
+                f"dataset {self.name!r}: earlier_options names undeclared options {unknown}"
+            )
 
 
 #: The heads the core can put on a model's logits (``--head``, and a spec's ``heads`` tag).

@@ -17,8 +17,9 @@ import torch
 
 from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError, MssbenchError
+from mssbench.identity import record_identity, run_identity
 from mssbench.plugins import Registry, load_registry
-from mssbench.records import load_records, model_version
+from mssbench.records import load_records
 
 
 @dataclass
@@ -129,15 +130,17 @@ def plan(
 def mark_finished(jobs: list[SuiteJob], registry: Registry, out: str) -> list[SuiteJob]:
     """Mark ``skipped`` every job whose run already has a finished record in ``out``.
 
-    A run counts as finished when ``out`` holds a finished record with the same configuration
-    hash and the same model version.
+    A run counts as finished when ``out`` holds a finished record of the same run: the same
+    configuration with the dataset's options resolved, and the same model version
+    (:mod:`mssbench.identity`).
     """
     if not Path(out).is_dir():
         return jobs
     records, _ = load_records(out)
-    done = {(r["run_hash"], model_version(r)): r["_path"] for r in records}
+    done = {record_identity(r, registry): r["_path"] for r in records}
+    done.pop(None, None)  # records of data no installed dataset gives
     for job in jobs:
-        key = (job.config.result_hash(), registry.model(job.config.model).version)
+        key = run_identity(job.config, registry)
         if key in done:
             job.status, job.path = "skipped", done[key]
     return jobs

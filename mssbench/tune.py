@@ -308,8 +308,7 @@ def _drop_checkpoint(config: RunConfig, registry: Registry) -> None:
     """A pruned trial does not resume: its checkpoint goes."""
     from mssbench.api import checkpoint_path
 
-    version = registry.model(config.model).version
-    path = checkpoint_path(config.out, config, version)
+    path = checkpoint_path(config.out, config, registry)
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # only when empty, as a finished run leaves it

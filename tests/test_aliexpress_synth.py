@@ -79,10 +79,10 @@ def test_schema_and_protocol_are_the_shared_ones():
         "aliexpress-synth",
         COUNTRIES,
         synthetic=True,
-        variant="g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7",
+        variant="g2-n20000-seed0-cvr4-small1-train0.1-dev0.1-conflict1-task0.7",
     )
     assert data.protocol.id.startswith(
-        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7/"
+        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small1-train0.1-dev0.1-conflict1-task0.7/"
     )
     # Different generated data never shares a protocol id.
     other = L.load({"n_rows": 20_000, "seed": 1})
@@ -173,24 +173,30 @@ def test_country_subset_is_exactly_those_rows(gen):
 
 
 def test_country_proportions(gen):
-    small = G.SynthConfig().small_size
-    rows = G.stream_rows(N, small)
+    """Test parts in the Tianchi proportions (small ones times ``small_size``); train parts
+    in the documented test ratios, the small countries' times ``small_train``."""
+    config = G.SynthConfig()
+    rows = G.stream_rows(N, config.small_size, config.small_train)
     assert sum(rows.values()) == N
-    per_country = {c: rows[(c, 0)] + rows[(c, 1)] for c in COUNTRIES}
-    sizes = G.country_size(small)
+    sizes = G.country_size(config.small_size)
+    test_share = {c: sizes[c] * G.TEST_PER_TRAIN[c] / (1 + G.TEST_PER_TRAIN[c]) for c in COUNTRIES}
     for c in COUNTRIES:
-        assert per_country[c] / per_country["ES"] == pytest.approx(sizes[c] / sizes["ES"], rel=0.02)
-        assert sizes[c] == G.COUNTRY_SIZE[c] * (small if c in G.SMALL_COUNTRIES else 1)
-        assert rows[(c, 1)] / rows[(c, 0)] == pytest.approx(G.TEST_PER_TRAIN[c], rel=0.01)
+        assert rows[(c, 1)] / rows[("ES", 1)] == pytest.approx(
+            test_share[c] / test_share["ES"], rel=0.02
+        )
+        assert sizes[c] == G.COUNTRY_SIZE[c] * (config.small_size if c in G.SMALL_COUNTRIES else 1)
+        scarce = config.small_train if c in G.SMALL_COUNTRIES else 1.0
+        assert rows[(c, 1)] / rows[(c, 0)] == pytest.approx(G.TEST_PER_TRAIN[c] / scarce, rel=0.02)
         assert 0.3 <= G.TEST_PER_TRAIN[c] <= 0.5
-    assert 7 < per_country["RU"] / per_country["NL"] * small < 8
+    assert 7 < sizes["RU"] / sizes["NL"] * config.small_size < 8
     counts = gen.info["counts"]
     for c in COUNTRIES:
         official_train = counts["train"][c]["rows"] + counts["valid"][c]["rows"]
         assert official_train == rows[(c, 0)]
         assert counts["test"][c]["rows"] == rows[(c, 1)]
     scen = concat(gen, "scenario")
-    assert np.bincount(scen).tolist() == [per_country[c] for c in COUNTRIES]
+    per_country = [rows[(c, 0)] + rows[(c, 1)] for c in COUNTRIES]
+    assert np.bincount(scen).tolist() == per_country
 
 
 def test_rates_within_documented_ranges(big):
@@ -336,7 +342,7 @@ def test_country_effects_and_shared_task_signal(big):
     for c in COUNTRIES[1:]:
         for t in (0, 1):
             diff = logits[c][t] - logits["NL"][t]
-            assert diff.std() > 0.1, (c, t)  # each country has its own effects
+            assert diff.std() > 0.05, (c, t)  # each country has its own effects
             # The country components (Cc, Cp: raw rows 5, 6) share one effect, with the
             # opposite sign in the conflict countries.
             r = np.corrcoef(raw[c][5 + t], raw["NL"][5 + t])[0, 1]
@@ -353,14 +359,15 @@ def test_task_share_ties_purchase_to_the_click_components(big):
         config = G.SynthConfig(n_rows=200_000, task_share=share)
         logits, raw, _ = _country_logits(big, config)
         corr[share] = np.corrcoef(logits["NL"][1], raw["NL"][3])[0, 1]  # purchase vs Hc
-    assert abs(corr[0.0]) < 0.15 < 0.3 < corr[0.7], corr
+    # Not 0 at share 0: the numeric features are correlated through the user and item latents.
+    assert abs(corr[0.0]) < 0.25 and corr[0.7] > corr[0.0] + 0.3, corr
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [
         ("small_size", 0.25),
-        ("small_train", 0.25),
+        ("small_train", 0.02),
         ("country_dev", 1.0),
         ("conflict", 2),
         ("task_share", 0.2),
@@ -424,8 +431,8 @@ def test_scenario_subset_via_load():
     assert data.schema.scenarios == ("NL", "ES")
     assert (
         data.protocol.id
-        == "synthetic/aliexpress-synth/standard-g2-n40000-seed0-cvr4-small0.5-dev0.35-conflict1"
-        "-task0.7/v1/NL+ES"
+        == "synthetic/aliexpress-synth/standard-g2-n40000-seed0-cvr4-small1-train0.1-dev0.1"
+        "-conflict1-task0.7/v1/NL+ES"
     )
     for split in (data.train, data.valid, data.test):
         assert set(split.scenario.unique().tolist()) == {0, 1}
@@ -572,7 +579,7 @@ def test_cli_smoke_run(tmp_path):
     assert result.exit_code == 0, result.output
     text = result.output
     assert (
-        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small0.5-dev0.35-conflict1-task0.7/v1/NL+ES+FR+US+RU"
+        "synthetic/aliexpress-synth/standard-g2-n20000-seed0-cvr4-small1-train0.1-dev0.1-conflict1-task0.7/v1/NL+ES+FR+US+RU"
         in text
     )
     for c in COUNTRIES:

@@ -168,15 +168,15 @@ def files(tmp: Path) -> dict[str, str]:
 
 
 def _plant_garbage_checkpoint(tmp: Path) -> None:
-    import mssbench_mmoe
-
     from mssbench.api import checkpoint_path
     from mssbench.config import RunConfig
+    from mssbench.plugins import load_registry
+    from mssbench.testing import plugin as testing_plugin
 
     cfg = RunConfig(model="mmoe", dataset="tiny-synth", params=dict(SMALL_MMOE), epochs=1,
                     batch_size=256, out=str(tmp / "runs"))
-    [mmoe] = mssbench_mmoe.mssbench_register_models()
-    checkpoint_path(tmp / "runs", cfg, mmoe.version).write_bytes(b"\x80\x04garbage")
+    registry = load_registry(extra=[("mssbench-testing", testing_plugin)])
+    checkpoint_path(tmp / "runs", cfg, registry).write_bytes(b"\x80\x04garbage")
 
 
 def test_there_are_at_least_30_cases():

@@ -156,7 +156,7 @@ def test_ray_options_need_the_ray_executor(tmp_path):
     [
         ("census-income/*/README.md", "suite-published.yaml", "leaderboards/runs", 105),
         (
-            "aliexpress-synth/*-g2-n150000-*-small0.5-*/README.md",
+            "aliexpress-synth/*-g2-n150000-*-small1-train0.1-*/README.md",
             "suite-published-twin.yaml",
             "leaderboards/runs/aliexpress-synth",
             110,

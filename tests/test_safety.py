@@ -22,12 +22,13 @@ from mssbench.config import RunConfig
 from mssbench.errors import ConfigError
 from mssbench.io import atomic_write, recover_dir, replace_dir, write_json, write_text
 from mssbench.plugins import load_registry
+from mssbench.testing import plugin as testing_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-#: The checkpoint and lock file names carry the model's version.
-MMOE_VERSION = load_registry().model("mmoe").version
+#: The checkpoint and lock file names carry the run's identity (model version included).
+REGISTRY = load_registry(extra=[("mssbench-testing", testing_plugin)])
 
 
 def config(out, **kw):
@@ -164,7 +165,7 @@ def cli_config(out, epochs=2) -> RunConfig:
 
 
 def _plant(out: Path, payload) -> Path:
-    path = checkpoint_path(out, cli_config(out), MMOE_VERSION)
+    path = checkpoint_path(out, cli_config(out), REGISTRY)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
     return path
@@ -219,7 +220,7 @@ def test_a_garbage_checkpoint_is_one_line(tmp_path, content, expect):
 def test_a_checkpoint_of_another_shape_is_one_line(registry, tmp_path, broken):
     out = tmp_path / "runs"
     other = config(out, epochs=2, resume=True)
-    ck = checkpoint_path(out, other, MMOE_VERSION)
+    ck = checkpoint_path(out, other, REGISTRY)
     registry.pm.register(Interrupt(1), name="interrupt")
     with pytest.raises(KeyboardInterrupt):
         run(other, registry=registry, log=quiet)
@@ -289,7 +290,7 @@ def test_kill_9_after_an_epoch_then_resume_matches_an_uninterrupted_run(registry
 def test_a_running_configuration_is_reported_not_run_twice(registry, tmp_path):
     out = tmp_path / "runs"
     cfg = config(out)
-    lock_path = checkpoint_path(out, cfg, MMOE_VERSION).with_suffix(".lock")
+    lock_path = checkpoint_path(out, cfg, REGISTRY).with_suffix(".lock")
     lock_path.parent.mkdir(parents=True)
     lock = FileLock(str(lock_path))
     with lock:

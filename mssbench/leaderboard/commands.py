@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mssbench.balancing import balancer_flags
 from mssbench.config import DEFAULT_OUT, RunConfig
+from mssbench.identity import recorded_options
 from mssbench.leaderboard.frame import Defaults, Page
 from mssbench.leaderboard.labels import (
     contributor_name,
@@ -78,15 +79,10 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
     given = requested_values(record)
     if given is not None:  # the values as given: the rebuilt command hashes like the record
         params = [f"{k}={_cli_value(v)}" for k, v in sorted((given["params"] or {}).items())]
-        data_options = given["data_options"] or {}
     else:
         params = _differing(config.get("params"), defaults.model_params.get(model))
-        data_options = config.get("data_options") or {}
-    rest: list[str] = []
-    options = None if given is not None else defaults.dataset_options.get(dataset)
-    for key, value in sorted(data_options.items()):
-        if options is None or key not in options or options[key] != value:
-            rest += ["-D", f"{key}={_cli_value(value)}"]
+    rest = [arg for key, value in _data_options(record, given, defaults) for arg in
+            ("-D", f"{key}={_cli_value(value)}")]
     base = RunConfig(model=model, dataset=dataset)
     for key, flag in _RUN_FLAGS:
         # A record older than an option ran with the value every earlier record had.
@@ -111,6 +107,27 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
         elif given is None and value and (not known or value != default):
             rest += [flag, str(value)]
     return _Command(tuple(plugins), model, dataset, tuple(params), tuple(rest))
+
+
+def _data_options(
+    record: dict[str, Any], given: dict[str, Any] | None, defaults: Defaults
+) -> list[tuple[str, Any]]:
+    """The ``-D`` options of a record's command: its data with today's dataset defaults.
+
+    Where the dataset is installed, every option whose recorded value (an option the record
+    predates: its earlier value) differs from today's default, so that a default changed since
+    does not change the data the command means; the run's identity, which finds it finished,
+    is the same (:mod:`mssbench.identity`). Otherwise the options as given, or all of them.
+    """
+    dataset = record["dataset"]["name"]
+    options = defaults.dataset_options.get(dataset)
+    recorded = record["config"].get("data_options") or {}
+    if options is not None:
+        data = recorded_options(options, defaults.dataset_earlier.get(dataset, {}), recorded)
+        if data is not None:
+            return [(k, v) for k, v in sorted(data.items()) if v != options[k]]
+    chosen = given["data_options"] if given is not None else recorded
+    return sorted((chosen or {}).items())
 
 
 def _differing(values: Any, declared: Mapping[str, Any] | None) -> list[str]:

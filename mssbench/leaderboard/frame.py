@@ -27,12 +27,15 @@ class Defaults:
         model_params: ``{model: defaults}`` of installed models.
         model_tags: ``{model: tags}`` (``head`` and ``batching`` defaults).
         dataset_options: ``{dataset: options}`` of installed datasets.
+        dataset_earlier: ``{dataset: earlier_options}`` of installed datasets (the values
+            of options a record made before them lacks).
         entry_points: Plugin names loaded automatically (no ``--plugin`` needed).
     """
 
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_tags: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_earlier: dict[str, dict[str, Any]] = field(default_factory=dict)
     entry_points: frozenset[str] = frozenset()
 
     @classmethod
@@ -46,6 +49,9 @@ class Defaults:
             model_params={n: dict(r.spec.defaults) for n, r in registry.models.items()},
             model_tags={n: dict(r.spec.tags) for n, r in registry.models.items()},
             dataset_options={n: dict(r.spec.options) for n, r in registry.datasets.items()},
+            dataset_earlier={
+                n: dict(r.spec.earlier_options) for n, r in registry.datasets.items()
+            },
             entry_points=names,
         )
 
