@@ -243,3 +243,18 @@ def test_every_page_suite_file_plans_what_its_command_line_plans(tmp_path, monke
             assert from_file == from_command and from_file
             checked += 1
     assert checked >= 4  # census-income, and three suites on the twin's pages
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("suite*.yaml")))
+def test_every_example_suite_file_plans_its_runs(monkeypatch, tmp_path, name):
+    """Each example suite file is valid: it plans its runs (into an empty directory)."""
+    import mssbench.suite
+
+    planned = []
+    monkeypatch.setattr(mssbench.suite, "run_suite", lambda jobs, *a, **k: planned.append(jobs))
+    monkeypatch.chdir(EXAMPLES.parent)
+    args = ["suite", "--config", f"examples/{name}", "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [jobs] = planned
+    assert jobs and {j.status for j in jobs} == {"pending"}
