@@ -201,17 +201,30 @@ def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
+#: A study continued with ``n`` trials in it seeds its samplers ``n * RESUME_SEED_STRIDE`` on.
+RESUME_SEED_STRIDE = 1009
+
+
+def sampler_seed(seed: int, worker: int, existing: int) -> int:
+    """The TPE seed of ``worker`` when the study already holds ``existing`` trials.
+
+    A new study: ``seed + worker``, so parallel workers do not propose the same points. A
+    continued one is offset by the trials it holds: a seeded sampler started over would propose
+    its first random points again, which the study has already run.
+    """
+    return seed + worker + RESUME_SEED_STRIDE * existing
+
+
 def open_study(study: Study, worker: int = 0) -> Any:
     """The Optuna study in ``study``'s storage (created on first use), TPE and median pruning.
 
-    Each worker's sampler has its own seed (``seed + worker``), so parallel workers do not
-    propose the same points.
+    The sampler's seed is :func:`sampler_seed` of the trials in the storage when it opens.
     """
     optuna = require_optuna()
     storage = optuna.storages.RDBStorage(
         study.storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
     )
-    return optuna.create_study(
+    ostudy = optuna.create_study(
         study_name=study.name,
         storage=storage,
         direction="maximize",
@@ -219,6 +232,11 @@ def open_study(study: Study, worker: int = 0) -> Any:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
         load_if_exists=True,
     )
+    existing = len(ostudy.get_trials(deepcopy=False))
+    if existing:
+        seed = sampler_seed(study.seed, worker, existing)
+        ostudy.sampler = optuna.samplers.TPESampler(seed=seed)
+    return ostudy
 
 
 def requeue_interrupted(ostudy: Any) -> int:

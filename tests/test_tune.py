@@ -134,6 +134,8 @@ def test_interrupted_study_continues_with_the_same_point(tmp_path, monkeypatch):
     counted = [t for t in trials if t.state.is_finished() and t.state.name != "FAIL"]
     assert len(counted) == 3
     assert trials[1].state.name == "FAIL" and trials[2].params == trials[1].params
+    # The sampler does not start its sequence over: the new trial is not an earlier point.
+    assert trials[3].params not in (trials[0].params, trials[1].params)
 
 
 def test_other_settings_in_the_same_directory_are_refused(tmp_path):
