@@ -9,7 +9,7 @@
 #   bash leaderboards/tuned_track.sh --tiny              # CPU smoke run (figures mean nothing)
 #
 # Environment: DATASET (default census-income), DATA_OPTS, MODELS (space-separated, cheapest
-# first), TRIALS (default 8), SAMPLES (default 235136 = the compact census budget: 58,784 rows
+# first; escm2 is added on any dataset but census-income), TRIALS (default 8), SAMPLES (default 235136 = the compact census budget: 58,784 rows
 # x 4 epochs), SEEDS (default 5), JOBS (parallel trials and seeds, default 2; each process
 # holds one model's evaluation batch: SUPERMOE-style at its widest takes about 13 GB), STUDIES (default leaderboards/tuning/DATASET), OUT (default
 # leaderboards/runs/tuned/DATASET), PYTHON.
@@ -23,6 +23,8 @@ DATASET=${DATASET:-census-income}
 DATA_OPTS=${DATA_OPTS:-}
 MODELS=${MODELS:-epnet aitm shared_bottom star esmm pepnet single_task cross_stitch sarnet hmoe \
 aesm ple adasparse m2m mmoe dephn m3oe hinet omoe supermoe stem}
+# ESCM² needs a conversion task implying a click task: census-income has none.
+[ "$DATASET" = census-income ] || case " $MODELS " in *" escm2 "*) ;; *) MODELS="$MODELS escm2" ;; esac
 TRIALS=${TRIALS:-8}
 SAMPLES=${SAMPLES:-235136}
 SEEDS=${SEEDS:-5}
