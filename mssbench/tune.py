@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mssbench.config import RunConfig
+from mssbench.config import SELECTIONS, RunConfig
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.plugins import Registry, load_registry
 from mssbench.space import full_space, split_point, suggest_point
@@ -34,11 +34,14 @@ BEST_FILE = "best.yaml"
 STORAGE_FILE = "optuna.db"
 RUNS_DIR = "runs"
 DEFAULT_TUNE_OUT = "mssbench-tune"
-#: What a study maximises (the run's early-stopping score on the validation split).
-OBJECTIVE = "best validation selection score (mean over tasks of pooled validation AUC)"
 #: Trials that run to the end before the median pruner may stop any.
 PRUNER_STARTUP_TRIALS = 3
 INSTALL_HINT = "pip install 'mssbench[tune]'"
+
+
+def objective(select: str) -> str:
+    """What a study maximises: its trials' early-stopping score on the validation split."""
+    return f"best validation selection score ({SELECTIONS[select]})"
 
 
 def require_optuna() -> Any:
@@ -130,7 +133,7 @@ class Study:
             "dataset": base.dataset,
             "budget": self.budget.to_dict(),
             "seed": self.seed,
-            "objective": OBJECTIVE,
+            "objective": objective(base.select),
             "sampler": "TPE",
             "pruner": f"median (after {PRUNER_STARTUP_TRIALS} trials)",
             "trial_options": _options(base),
@@ -279,7 +282,7 @@ def trial_facts(study: Study, number: int, point: Mapping[str, Any]) -> dict[str
         "number": number,
         "budget": study.budget.to_dict(),
         "point": jsonable(dict(point)),
-        "selection": OBJECTIVE,
+        "selection": objective(study.base.select),
     }
 
 

@@ -92,6 +92,9 @@ def test_study_writes_a_best_config_that_run_reads(tmp_path):
     assert result.exit_code == 0, result.output
     described = json.loads(json.dumps(_yaml(study / "study.yaml")))
     assert described["budget"] == {"trials": 3, "samples_per_trial": 1024}
+    assert described["objective"] == (
+        "best validation selection score (minus the mean over tasks of validation logloss)"
+    )
     assert "embed_dim" not in described["search_space"]  # fixed with -p
     assert {"lr", "weight_decay", "dropout", "expert_hidden.layers"} <= set(
         _trial_params(study)
@@ -111,6 +114,17 @@ def test_study_writes_a_best_config_that_run_reads(tmp_path):
                  if r["trial"]["number"] == described["best"]["trial"])
     assert record["run_hash"] == trial["run_hash"]  # the same configuration, now with test
     assert record["training"]["best_selection_score"] == pytest.approx(described["best"]["value"])
+
+
+def test_the_study_names_the_selection_its_trials_use(tmp_path):
+    study = tmp_path / "study"
+    result = _tune(study, "--trials", "1", "--select", "mean_auc")
+    assert result.exit_code == 0, result.output
+    objective = _yaml(study / "study.yaml")["objective"]
+    assert objective.startswith("best validation selection score (mean over tasks of pooled")
+    [record], _ = load_records(study / "runs", trials=True)
+    assert record["trial"]["selection"] == objective
+    assert record["config"]["select"] == "mean_auc"
 
 
 def test_interrupted_study_continues_with_the_same_point(tmp_path, monkeypatch):
