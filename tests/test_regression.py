@@ -36,3 +36,23 @@ def test_the_baseline_is_package_data_outside_the_test_tree():
         BASELINE.read_text()
     )
     assert set(json.loads(BASELINE.read_text())) >= {"dataset", "settings", "aucs"}
+
+
+def test_the_check_runs_with_its_own_thread_count_and_restores_the_callers(tmp_path):
+    # The thread count changes the AUCs (STAR's income AUC by 0.01 between 1 and 2 threads), so
+    # the check must not inherit it from whoever calls it: the test suite runs with 1 thread,
+    # ``--update`` with every core.
+    import torch
+
+    from mssbench.regression import THREADS
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS + 1)
+    try:
+        run_regression(["single_task"], out=str(tmp_path))
+        assert torch.get_num_threads() == THREADS + 1
+    finally:
+        torch.set_num_threads(before)
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.rglob("*.json")]
+    assert record["environment"]["hardware"]["torch_threads"] == THREADS
+    assert json.loads(BASELINE.read_text())["settings"]["threads"] == THREADS
