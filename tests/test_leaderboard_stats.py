@@ -185,6 +185,20 @@ def test_index_groups_pages_by_track(tmp_path):
     assert index.index("## Track: default hyperparameters, GPU") < index.index("other/x/v1")
 
 
+def test_a_page_whose_every_run_converged_is_in_the_converged_track():
+    from mssbench.leaderboard import page_track
+
+    def run(seed, converged):
+        rec = make_record("a", seed=seed)
+        if converged is not None:
+            rec.setdefault("training", {})["converged"] = converged
+        return rec
+
+    assert page_track([run(0, True), run(1, True)]) == "default hyperparameters, converged, CPU"
+    assert page_track([run(0, True), run(1, False)]) == "default hyperparameters, CPU"
+    assert page_track([run(0, True), run(1, None)]) == "default hyperparameters, CPU"
+
+
 def test_tuned_runs_get_their_own_page_beside_the_defaults():
     from mssbench.leaderboard import page_track, render_index
 

@@ -176,8 +176,15 @@ def record_converged(rec: Mapping[str, Any]) -> bool | None:
 
 
 def page_track(records: Sequence[Mapping[str, Any]]) -> str:
-    """The track of a page: tuned or default hyperparameters, on CPU or GPU hardware."""
+    """The track of a page: tuned or default hyperparameters, converged, on CPU or GPU hardware.
+
+    "converged" only where every record says its training converged (a record without the flag,
+    or one run stopped by its budget, leaves the page in the fixed-budget track).
+    """
     tuned = "tuned" if any(record_tuned(r) for r in records) else "default hyperparameters"
+    flags = [record_converged(r) for r in records]
+    if flags and all(flag is True for flag in flags):
+        tuned += ", converged"
     devices = {
         str(((r.get("environment") or {}).get("hardware") or {}).get("device", "cpu"))
         for r in records
