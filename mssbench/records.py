@@ -10,6 +10,7 @@ test summary recomputed from the test cells.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -76,8 +77,18 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
+#: Changed files of a checkout that cannot change a number (``fnmatch`` patterns, relative to
+#: the repository root): the leaderboards' records, pages and scripts (a run's configuration is
+#: in its record) and prose. A commit whose only changes are these is not reported as "dirty".
+NON_CODE_PATHS = ("leaderboards/*", "*.md")
+
+
 def git_commit(path: str | Path | None = None) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git checkout holding ``path`` (the package by default)."""
+    """Commit, dirty flag and changed tracked files of the checkout holding ``path``.
+
+    ``path`` is the package by default. ``dirty_paths`` lists the modified tracked files
+    (relative to the repository root), so a reader can tell a changed page from changed code.
+    """
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -85,16 +96,31 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any] | None:
         )
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(
+        status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=where,
             capture_output=True,
             text=True,
             timeout=5,
         )
-        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in status.stdout.splitlines()]
+    return {"commit": sha.stdout.strip(), "dirty": bool(paths), "dirty_paths": paths}
+
+
+def dirty_code(git: Mapping[str, Any]) -> bool | None:
+    """Whether a record's checkout had changes that could change a number.
+
+    False when it was clean or every changed file matches :data:`NON_CODE_PATHS`; None when the
+    record does not list its changed files (records written before ``dirty_paths``).
+    """
+    if not git.get("dirty"):
+        return False
+    paths = git.get("dirty_paths")
+    if paths is None:
+        return None
+    return not all(any(fnmatch.fnmatch(p, pat) for pat in NON_CODE_PATHS) for p in paths)
 
 
 def cpu_name() -> str:

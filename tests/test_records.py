@@ -56,3 +56,44 @@ def test_load_results_frame_and_rejections(registry, tmp_path):
     assert pooled.value.tolist() == [0.5, 0.5]
     with pytest.raises(DataError, match="does not exist"):
         load_results(tmp_path / "nope")
+
+
+def test_a_record_names_the_changed_files_of_its_checkout_and_whether_they_are_code(tmp_path):
+    import subprocess
+
+    from mssbench.leaderboard.commands import commit_label
+    from mssbench.records import dirty_code, git_commit
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    (tmp_path / "leaderboards").mkdir()
+    for name in ("model.py", "README.md", "leaderboards/page.md"):
+        (tmp_path / name).write_text("x\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    (tmp_path / "untracked.py").write_text("new\n")  # untracked files do not count
+    clean = git_commit(tmp_path)
+    assert clean["dirty"] is False and clean["dirty_paths"] == [] and dirty_code(clean) is False
+    assert commit_label(clean) == clean["commit"][:12]
+
+    (tmp_path / "README.md").write_text("y\n")
+    (tmp_path / "leaderboards" / "page.md").write_text("y\n")
+    pages = git_commit(tmp_path)
+    assert pages["dirty"] and sorted(pages["dirty_paths"]) == ["README.md", "leaderboards/page.md"]
+    assert dirty_code(pages) is False
+    assert commit_label(pages).endswith("(records/pages changed, code clean)")
+
+    (tmp_path / "model.py").write_text("y\n")
+    code = git_commit(tmp_path)
+    assert "model.py" in code["dirty_paths"] and dirty_code(code) is True
+    assert commit_label(code).endswith("(dirty)")
+    # A record written before the list existed is dirty for all anyone can tell.
+    assert dirty_code({"commit": "abc", "dirty": True}) is None
+    assert commit_label({"commit": "abc", "dirty": True}) == "abc (dirty)"

@@ -17,7 +17,7 @@ from mssbench.leaderboard.labels import (
     hardware_label,
     versions_label,
 )
-from mssbench.records import model_version, requested_values
+from mssbench.records import dirty_code, model_version, requested_values
 from mssbench.reproduce import suite_file_name
 
 _RUN_FLAGS = (
@@ -81,8 +81,11 @@ def _command(record: dict[str, Any], defaults: Defaults) -> _Command:
         params = [f"{k}={_cli_value(v)}" for k, v in sorted((given["params"] or {}).items())]
     else:
         params = _differing(config.get("params"), defaults.model_params.get(model))
-    rest = [arg for key, value in _data_options(record, given, defaults) for arg in
-            ("-D", f"{key}={_cli_value(value)}")]
+    rest = [
+        arg
+        for key, value in _data_options(record, given, defaults)
+        for arg in ("-D", f"{key}={_cli_value(value)}")
+    ]
     base = RunConfig(model=model, dataset=dataset)
     for key, flag in _RUN_FLAGS:
         # A record older than an option ran with the value every earlier record had.
@@ -267,6 +270,20 @@ def _suite_file_lines(n_suites: int, page_path: str) -> list[str]:
     return [*lines, "```", ""]
 
 
+def commit_label(git: Mapping[str, Any]) -> str:
+    """A record's commit for the *from* table: the short hash and what, if anything, had changed.
+
+    "(dirty)" only where the checkout had changes that could change a number (or the record does
+    not list them); changed records or pages alone are named as such.
+    """
+    sha = str(git["commit"])[:12]
+    if not git.get("dirty"):
+        return sha
+    return sha + (
+        " (records/pages changed, code clean)" if dirty_code(git) is False else " (dirty)"
+    )
+
+
 def environments(page: Page) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Distinct (contributor, hardware, versions) of a page's records.
 
@@ -295,7 +312,7 @@ def environments(page: Page) -> tuple[list[dict[str, Any]], dict[str, str]]:
         env["runs"] += 1
         git = rec["environment"].get("git")
         if isinstance(git, dict) and git.get("commit"):
-            sha = str(git["commit"])[:12] + (" (dirty)" if git.get("dirty") else "")
+            sha = commit_label(git)
             if sha not in env["git"]:
                 env["git"].append(sha)
         hw = rec["environment"].get("hardware")
