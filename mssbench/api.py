@@ -422,6 +422,52 @@ def _optimizer_facts(
     return {"optimizer": optimizer, "weight_decay_groups": describe_groups(model, param_groups)}
 
 
+@dataclass
+class _Context:
+    """What every step of a run shares: its configuration, plugins, processes and callbacks."""
+
+    config: RunConfig
+    registry: Registry
+    world: distributed.World
+    device: torch.device
+    hooks: RunHooks
+    trial: Trial | None
+    log: Callable[[str], None]
+    #: ``time.perf_counter()`` when the run began (its wall time counts from here).
+    started: float
+
+
+@dataclass
+class _Plan:
+    """The run's plugins and settings, resolved before any data is read."""
+
+    model_spec: ModelSpec
+    params: dict[str, Any]
+    data_options: dict[str, Any]
+    metric_specs: list[MetricSpec]
+    balancer_spec: BalancerSpec | None
+    balancer_params: dict[str, Any]
+    batching: str
+    out_dir: Path
+
+
+@dataclass
+class _Built:
+    """The loaded data and the model built on it, ready to train."""
+
+    data: LoadedDataset
+    counts: Mapping[str, Any]
+    load_seconds: float
+    head: str
+    model: torch.nn.Module
+    train: Split
+    valid: Split
+    test: Split
+    bias_note: str | None
+    task_weights: torch.Tensor
+    balancer: Balancer | None
+
+
 def _run(
     config: RunConfig,
     registry: Registry,
@@ -432,10 +478,43 @@ def _run(
     trial: Trial | None = None,
 ) -> RunResult:
     started = time.perf_counter()
+    ctx = _Context(
+        config, registry, world, device, hooks, trial, log if world.is_main else _silent, started
+    )
+    plan = _plan(ctx)
+    built = _build(ctx, plan, *_load(ctx, plan))
+    stamp = datetime.now(timezone.utc)
+    record = _start(ctx, plan, built, stamp)
+    _pretrain(ctx, built, record)
+    checkpoint = checkpoint_path(plan.out_dir, config, registry)
+    settings = _fit_settings(ctx, plan, built, record, checkpoint)
+    result = fit(built.model, built.data.schema, built.train, built.valid, settings)
+    test_df, oracle_df = _test_metrics(
+        built.model, built.test, device, config, world, built.data.schema, plan.metric_specs, trial
+    )
+    record = finish_record(
+        record,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        # Every process of a resumed run: earlier ones up to their last checkpoint.
+        wall_seconds=result.earlier_wall_seconds + time.perf_counter() - started,
+        training=_training_block(ctx, plan, built, result.state),
+        test_cells=None if trial is not None else test_df.to_dict(orient="records"),
+        oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
+    )
     if not world.is_main:
-        log = _silent
+        return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
+    stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"
+    path = write_record(plan.out_dir, stem, record)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    hooks.run_end(record, str(path))
+    return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)
+
+
+def _plan(ctx: _Context) -> _Plan:
+    """Resolve the model's hyper-parameters, the data options, metrics, balancer and batching."""
+    config, registry = ctx.config, ctx.registry
     model_spec = registry.model(config.model)
-    dataset_spec = registry.dataset(config.dataset)
     params = resolve(
         "param",
         f"model {config.model!r}",
@@ -443,105 +522,161 @@ def _run(
         config.params,
         model_spec.constraints,
     )
-    data_options = resolved_options(dataset_spec, config.data_options)
+    data_options = resolved_options(registry.dataset(config.dataset), config.data_options)
     metric_specs = resolve_metrics(registry, config.metrics)
     balancer_spec, balancer_params = resolve_balancer(
         registry,
         config.balancer,
         config.balancer_params,
-        distributed=world.enabled,
+        distributed=ctx.world.enabled,
         step=config.step,
     )
     out_dir = ensure_writable(config.out)
     batching = config.batching
     if batching == "auto":
         batching = str(model_spec.tags.get("batching", "mixed"))
+    return _Plan(
+        model_spec,
+        params,
+        data_options,
+        metric_specs,
+        balancer_spec,
+        balancer_params,
+        batching,
+        out_dir,
+    )
 
+
+def _load(ctx: _Context, plan: _Plan) -> tuple[LoadedDataset, Mapping[str, Any], float]:
+    """The checked dataset (no test rows for a trial), its counts and the seconds it took."""
     t_load = time.perf_counter()
     data, counts = load_checked_dataset(
-        registry,
-        config.dataset,
-        data_options,
-        lambda line: log(f"Warning: {line}"),
-        read_test=trial is None,
+        ctx.registry,
+        ctx.config.dataset,
+        plan.data_options,
+        lambda line: ctx.log(f"Warning: {line}"),
+        read_test=ctx.trial is None,
     )
-    load_seconds = time.perf_counter() - t_load
-    schema = data.schema
+    return data, counts, time.perf_counter() - t_load
 
+
+def _choose_head(config: RunConfig, model_spec: ModelSpec, schema: DatasetSchema) -> str:
+    """The output head: ``--head``, or the model's preferred one where the tasks allow it."""
     head = config.head
     if head == "auto":
         # A model's preferred head applies where the tasks allow it (click -> purchase).
         head = str(model_spec.tags.get("head", "direct")) if schema.relations else "direct"
-
     check_head_supported(model_spec, head, schema, config.dataset)
+    if head == "esmm" and not schema.relations:
+        raise ConfigError(
+            f"--head esmm needs tasks where one implies another (click -> purchase); "
+            f"dataset {config.dataset!r} has none"
+        )
+    return head
 
+
+def _build(  # noqa: PLR0913 - the loaded pieces, as _load returns them
+    ctx: _Context,
+    plan: _Plan,
+    data: LoadedDataset,
+    counts: Mapping[str, Any],
+    load_seconds: float,
+) -> _Built:
+    """Seed, build the model (output biases, head) and put it and the splits on the device.
+
+    The order of the steps that draw random numbers is part of every model's numbers: seed,
+    build, training subsample, output biases, then the per-rank seed of data-parallel runs.
+    """
+    config, world, device = ctx.config, ctx.world, ctx.device
+    schema = data.schema
+    head = _choose_head(config, plan.model_spec, schema)
     seed_everything(config.seed)
-    model = build_model(registry, config.model, schema, params)
+    model = build_model(ctx.registry, config.model, schema, plan.params)
     train = data.train
     if config.train_rows:
         train = _train_rows(train, config.train_rows, config.dataset)
-    bias_note = _init_output_biases(model, model_spec, config, train, schema, head)
+    bias_note = _init_output_biases(model, plan.model_spec, config, train, schema, head)
     if head == "esmm":
-        if not schema.relations:
-            raise ConfigError(
-                f"--head esmm needs tasks where one implies another (click -> purchase); "
-                f"dataset {config.dataset!r} has none"
-            )
         model = ESMMHead(model, schema)
     if world.enabled and not world.is_main:
         # Same initial weights on every rank, different dropout streams.
         torch.manual_seed(config.seed + 7919 * world.rank)
     model = model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
     valid, test = data.valid, data.test
     if device.type != "cpu" and not data.memory_mapped:
         train, valid, test = (s.to(device) for s in (train, valid, test))
-
-    stamp = datetime.now(timezone.utc)
-    config_dict = {**config.to_dict(), "params": params, "data_options": data_options}
-    config_dict["batching"] = batching
-    config_dict["head"] = head
-    config_dict.update({"bias_init_note": bias_note} if bias_note else {})
-    config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if data.memory_mapped else "rows"
-    decay_groups = model_spec.tags.get(GROUPS_TAG)
-    config_dict.update(_optimizer_facts(config, device, model, decay_groups))
-    config_dict["distributed"] = world.describe()
     # The task weights, resolved once: the balancer and the trainer's loss both use them.
     weights = task_weights(model, schema.n_tasks, device)
-    balancer = _make_balancer(balancer_spec, balancer_params, weights)
+    balancer = _make_balancer(plan.balancer_spec, plan.balancer_params, weights)
+    return _Built(
+        data, counts, load_seconds, head, model, train, valid, test, bias_note, weights, balancer
+    )
+
+
+def _config_dict(ctx: _Context, plan: _Plan, built: _Built) -> dict[str, Any]:
+    """The record's resolved configuration: hyper-parameters, options and training facts."""
+    config = ctx.config
+    config_dict = {**config.to_dict(), "params": plan.params, "data_options": plan.data_options}
+    config_dict["batching"] = plan.batching
+    config_dict["head"] = built.head
+    config_dict.update({"bias_init_note": built.bias_note} if built.bias_note else {})
+    memory_mapped = built.data.memory_mapped
+    config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if memory_mapped else "rows"
+    decay_groups = plan.model_spec.tags.get(GROUPS_TAG)
+    config_dict.update(_optimizer_facts(config, ctx.device, built.model, decay_groups))
+    config_dict["distributed"] = ctx.world.describe()
+    return config_dict
+
+
+def _start(ctx: _Context, plan: _Plan, built: _Built, stamp: datetime) -> dict[str, Any]:
+    """The started record (``status: running``), announced to the hooks and the log."""
+    config, world = ctx.config, ctx.world
+    n_params = sum(p.numel() for p in built.model.parameters())
+    train, valid, test = built.train, built.valid, built.test
     facts = RunFacts(
         rows={"train": len(train), "valid": len(valid), "test": len(test)},
-        counts=counts,
+        counts=built.counts,
         n_params=n_params,
-        load_seconds=load_seconds,
-        metric_specs=metric_specs,
-        device=device,
+        load_seconds=built.load_seconds,
+        metric_specs=plan.metric_specs,
+        device=ctx.device,
         started_at=stamp.isoformat(),
     )
-    record = start_record(config, config_dict, registry, data, facts)
-    if trial is not None:
-        record["trial"] = dict(trial.facts)
-    hooks.run_start(record)
-    log(
-        f"{config.model} on {config.dataset} [{data.protocol.id}]: {n_params:,} parameters, "
-        f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, device {device}"
+    config_dict = _config_dict(ctx, plan, built)
+    record = start_record(config, config_dict, ctx.registry, built.data, facts)
+    if ctx.trial is not None:
+        record["trial"] = dict(ctx.trial.facts)
+    ctx.hooks.run_start(record)
+    ctx.log(
+        f"{config.model} on {config.dataset} [{built.data.protocol.id}]: {n_params:,} parameters, "
+        f"{len(train):,} train / {len(valid):,} valid / {len(test):,} test rows, "
+        f"device {ctx.device}"
         + (f", {world.size} processes ({world.backend})" if world.enabled else "")
     )
+    return record
 
-    if config.pretrain == "contrastive":
-        if world.enabled:
-            raise ConfigError("--pretrain contrastive runs in one process, not under torchrun")
-        settings = PretrainSettings(
-            config.pretrain_epochs, config.batch_size, config.lr, config.seed
-        )
-        record["pretraining"] = pretrain_contrastive(
-            model, train, settings, model_name=config.model, device=device, log=log
-        )
 
-    checkpoint = checkpoint_path(out_dir, config, registry)
-    settings = FitSettings(
+def _pretrain(ctx: _Context, built: _Built, record: dict[str, Any]) -> None:
+    """``--pretrain contrastive``: pretrain the model in place, its report in the record."""
+    config = ctx.config
+    if config.pretrain != "contrastive":
+        return
+    if ctx.world.enabled:
+        raise ConfigError("--pretrain contrastive runs in one process, not under torchrun")
+    settings = PretrainSettings(config.pretrain_epochs, config.batch_size, config.lr, config.seed)
+    record["pretraining"] = pretrain_contrastive(
+        built.model, built.train, settings, model_name=config.model, device=ctx.device, log=ctx.log
+    )
+
+
+def _fit_settings(
+    ctx: _Context, plan: _Plan, built: _Built, record: dict[str, Any], checkpoint: Path
+) -> FitSettings:
+    """The trainer's settings for this run (each epoch's end goes to the hooks and the trial)."""
+    config, world = ctx.config, ctx.world
+    return FitSettings(
         model_name=config.model,
-        device=device,
+        device=ctx.device,
         seed=config.seed,
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -549,31 +684,30 @@ def _run(
         lr=config.lr,
         weight_decay=config.weight_decay,
         weight_decay_mode=config.weight_decay_mode,
-        decay_groups=decay_groups,
+        decay_groups=plan.model_spec.tags.get(GROUPS_TAG),
         patience=config.patience,
         select=config.select,
-        scenario_pure=batching == "scenario_pure",
+        scenario_pure=plan.batching == "scenario_pure",
         max_steps_per_epoch=config.max_steps_per_epoch,
-        block_rows=BLOCK_ROWS if data.memory_mapped else 0,
+        block_rows=BLOCK_ROWS if built.data.memory_mapped else 0,
         checkpoint=checkpoint,
         resume=config.resume,
         progress=config.progress and world.is_main,
-        on_epoch_end=lambda e, m: _epoch_end(hooks, record, trial, e, m),
-        log=log,
+        on_epoch_end=lambda e, m: _epoch_end(ctx.hooks, record, ctx.trial, e, m),
+        log=ctx.log,
         world=world,
         precision=config.precision,
         compile_model=config.compile,
         step_mode=config.step,
-        started=started,
-        balancer=balancer,
-        task_weights=weights,
+        started=ctx.started,
+        balancer=built.balancer,
+        task_weights=built.task_weights,
     )
-    result = fit(model, schema, train, valid, settings)
 
-    test_df, oracle_df = _test_metrics(
-        model, test, device, config, world, schema, metric_specs, trial
-    )
-    state = result.state
+
+def _training_block(ctx: _Context, plan: _Plan, built: _Built, state: Any) -> dict[str, Any]:
+    """The record's ``training`` block: epochs, selection, convergence, speed, curve, balancer."""
+    config = ctx.config
     training = {
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
@@ -588,31 +722,11 @@ def _run(
         ),
         "history": state.history,
     }
+    plugin = ctx.registry.plugin_of("balancer", config.balancer) if plan.balancer_spec else ""
     training.update(
-        _balancer_report(
-            balancer,
-            balancer_spec,
-            balancer_params,
-            registry.plugin_of("balancer", config.balancer) if balancer_spec else "",
-        )
+        _balancer_report(built.balancer, plan.balancer_spec, plan.balancer_params, plugin)
     )
-    record = finish_record(
-        record,
-        finished_at=datetime.now(timezone.utc).isoformat(),
-        # Every process of a resumed run: earlier ones up to their last checkpoint.
-        wall_seconds=result.earlier_wall_seconds + time.perf_counter() - started,
-        training=training,
-        test_cells=None if trial is not None else test_df.to_dict(orient="records"),
-        oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
-    )
-    if not world.is_main:
-        return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
-    stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"
-    path = write_record(out_dir, stem, record)
-    if checkpoint.exists():
-        checkpoint.unlink()
-    hooks.run_end(record, str(path))
-    return RunResult(record=record, path=path, test_metrics=test_df, oracle_metrics=oracle_df)
+    return training
 
 
 def _epoch_end(
