@@ -14,7 +14,8 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -636,6 +637,37 @@ def evaluate(
         ValueError: If shapes, dtypes, devices or values do not match the schema.
     """
     _check_eval_inputs(logits, labels, scenario, schema)
+    metrics = _checked_metrics(metrics)
+    metric_names = _METRICS + tuple(m.name for m in metrics)
+    logits = _as_float("logits", logits.detach())
+    n_scen = schema.n_scenarios
+    y_all = _check_binary("labels", labels)  # [N, T] int64
+    scen = _check_groups("scenario", scenario, n_scen)  # [N] int64
+    row_groups = _check_row_groups(groups, logits)
+    columns = _eval_columns(logits, y_all, scen, schema, row_groups)
+    stats, plugin_cells = _column_stats(columns, metrics, n_scen)
+    names = list(schema.scenarios) + [POOLED]
+    records, per_scen = _scenario_rows(names, columns, stats, plugin_cells, metric_names)
+    records += _macro_rows([c.task for c in columns], metric_names, per_scen)
+    return _tidy(records)
+
+
+_Row = tuple[str, str, str, float, int, int, str]
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One evaluated task: its scores, labels, scenario ids and row groups (rows in order)."""
+
+    task: str
+    score: torch.Tensor
+    y: torch.Tensor
+    scen: torch.Tensor
+    row_groups: torch.Tensor | None
+
+
+def _checked_metrics(metrics: Sequence[MetricSpec]) -> tuple[MetricSpec, ...]:
+    """The plugin metrics, each validated, no name twice."""
     metrics = tuple(metrics)
     for spec in metrics:
         if not isinstance(spec, MetricSpec):
@@ -644,47 +676,71 @@ def evaluate(
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ValueError(f"metrics: a metric is named twice in {names}")
-    metric_names = _METRICS + tuple(names)
-    logits = _as_float("logits", logits.detach())
-    n_scen = schema.n_scenarios
-    n_groups = n_scen + 1  # the scenarios, then "pooled"
-    y_all = _check_binary("labels", labels)  # [N, T] int64
-    scen = _check_groups("scenario", scenario, n_scen)  # [N] int64
-    row_groups = _check_row_groups(groups, logits)
+    return metrics
 
-    columns: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = [
-        (t, logits[:, j], y_all[:, j], scen) for j, t in enumerate(schema.task_names)
+
+def _eval_columns(
+    logits: torch.Tensor,
+    y_all: torch.Tensor,
+    scen: torch.Tensor,
+    schema: DatasetSchema,
+    row_groups: torch.Tensor | None,
+) -> list[_Column]:
+    """The schema's tasks, then one conditional task per relation (on parent-positive rows)."""
+    columns = [
+        _Column(t, logits[:, j], y_all[:, j], scen, row_groups)
+        for j, t in enumerate(schema.task_names)
     ]
-    column_groups = [row_groups] * len(columns)
     for rel in schema.relations:
         c, p = schema.task_index(rel.child), schema.task_index(rel.parent)
         rows = y_all[:, p] == 1  # [N] parent positives
         score = conditional_logit(logits[rows, c].double(), logits[rows, p].double())  # [M]
-        columns.append((rel.conditional, score, y_all[rows, c], scen[rows]))
-        column_groups.append(None if row_groups is None else row_groups[rows])
+        groups = None if row_groups is None else row_groups[rows]
+        columns.append(_Column(rel.conditional, score, y_all[rows, c], scen[rows], groups))
+    return columns
 
-    # Per task: [5, S + 1] float64 = auc, logloss, n, n_pos, count of NaN scores; the last
-    # column is "pooled", computed as one more group.
-    stats = []
+
+def _column_stats(
+    columns: Sequence[_Column], metrics: Sequence[MetricSpec], n_scen: int
+) -> tuple[list[torch.Tensor], list[dict[str, list[tuple[float, str]]]]]:
+    """Per task, the built-in statistics and the plugin metrics' cells.
+
+    The statistics are ``[5, S + 1]`` float64: auc, logloss, n, n_pos and the count of NaN
+    scores; the last column is "pooled", computed as one more group.
+    """
+    stats: list[torch.Tensor] = []
     plugin_cells: list[dict[str, list[tuple[float, str]]]] = []  # per task: name -> per group
-    for (_task, score, y, groups), rg in zip(columns, column_groups, strict=True):
-        score, y = score.contiguous(), y.contiguous()  # [M] each
+    for col in columns:
+        score, y, groups = col.score.contiguous(), col.y.contiguous(), col.scen  # [M] each
         auc, n, n_pos = _grouped_auc(score, y, groups, n_scen, pooled=True)
         ll = _grouped_logloss(score, y, groups, n_scen, pooled=True)
-        nan = torch.zeros(n_groups, dtype=torch.int64, device=logits.device).index_add_(
+        nan = torch.zeros(n_scen + 1, dtype=torch.int64, device=score.device).index_add_(
             0, groups, torch.isnan(score).long()
         )
         nan[n_scen] = nan[:n_scen].sum()
         stats.append(torch.stack([auc, ll, n.double(), n_pos.double(), nan.double()]).cpu())
         plugin_cells.append(
-            {m.name: _plugin_metric_cells(m, score, y, groups, stats[-1][2:], rg) for m in metrics}
+            {
+                m.name: _plugin_metric_cells(m, score, y, groups, stats[-1][2:], col.row_groups)
+                for m in metrics
+            }
         )
+    return stats, plugin_cells
 
-    names = list(schema.scenarios) + [POOLED]
-    records: list[tuple[str, str, str, float, int, int, str]] = []
+
+def _scenario_rows(
+    names: Sequence[str],
+    columns: Sequence[_Column],
+    stats: Sequence[torch.Tensor],
+    plugin_cells: Sequence[Mapping[str, list[tuple[float, str]]]],
+    metric_names: Sequence[str],
+) -> tuple[list[_Row], dict[tuple[str, str], list[tuple[float, str]]]]:
+    """The rows of every scenario and ``pooled``; and per (task, metric) the scenarios' values."""
+    n_scen = len(names) - 1
+    records: list[_Row] = []
     per_scen: dict[tuple[str, str], list[tuple[float, str]]] = {}
     for gi, scen_name in enumerate(names):
-        for (task, *_), st, extra in zip(columns, stats, plugin_cells, strict=True):
+        for col, st, extra in zip(columns, stats, plugin_cells, strict=True):
             n, n_pos, n_nan = int(st[2, gi]), int(st[3, gi]), int(st[4, gi])
             for mi, metric in enumerate(metric_names):
                 if mi < len(_METRICS):
@@ -695,11 +751,20 @@ def evaluate(
                         reason = _cell_reason(metric, n, n_pos, n_nan, both) or "undefined"
                 else:
                     value, reason = extra[metric][gi]
-                records.append((scen_name, task, metric, value, n, n_pos, reason))
+                records.append((scen_name, col.task, metric, value, n, n_pos, reason))
                 if gi < n_scen:
-                    per_scen.setdefault((task, metric), []).append((value, scen_name))
+                    per_scen.setdefault((col.task, metric), []).append((value, scen_name))
+    return records, per_scen
 
-    for task, *_ in columns:
+
+def _macro_rows(
+    tasks: Sequence[str],
+    metric_names: Sequence[str],
+    per_scen: Mapping[tuple[str, str], list[tuple[float, str]]],
+) -> list[_Row]:
+    """The ``macro`` rows: each cell's unweighted mean over the scenarios where it is defined."""
+    records: list[_Row] = []
+    for task in tasks:
         for metric in metric_names:
             cells = per_scen[(task, metric)]
             defined = [v for v, _ in cells if not math.isnan(v)]
@@ -715,7 +780,11 @@ def evaluate(
                         f"(undefined: {', '.join(missing)})"
                     )
             records.append((MACRO, task, metric, value, len(defined), -1, reason))
+    return records
 
+
+def _tidy(records: Sequence[_Row]) -> pd.DataFrame:
+    """The evaluation's rows as the tidy frame of :data:`COLUMNS`."""
     cols = list(zip(*records, strict=True))  # one tuple per column
     return pd.DataFrame(
         {
