@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from mssbench.balancing import DEFAULT_BALANCER
 from mssbench.errors import ConfigError, brief, brief_repr
@@ -274,63 +274,72 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
         )
 
     if not isinstance(value, str):
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            raise bad()
-        if (
-            isinstance(default, float)
-            and isinstance(value, (int, float))
-            and not isinstance(value, bool)
-        ):
-            return float(value)
-        if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-            return [_coerce(kind, key, v, default[0]) if default else v for v in value]
-        if isinstance(default, str) and isinstance(value, str):
-            return value
-        if default is None:
+        return _coerce_value(kind, key, value, default, bad)
+    text = value.strip()
+    if isinstance(default, (list, tuple)):
+        return _coerce_list_text(kind, key, text, default, bad)
+    return _coerce_text(text, default, bad)
+
+
+def _coerce_value(
+    kind: str, key: str, value: Any, default: Any, bad: Callable[[], ConfigError]
+) -> Any:
+    """A value that is not text (from a config file or the API): checked against ``default``."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
             return value
         raise bad()
-    text = value.strip()
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, float) and number:
+        return float(value)
+    if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return [_coerce(kind, key, v, default[0]) if default else v for v in value]
+    if (isinstance(default, str) and isinstance(value, str)) or default is None:
+        return value
+    raise bad()
+
+
+def _coerce_text(text: str, default: Any, bad: Callable[[], ConfigError]) -> Any:
+    """Text converted to the scalar type of ``default`` (JSON, or the text, where it is None)."""
     if isinstance(default, bool):
         if text.lower() in _TRUE:
             return True
         if text.lower() in _FALSE:
             return False
         raise bad()
-    if isinstance(default, int):
+    if isinstance(default, (int, float)):
         try:
-            return int(text)
+            return (int if isinstance(default, int) else float)(text)
         except ValueError:
             raise bad() from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise bad() from None
-    if isinstance(default, (list, tuple)):
-        items: Any
-        if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError:
-                raise bad() from None
-        else:
-            items = [t for t in text.split(",") if t.strip()] if text else []
-        if not isinstance(items, list):
-            raise bad()
-        if default:
-            return [_coerce(kind, key, v, default[0]) for v in items]
-        # No element type to follow: numbers become numbers, anything else stays text.
-        return [_number_or_text(v) if isinstance(v, str) else v for v in items]
     if default is None:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
     return text
+
+
+def _coerce_list_text(
+    kind: str, key: str, text: str, default: Sequence[Any], bad: Callable[[], ConfigError]
+) -> list[Any]:
+    """Text as a list: JSON (``[64, 32]``) or comma-separated, elements typed as ``default``'s."""
+    items: Any
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise bad() from None
+    else:
+        items = [t for t in text.split(",") if t.strip()] if text else []
+    if not isinstance(items, list):
+        raise bad()
+    if default:
+        return [_coerce(kind, key, v, default[0]) for v in items]
+    # No element type to follow: numbers become numbers, anything else stays text.
+    return [_number_or_text(v) if isinstance(v, str) else v for v in items]
 
 
 def _number_or_text(text: str) -> Any:

@@ -50,6 +50,26 @@ def test_int_roundtrip(n):
     assert resolve("param", "m", DEFAULTS, {"n": str(n)})["n"] == n
 
 
+_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
+
+
+@given(st.one_of(_SCALARS, st.lists(st.integers(-(10**6), 10**6), max_size=4)))
+def test_a_value_and_its_command_line_text_resolve_alike(value):
+    # A config file gives typed values, the command line gives text: both must end up the same.
+    import json
+
+    key = {bool: "flag", int: "n", float: "lr", list: "hidden"}[type(value)]
+    text = json.dumps(value) if isinstance(value, (list, float)) else str(value)
+    typed = resolve("param", "m", DEFAULTS, {key: value})[key]
+    from_text = resolve("param", "m", DEFAULTS, {key: text})[key]
+    assert typed == from_text == value
+    assert type(typed) is type(from_text) is type(DEFAULTS[key])
+
+
 def test_assignments():
     assert parse_assignments(["a=1", "b=x=y"], "--param") == {"a": "1", "b": "x=y"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
