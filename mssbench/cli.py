@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import traceback
@@ -792,6 +793,54 @@ def check(
         click.echo(f"\n{name} ({kind}, plugin {registry.plugin_of(kind, name)})")
         click.echo(tabulate(rows, headers=["check", "status", "message"], tablefmt="simple"))
         failed |= any(r.status == "failed" for r in results)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Largest absolute difference accepted for a number that is not identical (0: every "
+    "number must repeat bit for bit, as on the recorded hardware and library versions).",
+)
+@click.option(
+    "--out",
+    default=None,
+    help="Keep the repeated runs' records here (default: a temporary directory, removed).",
+)
+@plugin_options
+@handle_errors
+def repeat(
+    records: tuple[str, ...],
+    tolerance: float,
+    out: str | None,
+    plugins: tuple[str, ...],
+    disabled: tuple[str, ...],
+    strict_plugins: bool,
+) -> None:
+    """Run each record's configuration again and compare its numbers with the record's.
+
+    Every test cell and the training facts (epochs run, best epoch, best validation score) are
+    compared. Exit status 1 if any number differs by more than --tolerance.
+    """
+    from mssbench.repeat import repeat as repeat_run
+
+    if tolerance < 0 or math.isnan(tolerance):
+        raise ConfigError(f"--tolerance must be a number >= 0, got {tolerance}")
+    registry = _registry(plugins, disabled, strict_plugins)
+    failed = False
+    for path in records:
+        comparison = repeat_run(path, registry, out=out, tolerance=tolerance, log=click.echo)
+        click.echo(comparison.summary())
+        for note in comparison.environment:
+            click.echo(f"  environment: {note}")
+        if comparison.repeated_path:
+            click.echo(f"  repeated run: {comparison.repeated_path}")
+        failed |= not comparison.repeats
     if failed:
         sys.exit(1)
 

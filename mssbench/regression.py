@@ -16,17 +16,14 @@ could not be met by the other.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mssbench.config import RunConfig
 from mssbench.plugins import Registry, load_registry
+from mssbench.runners.trainer import torch_threads
 
 DATASET = "census-income"
 SETTINGS = {"epochs": 1, "batch_size": 256, "seed": 0, "lr": 2e-3}
@@ -50,17 +47,6 @@ def builtin_models(registry: Registry) -> list[str]:
         if reg.spec.build.__module__.startswith("mssbench_")
         and "direct" in reg.spec.tags.get("heads", ("direct",))
     )
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore the caller's count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_regression(models: list[str] | None = None, out: str | None = None) -> dict[str, Any]:

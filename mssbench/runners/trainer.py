@@ -109,6 +109,21 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the caller's count.
+
+    The thread count sets the order of floating-point reductions on the CPU, so a run repeats
+    bit for bit only with the count it was recorded with (``environment.hardware.torch_threads``).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def block_shuffled_rows(
     n_rows: int, block_rows: int, window_blocks: int, generator: torch.Generator
 ) -> torch.Tensor:

@@ -1,0 +1,208 @@
+"""Repeat a recorded run and compare its numbers with the record's (``mssbench repeat``).
+
+A record's digest catches an edit made after its run, not a record fabricated whole (see
+CONTRIBUTING.md, *How a record is checked*); what settles a number is running its
+configuration again. :func:`repeat` rebuilds the configuration the record's run hash stands
+for, runs it with the torch thread count the record names, and compares every test cell and the
+training facts (epochs run, best epoch, best validation score) with the record's: bit for bit,
+or within a tolerance where the hardware or the library versions differ.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from mssbench.config import RunConfig
+from mssbench.errors import DataError, MssbenchError
+from mssbench.plugins import Registry
+from mssbench.records import (
+    cpu_name,
+    given_config,
+    model_version,
+    package_versions,
+    read_record_file,
+    verify_record,
+)
+from mssbench.runners.trainer import torch_threads
+
+#: Training facts compared with the record (``training.<key>``).
+TRAINING_FACTS = ("epochs_run", "best_epoch", "best_selection_score")
+
+Cell = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A number of the repeated run that is not the record's."""
+
+    what: str
+    recorded: float | None
+    repeated: float | None
+
+    @property
+    def gap(self) -> float:
+        """``|repeated - recorded|``; inf where only one of them is defined."""
+        if self.recorded is None or self.repeated is None:
+            return math.inf
+        return abs(self.repeated - self.recorded)
+
+
+@dataclass
+class Comparison:
+    """How a repeated run compares with its record."""
+
+    source: str
+    compared: int = 0
+    identical: int = 0
+    #: Numbers that differ but by no more than the tolerance.
+    close: list[Difference] = field(default_factory=list)
+    #: Numbers that differ by more than the tolerance (or are defined on one side only).
+    differ: list[Difference] = field(default_factory=list)
+    #: What differs between the record's environment and this one (library versions, CPU...).
+    environment: list[str] = field(default_factory=list)
+    #: Where the repeated run's record was written.
+    repeated_path: str | None = None
+
+    @property
+    def repeats(self) -> bool:
+        """Whether every compared number is within the tolerance."""
+        return not self.differ
+
+    def summary(self) -> str:
+        """One line: identical, within tolerance, or the largest difference."""
+        head = f"{self.source}: {self.identical} of {self.compared} numbers identical"
+        if self.close:
+            worst = max(self.close, key=lambda d: d.gap)
+            head += (
+                f", {len(self.close)} within the tolerance (largest {worst.gap:.3g}: {worst.what})"
+            )
+        if not self.differ:
+            return f"repeats: {head}"
+        worst = max(self.differ, key=lambda d: d.gap)
+        return (
+            f"DIFFERS: {head}, {len(self.differ)} beyond the tolerance; largest: {worst.what} "
+            f"{_fmt(worst.recorded)} recorded, {_fmt(worst.repeated)} repeated"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.6g}"
+
+
+def _number(value: Any) -> float | None:
+    """A recorded number as a float; None for undefined (NaN is stored as null)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def load_for_repeat(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
+    """The checked record at ``path`` and the configuration its run hash stands for."""
+    record = verify_record(read_record_file(path), str(path))
+    if "trial" in record:
+        raise DataError(f"{path}: a tuning trial's record (no test results to compare)")
+    config = given_config(record)
+    if config is None:
+        raise DataError(f"{path}: no configuration gives the record's run_hash")
+    return record, config
+
+
+def check_versions(record: Mapping[str, Any], config: RunConfig, registry: Registry) -> None:
+    """Refuse a repeat that cannot give the record's numbers: another model version."""
+    here = registry.model(config.model).version
+    recorded = model_version(dict(record))
+    if here != recorded:
+        raise MssbenchError(
+            f"model {config.model!r} is at version {here} here and version {recorded} in the "
+            f"record: a version bump changes its numbers, so the run cannot repeat"
+        )
+
+
+def environment_differences(record: Mapping[str, Any], device: torch.device) -> list[str]:
+    """What differs between the record's environment and this one, as short phrases."""
+    env = record.get("environment") or {}
+    recorded_versions = env.get("versions") or {}
+    here = package_versions()
+    out = [
+        f"{name} {recorded_versions[name]} recorded, {here.get(name, 'absent')} here"
+        for name in sorted(recorded_versions)
+        if name in here and recorded_versions[name] != here[name]
+    ]
+    hw = env.get("hardware") or {}
+    if device.type == "cpu" and hw.get("cpu") and hw["cpu"] != cpu_name():
+        out.append(f"CPU {hw['cpu']} recorded, {cpu_name()} here")
+    recorded_device = str(hw.get("device", "cpu")).split(":")[0]
+    if recorded_device != device.type:
+        out.append(f"device {recorded_device} recorded, {device.type} here")
+    return out
+
+
+def _cells(record: Mapping[str, Any]) -> dict[Cell, float | None]:
+    test = record.get("test") or {}
+    return {
+        (str(c["scenario"]), str(c["task"]), str(c["metric"])): _number(c.get("value"))
+        for c in test.get("metrics") or []
+    }
+
+
+def compare(
+    recorded: Mapping[str, Any], repeated: Mapping[str, Any], tolerance: float, source: str
+) -> Comparison:
+    """Compare every test cell and the training facts of two records of one configuration."""
+    result = Comparison(source)
+    pairs: list[tuple[str, float | None, float | None]] = []
+    mine, theirs = _cells(recorded), _cells(repeated)
+    for key in sorted(set(mine) | set(theirs)):
+        pairs.append(("/".join(key), mine.get(key), theirs.get(key)))
+    for key in TRAINING_FACTS:
+        a, b = recorded["training"].get(key), repeated["training"].get(key)
+        pairs.append((f"training.{key}", _number(a), _number(b)))
+    for what, a, b in pairs:
+        result.compared += 1
+        if a == b:  # both undefined, or bit for bit the same float
+            result.identical += 1
+            continue
+        diff = Difference(what, a, b)
+        (result.close if diff.gap <= tolerance else result.differ).append(diff)
+    return result
+
+
+def repeat(
+    path: str | Path,
+    registry: Registry,
+    out: str | None = None,
+    tolerance: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> Comparison:
+    """Run the configuration of the record at ``path`` again and compare the two.
+
+    Args:
+        path: A finished run record (checked as every record read is).
+        registry: The installed plugins (the record's model must be at its recorded version).
+        out: Where the repeated run's record goes (a temporary directory, removed, by default).
+        tolerance: The largest absolute difference accepted for a number that is not identical.
+        log: Progress lines.
+    """
+    from mssbench import api
+
+    record, config = load_for_repeat(path)
+    check_versions(record, config, registry)
+    threads = (record["environment"].get("hardware") or {}).get("torch_threads")
+    threads = int(threads) if threads else torch.get_num_threads()
+    log(f"{path}: {config.model} on {config.dataset}, seed {config.seed}, {threads} torch threads")
+    with tempfile.TemporaryDirectory(prefix="mssbench-repeat-") as tmp, torch_threads(threads):
+        run_config = replace(config, out=out or tmp, progress=False, resume=False, trackers=[])
+        result = api.run(run_config, registry=registry, log=lambda _m: None)
+        comparison = compare(record, result.record, tolerance, str(path))
+        if out:
+            comparison.repeated_path = str(result.path)
+    device = torch.device(str(result.record["environment"]["hardware"].get("device", "cpu")))
+    comparison.environment = environment_differences(record, device)
+    return comparison

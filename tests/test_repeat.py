@@ -1,0 +1,100 @@
+"""`mssbench repeat`: a record's configuration run again, its numbers compared with the record's."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_run_args
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mssbench.cli import main
+from mssbench.errors import MssbenchError
+from mssbench.records import content_digest
+from mssbench.repeat import check_versions, compare
+
+PLUGIN = ["--plugin", "mssbench.testing.plugin"]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One finished tiny run's record file."""
+    out = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(main, tiny_run_args(out, 2, "--no-progress"))
+    assert result.exit_code == 0, result.output
+    (path,) = out.rglob("*.json")
+    return path
+
+
+def _repeat(*args):
+    return CliRunner().invoke(main, ["repeat", *PLUGIN, *map(str, args)])
+
+
+def test_a_record_repeats_bit_for_bit(recorded, tmp_path):
+    result = _repeat(recorded, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("repeats:"))
+    n = json.loads(recorded.read_text())["test"]["metrics"]
+    assert f"{len(n) + 3} of {len(n) + 3} numbers identical" in line  # cells + training facts
+    (again,) = tmp_path.rglob("*.json")
+    assert json.loads(again.read_text())["run_hash"] == json.loads(recorded.read_text())["run_hash"]
+
+
+def test_a_forged_number_with_a_valid_digest_is_caught(recorded, tmp_path):
+    # The digest is a checksum, not a signature: a record rewritten with its digest recomputed
+    # passes every check on reading. Running it again is what catches the invented number.
+    record = json.loads(recorded.read_text())
+    cell = next(c for c in record["test"]["metrics"] if c["scenario"] not in ("pooled", "macro"))
+    cell["value"] = 0.999 if cell["metric"] == "auc" else 0.001
+    record["digest"] = content_digest(record)
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(record))
+    result = _repeat(forged)
+    assert result.exit_code == 1, result.output
+    assert "DIFFERS:" in result.output
+    assert f"{cell['scenario']}/{cell['task']}/{cell['metric']}" in result.output
+
+
+def test_a_record_of_another_model_version_is_refused(recorded, registry):
+    from mssbench.repeat import load_for_repeat
+
+    record, config = load_for_repeat(recorded)
+    record["model"]["version"] = record["model"]["version"] + 1
+    with pytest.raises(MssbenchError, match="cannot repeat"):
+        check_versions(record, config, registry)
+
+
+def test_a_file_that_is_not_a_record_is_one_error_line(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    result = _repeat(bad)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("Error:") and str(bad) in result.output
+    assert _repeat(bad, "--tolerance", "-1").exit_code == 2
+
+
+def _record(cells, training=None):
+    return {
+        "test": {"metrics": [{"scenario": s, "task": "t", "metric": "auc", "value": v}
+                             for s, v in cells.items()]},
+        "training": training or {"epochs_run": 2, "best_epoch": 1, "best_selection_score": 0.5},
+    }
+
+
+_VALUES = st.one_of(st.none(), st.floats(0, 1))
+
+
+@given(
+    st.dictionaries(st.sampled_from(list("abcdef")), st.tuples(_VALUES, _VALUES), min_size=1),
+    st.floats(0, 0.5),
+)
+def test_every_number_is_identical_close_or_different(cells, tolerance):
+    a = _record({k: v[0] for k, v in cells.items()})
+    b = _record({k: v[1] for k, v in cells.items()})
+    result = compare(a, b, tolerance, "r")
+    assert result.compared == len(cells) + 3
+    assert result.identical + len(result.close) + len(result.differ) == result.compared
+    gaps = [abs(x - y) for x, y in cells.values() if x is not None and y is not None]
+    one_sided = any((x is None) != (y is None) for x, y in cells.values())
+    assert result.repeats == (not one_sided and all(g <= tolerance for g in gaps))
+    assert compare(a, a, 0.0, "r").identical == result.compared
