@@ -798,7 +798,7 @@ def check(
 
 
 @main.command()
-@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("records", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--tolerance",
     type=float,
@@ -812,37 +812,68 @@ def check(
     default=None,
     help="Keep the repeated runs' records here (default: a temporary directory, removed).",
 )
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Repeat only this many of the records, drawn at random (a spot check of a page).",
+)
+@click.option(
+    "--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw."
+)
 @plugin_options
 @handle_errors
 def repeat(
     records: tuple[str, ...],
     tolerance: float,
     out: str | None,
+    sample: int | None,
+    sample_seed: int,
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
 ) -> None:
     """Run each record's configuration again and compare its numbers with the record's.
 
-    Every test cell and the training facts (epochs run, best epoch, best validation score) are
-    compared. Exit status 1 if any number differs by more than --tolerance.
+    RECORDS are record files or directories of them (their finished runs of installed model
+    versions). Every test cell and the training facts (epochs run, best epoch, best validation
+    score) are compared. Exit status 1 if any number differs by more than --tolerance, 2 if a
+    record could not be repeated at all (each is reported and the others still run).
     """
-    from mssbench.repeat import repeat as repeat_run
+    from mssbench.repeat import record_paths
 
     if tolerance < 0 or math.isnan(tolerance):
         raise ConfigError(f"--tolerance must be a number >= 0, got {tolerance}")
     registry = _registry(plugins, disabled, strict_plugins)
-    failed = False
-    for path in records:
-        comparison = repeat_run(path, registry, out=out, tolerance=tolerance, log=click.echo)
-        click.echo(comparison.summary())
-        for note in comparison.environment:
-            click.echo(f"  environment: {note}")
-        if comparison.repeated_path:
-            click.echo(f"  repeated run: {comparison.repeated_path}")
-        failed |= not comparison.repeats
-    if failed:
+    paths, left_out = record_paths(records, registry, sample, sample_seed)
+    if left_out:
+        click.echo(f"{left_out} record(s) of model versions not installed here left out")
+    if not paths:
+        raise ConfigError(f"no repeatable run record in {', '.join(records)}")
+    if sample is not None:
+        click.echo(f"Repeating {len(paths)} record(s) drawn with --sample-seed {sample_seed}")
+    outcomes = [_repeat_one(path, registry, out, tolerance) for path in paths]
+    if "error" in outcomes:
+        sys.exit(2)
+    if "differs" in outcomes:
         sys.exit(1)
+
+
+def _repeat_one(path: str, registry: Registry, out: str | None, tolerance: float) -> str:
+    """Repeat one record and report it: ``repeats``, ``differs`` or ``error``."""
+    from mssbench.repeat import repeat as repeat_run
+
+    try:
+        comparison = repeat_run(path, registry, out=out, tolerance=tolerance, log=click.echo)
+    except MssbenchError as exc:
+        click.echo(f"Error: cannot repeat {brief(str(exc), MESSAGE_CHARS)}", err=True)
+        return "error"
+    click.echo(comparison.summary())
+    for note in comparison.environment:
+        click.echo(f"  environment: {note}")
+    if comparison.repeated_path:
+        click.echo(f"  repeated run: {comparison.repeated_path}")
+    return "repeats" if comparison.repeats else "differs"
 
 
 def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tuple[str, list]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -225,6 +226,10 @@ class PluginSource(_Block):
     path: Optional[str] = None
     sha256: Optional[str] = None
     module: Optional[str] = None
+    #: :func:`code_sha256` of the Python sources of the plugin's top-level package (or file) as
+    #: the run found them: what the distribution's version alone does not pin (an editable
+    #: install, a checkout with changes, code imported from another checkout).
+    code_sha256: Optional[str] = None
 
 
 class ModelBlock(_Block):
@@ -294,6 +299,8 @@ class EnvironmentBlock(_Block):
     versions: dict[str, str] = Field(default_factory=dict)
     git: Optional[dict[str, Any]] = None
     hardware: Optional[dict[str, Any]] = None
+    #: :func:`code_sha256` of the ``mssbench`` package's Python sources the run imported.
+    code_sha256: Optional[str] = None
 
 
 class TrainingBlock(_Block):
@@ -881,7 +888,52 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def code_sha256(path: str) -> str:
+    """``sha256:`` over the Python sources of a package directory, or of one module file.
+
+    Each ``*.py`` file below the directory (``__pycache__`` and hidden entries skipped)
+    contributes its path relative to the directory and its bytes, in path order, so a file
+    renamed, added or changed changes the digest. Computed once per process and path: a
+    long-lived worker reports the code as it first read it, which is the code it imported,
+    even if the files change later on disk.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+    digest = hashlib.sha256()
+    for file in files:
+        rel = file.name if file == root else file.relative_to(root).as_posix()
+        if "__pycache__" in rel or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        digest.update(rel.encode() + b"\0" + file.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def module_code_sha256(module: Any) -> str | None:
+    """:func:`code_sha256` of the top-level package (or single file) a module belongs to."""
+    name = getattr(module, "__name__", None)
+    top = sys.modules.get(name.split(".")[0]) if isinstance(name, str) else None
+    file = getattr(top, "__file__", None) or getattr(module, "__file__", None)
+    if not file:
+        return None
+    where = Path(file).resolve()
+    return code_sha256(str(where.parent if where.name == "__init__.py" else where))
+
+
 def plugin_source(registry: Any, plugin: str) -> dict[str, Any]:
+    """Where the plugin ``plugin`` of a loaded registry came from, and its code's digest.
+
+    A ``--plugin`` file is pinned by its own ``sha256``; any other plugin gets the digest of
+    its package's sources (:func:`module_code_sha256`).
+    """
+    source = _plugin_origin(registry, plugin)
+    if source["kind"] == "file":
+        return source
+    code = module_code_sha256(registry.pm.get_plugin(plugin))
+    return {**source, "code_sha256": code} if code else source
+
+
+def _plugin_origin(registry: Any, plugin: str) -> dict[str, Any]:
     """Where the plugin ``plugin`` of a loaded registry came from (:class:`PluginSource`).
 
     An entry point of the ``mssbench`` group: its distribution and version. A ``--plugin``
@@ -1014,6 +1066,7 @@ def start_record(
             "versions": package_versions(),
             "git": git_commit(),
             "hardware": hardware(facts.device),
+            "code_sha256": module_code_sha256(sys.modules["mssbench"]),
         },
     }
 

@@ -11,10 +11,11 @@ or within a tolerance where the hardware or the library versions differ.
 from __future__ import annotations
 
 import math
+import random
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -24,6 +25,7 @@ from mssbench.plugins import Registry
 from mssbench.records import (
     cpu_name,
     given_config,
+    load_records,
     model_version,
     package_versions,
     read_record_file,
@@ -103,6 +105,37 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _repeatable(record: Mapping[str, Any], registry: Registry) -> bool:
+    """Whether the record's model is installed at the version the record ran."""
+    name = str(record["model"]["name"])
+    return name in registry.models and registry.model(name).version == model_version(dict(record))
+
+
+def record_paths(
+    targets: Sequence[str], registry: Registry, sample: int | None = None, seed: int = 0
+) -> tuple[list[str], int]:
+    """The record files to repeat, and how many records of a directory were left out.
+
+    Files count as given. A directory stands for its finished records whose model is installed
+    at the recorded version (the others, and tuning trials, cannot repeat and are left out).
+    With ``sample``, that many of them, drawn at random with ``seed`` (an auditor's spot check
+    of a page), in file order.
+    """
+    paths: list[str] = []
+    left_out = 0
+    for target in targets:
+        if not Path(target).is_dir():
+            paths.append(target)
+            continue
+        records, _ = load_records(target)
+        usable = [str(r["_path"]) for r in records if _repeatable(r, registry)]
+        left_out += len(records) - len(usable)
+        paths += sorted(usable)
+    if sample is not None and sample < len(paths):
+        paths = sorted(random.Random(seed).sample(paths, sample))
+    return paths, left_out
+
+
 def load_for_repeat(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
     """The checked record at ``path`` and the configuration its run hash stands for."""
     record = verify_record(read_record_file(path), str(path))
@@ -114,14 +147,16 @@ def load_for_repeat(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
     return record, config
 
 
-def check_versions(record: Mapping[str, Any], config: RunConfig, registry: Registry) -> None:
+def check_versions(
+    record: Mapping[str, Any], config: RunConfig, registry: Registry, source: str = "<record>"
+) -> None:
     """Refuse a repeat that cannot give the record's numbers: another model version."""
     here = registry.model(config.model).version
     recorded = model_version(dict(record))
     if here != recorded:
         raise MssbenchError(
-            f"model {config.model!r} is at version {here} here and version {recorded} in the "
-            f"record: a version bump changes its numbers, so the run cannot repeat"
+            f"{source}: model {config.model!r} is at version {here} here and version {recorded} "
+            f"in the record: a version bump changes its numbers, so the run cannot repeat"
         )
 
 
@@ -193,7 +228,7 @@ def repeat(
     from mssbench import api
 
     record, config = load_for_repeat(path)
-    check_versions(record, config, registry)
+    check_versions(record, config, registry, str(path))
     threads = (record["environment"].get("hardware") or {}).get("torch_threads")
     threads = int(threads) if threads else torch.get_num_threads()
     log(f"{path}: {config.model} on {config.dataset}, seed {config.seed}, {threads} torch threads")

@@ -60,8 +60,8 @@ def test_a_record_of_another_model_version_is_refused(recorded, registry):
 
     record, config = load_for_repeat(recorded)
     record["model"]["version"] = record["model"]["version"] + 1
-    with pytest.raises(MssbenchError, match="cannot repeat"):
-        check_versions(record, config, registry)
+    with pytest.raises(MssbenchError, match="run.json: model .* cannot repeat"):
+        check_versions(record, config, registry, "run.json")
 
 
 def test_a_file_that_is_not_a_record_is_one_error_line(tmp_path):
@@ -98,3 +98,48 @@ def test_every_number_is_identical_close_or_different(cells, tolerance):
     one_sided = any((x is None) != (y is None) for x, y in cells.values())
     assert result.repeats == (not one_sided and all(g <= tolerance for g in gaps))
     assert compare(a, a, 0.0, "r").identical == result.compared
+
+
+def test_a_directory_stands_for_its_records_and_a_sample_is_reproducible(tmp_path, registry):
+    from mssbench.repeat import record_paths
+
+    out = tmp_path / "runs"
+    for seed in range(3):
+        args = tiny_run_args(out, 1, "--no-progress", "--seed", str(seed))
+        assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "notes.json").write_text("{}")  # not a record: left out
+    every, left_out = record_paths([str(out)], registry)
+    assert left_out == 0
+    assert len(every) == 3 and all(p.endswith(".json") and "notes" not in p for p in every)
+    drawn, _ = record_paths([str(out)], registry, sample=2, seed=7)
+    assert len(drawn) == 2 and set(drawn) <= set(every)
+    assert drawn == record_paths([str(out)], registry, sample=2, seed=7)[0]
+    assert record_paths([str(out)], registry, sample=5)[0] == every
+    result = _repeat(out, "--sample", "1")
+    assert result.exit_code == 0, result.output
+    assert "Repeating 1 record(s)" in result.output and result.output.count("repeats:") == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _repeat(empty)
+    assert result.exit_code == 2 and "no repeatable run record" in result.output
+
+
+def test_records_of_other_model_versions_are_left_out_of_a_directory(recorded, tmp_path):
+    # A page's directory keeps the records of earlier model versions: they cannot repeat, so
+    # a spot check draws among the others and says how many it left out; named alone, such a
+    # record is reported and the command exits 2 after the others ran.
+    record = json.loads(recorded.read_text())
+    record["model"]["version"] += 1
+    record["started_at"] = "2000-01-01T00:00:00+00:00"
+    record["digest"] = content_digest(record)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "old.json").write_text(json.dumps(record))
+    (runs / "current.json").write_text(recorded.read_text())
+    result = _repeat(runs)
+    assert result.exit_code == 0, result.output
+    assert "1 record(s) of model versions not installed here left out" in result.output
+    result = _repeat(runs / "old.json", runs / "current.json")
+    assert result.exit_code == 2
+    assert "cannot repeat" in result.output and "old.json" in result.output
+    assert result.output.count("repeats:") == 1
