@@ -179,6 +179,28 @@ def environment_differences(record: Mapping[str, Any], device: torch.device) -> 
     return out
 
 
+def code_differences(record: Mapping[str, Any], repeated: Mapping[str, Any]) -> list[str]:
+    """Which code digests (mssbench, the model's and the dataset's plugins) differ, if recorded."""
+    pairs = [
+        ("mssbench", record["environment"], repeated["environment"]),
+        (
+            f"model plugin {record['model'].get('plugin')}",
+            record["model"].get("source") or {},
+            repeated["model"].get("source") or {},
+        ),
+        (
+            f"dataset plugin {record['dataset'].get('plugin')}",
+            record["dataset"].get("source") or {},
+            repeated["dataset"].get("source") or {},
+        ),
+    ]
+    return [
+        f"code of {name} differs from the record's ({a['code_sha256'][:19]} recorded)"
+        for name, a, b in pairs
+        if a.get("code_sha256") and a.get("code_sha256") != b.get("code_sha256")
+    ]
+
+
 def _cells(record: Mapping[str, Any]) -> dict[Cell, float | None]:
     test = record.get("test") or {}
     return {
@@ -239,5 +261,7 @@ def repeat(
         if out:
             comparison.repeated_path = str(result.path)
     device = torch.device(str(result.record["environment"]["hardware"].get("device", "cpu")))
-    comparison.environment = environment_differences(record, device)
+    comparison.environment = environment_differences(record, device) + code_differences(
+        record, result.record
+    )
     return comparison

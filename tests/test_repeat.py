@@ -143,3 +143,34 @@ def test_records_of_other_model_versions_are_left_out_of_a_directory(recorded, t
     assert result.exit_code == 2
     assert "cannot repeat" in result.output and "old.json" in result.output
     assert result.output.count("repeats:") == 1
+
+
+def test_a_record_names_the_digest_of_the_code_that_ran_and_repeat_compares_it(recorded):
+    from mssbench.repeat import code_differences
+
+    record = json.loads(recorded.read_text())
+    assert record["environment"]["code_sha256"].startswith("sha256:")
+    assert record["model"]["source"]["code_sha256"].startswith("sha256:")
+    assert code_differences(record, record) == []
+    other = json.loads(recorded.read_text())
+    other["model"]["source"]["code_sha256"] = "sha256:" + "0" * 64
+    (note,) = code_differences(record, other)
+    assert note.startswith("code of model plugin") and "differs" in note
+
+
+def test_the_code_digest_follows_every_source_file(tmp_path):
+    from mssbench.records import code_sha256
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 1\n")
+    (pkg / "sub" / "m.py").write_text("y = 2\n")
+    (pkg / "data.csv").write_text("not code\n")
+    first = code_sha256.__wrapped__(str(pkg))
+    (pkg / "data.csv").write_text("changed, still not code\n")
+    assert code_sha256.__wrapped__(str(pkg)) == first
+    (pkg / "sub" / "m.py").write_text("y = 3\n")
+    assert code_sha256.__wrapped__(str(pkg)) != first
+    (pkg / "sub" / "m.py").write_text("y = 2\n")
+    (pkg / "sub" / "m.py").rename(pkg / "sub" / "n.py")
+    assert code_sha256.__wrapped__(str(pkg)) != first
