@@ -30,6 +30,7 @@ from mssbench.records import (
     ensure_writable,
     finish_record,
     load_records,
+    loaded_code_state,
     start_record,
     write_record,
 )
@@ -319,6 +320,7 @@ def run(
     Returns:
         The finished run.
     """
+    loaded_code_state()  # the code this process runs, before anything can change on disk
     config.validate()
     registry = registry or load_registry()
     world, device = distributed.setup(resolve_device(config.device))

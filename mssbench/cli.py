@@ -821,6 +821,12 @@ def check(
 @click.option(
     "--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw."
 )
+@click.option(
+    "--same-hardware",
+    is_flag=True,
+    help="Leave out records written on another CPU model, GPU model or device type (their "
+    "numbers are not expected to repeat bit for bit here); each is named.",
+)
 @plugin_options
 @handle_errors
 def repeat(
@@ -829,6 +835,7 @@ def repeat(
     out: str | None,
     sample: int | None,
     sample_seed: int,
+    same_hardware: bool,
     plugins: tuple[str, ...],
     disabled: tuple[str, ...],
     strict_plugins: bool,
@@ -838,7 +845,10 @@ def repeat(
     RECORDS are record files or directories of them (their finished runs of installed model
     versions). Every test cell and the training facts (epochs run, best epoch, best validation
     score) are compared. Exit status 1 if any number differs by more than --tolerance, 2 if a
-    record could not be repeated at all (each is reported and the others still run).
+    record could not be repeated at all (each is reported and the others still run). Bit for
+    bit needs the recorded hardware: a record written on another CPU model, GPU model or device
+    type is named as such, and its differences may be the hardware's alone (--same-hardware
+    leaves such records out).
     """
     from mssbench.repeat import record_paths
 
@@ -852,11 +862,29 @@ def repeat(
         raise ConfigError(f"no repeatable run record in {', '.join(records)}")
     if sample is not None:
         click.echo(f"Repeating {len(paths)} record(s) drawn with --sample-seed {sample_seed}")
+    if same_hardware:
+        paths = _on_this_hardware(paths)
     outcomes = [_repeat_one(path, registry, out, tolerance) for path in paths]
     if "error" in outcomes:
         sys.exit(2)
     if "differs" in outcomes:
         sys.exit(1)
+
+
+def _on_this_hardware(paths: list[str]) -> list[str]:
+    """``paths`` less the records written on other hardware (each named); none left: an error."""
+    from mssbench.repeat import mismatch
+
+    kept = []
+    for path in paths:
+        elsewhere = mismatch(path)
+        if elsewhere:
+            click.echo(f"left out: {path}: {elsewhere}")
+        else:
+            kept.append(path)
+    if not kept:
+        raise ConfigError(f"none of the {len(paths)} record(s) was written on this hardware")
+    return kept
 
 
 def _repeat_one(path: str, registry: Registry, out: str | None, tolerance: float) -> str:

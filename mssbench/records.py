@@ -909,6 +909,23 @@ def code_sha256(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _loaded_code_state() -> tuple[dict[str, Any] | None, str | None]:
+    return git_commit(), module_code_sha256(sys.modules["mssbench"])
+
+
+def loaded_code_state() -> dict[str, Any]:
+    """The checkout's git state and the ``mssbench`` code digest, read once per process.
+
+    A process runs the code it imported; a commit or an edit made while it runs (during a long
+    suite, say) must not be recorded as the code that ran. So both are read the first time they
+    are asked for -- when a suite or tuning worker starts, else when the first run of the
+    process starts -- and every record the process writes names that state.
+    """
+    git, code = _loaded_code_state()
+    return {"git": json.loads(json.dumps(git)), "code_sha256": code}
+
+
 def module_code_sha256(module: Any) -> str | None:
     """:func:`code_sha256` of the top-level package (or single file) a module belongs to."""
     name = getattr(module, "__name__", None)
@@ -1064,9 +1081,9 @@ def start_record(
         "metrics": [_metric_info(registry, m) for m in facts.metric_specs],
         "environment": {
             "versions": package_versions(),
-            "git": git_commit(),
+            "git": loaded_code_state()["git"],
             "hardware": hardware(facts.device),
-            "code_sha256": module_code_sha256(sys.modules["mssbench"]),
+            "code_sha256": loaded_code_state()["code_sha256"],
         },
     }
 

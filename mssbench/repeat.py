@@ -4,8 +4,15 @@ A record's digest catches an edit made after its run, not a record fabricated wh
 CONTRIBUTING.md, *How a record is checked*); what settles a number is running its
 configuration again. :func:`repeat` rebuilds the configuration the record's run hash stands
 for, runs it with the torch thread count the record names, and compares every test cell and the
-training facts (epochs run, best epoch, best validation score) with the record's: bit for bit,
-or within a tolerance where the hardware or the library versions differ.
+training facts (epochs run, best epoch, best validation score) with the record's, bit for bit
+by default.
+
+A bit-for-bit repeat needs the recorded hardware: another CPU model (another vendor's matmul
+kernels) or GPU rounds differently in the last bits, and training amplifies those differences
+into every number (on census-income an AMD-written record repeated on an Intel CPU moves AUC
+interval ends by up to 0.01 and can change the best epoch). :func:`other_hardware` names such
+a mismatch before anything runs, a difference found there is reported as one on other
+hardware, and ``mssbench repeat --same-hardware`` leaves such records out.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from mssbench.records import (
     read_record_file,
     verify_record,
 )
-from mssbench.runners.trainer import torch_threads
+from mssbench.runners.trainer import resolve_device, torch_threads
 
 #: Training facts compared with the record (``training.<key>``).
 TRAINING_FACTS = ("epochs_run", "best_epoch", "best_selection_score")
@@ -70,6 +77,8 @@ class Comparison:
     environment: list[str] = field(default_factory=list)
     #: Where the repeated run's record was written.
     repeated_path: str | None = None
+    #: How the recorded hardware differs from this machine's (:func:`other_hardware`), if it does.
+    other_hardware: str | None = None
 
     @property
     def repeats(self) -> bool:
@@ -87,8 +96,9 @@ class Comparison:
         if not self.differ:
             return f"repeats: {head}"
         worst = max(self.differ, key=lambda d: d.gap)
+        verdict = "DIFFERS on other hardware" if self.other_hardware else "DIFFERS"
         return (
-            f"DIFFERS: {head}, {len(self.differ)} beyond the tolerance; largest: {worst.what} "
+            f"{verdict}: {head}, {len(self.differ)} beyond the tolerance; largest: {worst.what} "
             f"{_fmt(worst.recorded)} recorded, {_fmt(worst.repeated)} repeated"
         )
 
@@ -160,23 +170,62 @@ def check_versions(
         )
 
 
-def environment_differences(record: Mapping[str, Any], device: torch.device) -> list[str]:
-    """What differs between the record's environment and this one, as short phrases."""
-    env = record.get("environment") or {}
-    recorded_versions = env.get("versions") or {}
+def recorded_device(record: Mapping[str, Any]) -> str:
+    """The device type the record's run trained on (``cpu``, ``cuda``, ``mps``)."""
+    hw = (record.get("environment") or {}).get("hardware") or {}
+    return str(hw.get("device", "cpu")).split(":")[0]
+
+
+def repeat_device(record: Mapping[str, Any], config: RunConfig) -> str:
+    """Where to repeat: the recorded device type where ``auto`` would pick another one.
+
+    A CPU record repeated on a machine with a GPU runs on its CPU (under ``device: cpu``, so its
+    record's run hash is not the original's); a GPU record on a machine without one runs on the
+    CPU (and :func:`other_hardware` says so).
+    """
+    if config.device.strip().lower() != "auto":
+        return config.device
+    if recorded_device(record) == "cpu" and resolve_device("auto").type != "cpu":
+        return "cpu"
+    return config.device
+
+
+def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | None:
+    """How the record's hardware differs from the repeat's on ``device``, or None if it does not.
+
+    Compared: the device type, the GPU model on a GPU, the CPU model on a CPU (library versions
+    are :func:`environment_differences`' concern: they can be installed to match).
+    """
+    hw = (record.get("environment") or {}).get("hardware") or {}
+    recorded = recorded_device(record)
+    if recorded != device.type:
+        return f"written on {recorded}; this repeat runs on {device.type}"
+    if device.type == "cuda":
+        recorded, here = hw.get("gpu"), torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        recorded, here = hw.get("cpu"), cpu_name()
+    else:
+        return None
+    if recorded and recorded != here:
+        return f"written on a {recorded}; this machine has a {here}"
+    return None
+
+
+def mismatch(path: str | Path) -> str | None:
+    """:func:`other_hardware` for the record at ``path`` (checked on reading) and its repeat."""
+    record, config = load_for_repeat(path)
+    return other_hardware(record, resolve_device(repeat_device(record, config)))
+
+
+def environment_differences(record: Mapping[str, Any]) -> list[str]:
+    """Which library versions differ between the record's environment and this one."""
+    recorded_versions = ((record.get("environment") or {}).get("versions")) or {}
     here = package_versions()
-    out = [
+    return [
         f"{name} {recorded_versions[name]} recorded, {here.get(name, 'absent')} here"
         for name in sorted(recorded_versions)
         if name in here and recorded_versions[name] != here[name]
     ]
-    hw = env.get("hardware") or {}
-    if device.type == "cpu" and hw.get("cpu") and hw["cpu"] != cpu_name():
-        out.append(f"CPU {hw['cpu']} recorded, {cpu_name()} here")
-    recorded_device = str(hw.get("device", "cpu")).split(":")[0]
-    if recorded_device != device.type:
-        out.append(f"device {recorded_device} recorded, {device.type} here")
-    return out
 
 
 def code_differences(record: Mapping[str, Any], repeated: Mapping[str, Any]) -> list[str]:
@@ -254,14 +303,20 @@ def repeat(
     threads = (record["environment"].get("hardware") or {}).get("torch_threads")
     threads = int(threads) if threads else torch.get_num_threads()
     log(f"{path}: {config.model} on {config.dataset}, seed {config.seed}, {threads} torch threads")
+    run_config = replace(config, device=repeat_device(record, config))
+    elsewhere = other_hardware(record, resolve_device(run_config.device))
+    if elsewhere and tolerance == 0:
+        log(f"  note: {elsewhere}: the numbers can differ for that reason alone")
     with tempfile.TemporaryDirectory(prefix="mssbench-repeat-") as tmp, torch_threads(threads):
-        run_config = replace(config, out=out or tmp, progress=False, resume=False, trackers=[])
+        run_config = replace(run_config, out=out or tmp, progress=False, resume=False, trackers=[])
         result = api.run(run_config, registry=registry, log=lambda _m: None)
         comparison = compare(record, result.record, tolerance, str(path))
         if out:
             comparison.repeated_path = str(result.path)
-    device = torch.device(str(result.record["environment"]["hardware"].get("device", "cpu")))
-    comparison.environment = environment_differences(record, device) + code_differences(
-        record, result.record
+    comparison.other_hardware = elsewhere
+    comparison.environment = (
+        ([elsewhere] if elsewhere else [])
+        + environment_differences(record)
+        + code_differences(record, result.record)
     )
     return comparison

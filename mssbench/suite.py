@@ -19,7 +19,7 @@ from mssbench.config import RunConfig, resolve
 from mssbench.errors import ConfigError, MssbenchError
 from mssbench.identity import record_identity, run_identity
 from mssbench.plugins import Registry, load_registry
-from mssbench.records import load_records
+from mssbench.records import load_records, loaded_code_state
 
 
 @dataclass
@@ -151,8 +151,11 @@ def _worker_init(threads: int, gpus: Any = None) -> None:
 
     ``gpus`` is a queue of GPU indices, one per worker: the worker takes one and sees only that
     GPU (``CUDA_VISIBLE_DEVICES``), so ``--device auto`` runs there while the run's
-    configuration, and with it the hash that finds finished runs, stays unchanged.
+    configuration, and with it the hash that finds finished runs, stays unchanged. The code
+    state the worker's records name is read now, when it has just imported the package
+    (:func:`mssbench.records.loaded_code_state`).
     """
+    loaded_code_state()
     torch.set_num_threads(threads)
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get(timeout=60))

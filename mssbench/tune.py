@@ -384,7 +384,11 @@ def _parallel(study: Study, left: int) -> None:
     from multiprocessing import get_context
 
     shares = [left // study.jobs + (i < left % study.jobs) for i in range(study.jobs)]
-    with ProcessPoolExecutor(study.jobs, mp_context=get_context("spawn")) as pool:
+    from mssbench.records import loaded_code_state
+
+    with ProcessPoolExecutor(
+        study.jobs, mp_context=get_context("spawn"), initializer=loaded_code_state
+    ) as pool:
         futures = [pool.submit(_worker, study, i, n) for i, n in enumerate(shares) if n]
         for future in futures:
             future.result()

@@ -97,3 +97,31 @@ def test_a_record_names_the_changed_files_of_its_checkout_and_whether_they_are_c
     # A record written before the list existed is dirty for all anyone can tell.
     assert dirty_code({"commit": "abc", "dirty": True}) is None
     assert commit_label({"commit": "abc", "dirty": True}) == "abc (dirty)"
+
+
+def test_records_name_the_code_state_their_process_started_with(monkeypatch, tmp_path):
+    # A long suite's workers run the code they imported: a commit made meanwhile must not be
+    # recorded as the code that ran, so the git state is read once per process.
+    from click.testing import CliRunner
+    from conftest import tiny_run_args
+
+    from mssbench import records
+    from mssbench.cli import main
+
+    def state(commit):
+        return lambda path=None: {"commit": commit, "dirty": False, "dirty_paths": []}
+
+    records._loaded_code_state.cache_clear()
+    monkeypatch.setattr(records, "git_commit", state("a" * 40))
+    try:
+        first = records.loaded_code_state()
+        first["git"]["commit"] = "mutated"  # a caller's copy, not the process's state
+        monkeypatch.setattr(records, "git_commit", state("b" * 40))  # committed meanwhile
+        result = CliRunner().invoke(main, tiny_run_args(tmp_path, 1, "--no-progress"))
+        assert result.exit_code == 0, result.output
+        (path,) = tmp_path.rglob("*.json")
+        record = json.loads(path.read_text())
+        assert record["environment"]["git"]["commit"] == "a" * 40
+        assert record["environment"]["code_sha256"] == records.loaded_code_state()["code_sha256"]
+    finally:
+        records._loaded_code_state.cache_clear()

@@ -174,3 +174,59 @@ def test_the_code_digest_follows_every_source_file(tmp_path):
     (pkg / "sub" / "m.py").write_text("y = 2\n")
     (pkg / "sub" / "m.py").rename(pkg / "sub" / "n.py")
     assert code_sha256.__wrapped__(str(pkg)) != first
+
+
+def _elsewhere(recorded, path, cpu="Some Other CPU 9000", number=None):
+    """The tiny record as if written on another CPU (digest recomputed), optionally forged."""
+    record = json.loads(recorded.read_text())
+    record["environment"]["hardware"]["cpu"] = cpu
+    if number is not None:
+        cell = next(c for c in record["test"]["metrics"] if c["metric"] == "auc")
+        cell["value"] = number
+    record["digest"] = content_digest(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_record_of_other_hardware_is_named_and_can_be_left_out(recorded, tmp_path):
+    # Bit for bit needs the recorded hardware: a difference found on another CPU says so, and
+    # --same-hardware leaves such records out instead of spending a run on them.
+    elsewhere = _elsewhere(recorded, tmp_path / "elsewhere.json", number=0.999)
+    result = _repeat(elsewhere)
+    assert result.exit_code == 1, result.output
+    assert "note: written on a Some Other CPU 9000; this machine has a" in result.output
+    assert "DIFFERS on other hardware:" in result.output
+    result = _repeat(elsewhere, recorded, "--same-hardware")
+    assert result.exit_code == 0, result.output
+    assert f"left out: {elsewhere}: written on a Some Other CPU 9000" in result.output
+    assert result.output.count("repeats:") == 1 and "DIFFERS" not in result.output
+    result = _repeat(elsewhere, "--same-hardware")
+    assert result.exit_code == 2
+    assert "none of the 1 record(s) was written on this hardware" in result.output
+
+
+def test_other_hardware_compares_device_type_and_model(recorded):
+    import torch
+
+    from mssbench.repeat import other_hardware
+
+    record = json.loads(recorded.read_text())
+    cpu = torch.device("cpu")
+    assert other_hardware(record, cpu) is None
+    record["environment"]["hardware"]["cpu"] = "Another CPU"
+    assert other_hardware(record, cpu).startswith("written on a Another CPU; this machine has a ")
+    record["environment"]["hardware"]["device"] = "cuda:0"
+    assert other_hardware(record, cpu) == "written on cuda; this repeat runs on cpu"
+
+
+def test_a_cpu_record_is_repeated_on_the_cpu_of_a_machine_with_a_gpu(recorded, monkeypatch):
+    import torch
+
+    from mssbench.repeat import load_for_repeat, repeat_device
+
+    record, config = load_for_repeat(recorded)
+    assert config.device == "auto" and repeat_device(record, config) == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert repeat_device(record, config) == "cpu"
+    record["environment"]["hardware"]["device"] = "cuda:0"
+    assert repeat_device(record, config) == "auto"
