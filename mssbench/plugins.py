@@ -307,6 +307,12 @@ def _register(pm: pluggy.PluginManager, registry: Registry, name: str, module: o
     if unknown:
         pm.unregister(name=name)
         registry.problems.append(PluginProblem(name, "; ".join(unknown)))
+        return
+    # The digest of the code just imported, taken now and kept for the process: a record
+    # written hours later (a long suite's worker) names this code even if the files changed.
+    from mssbench.records import module_code_sha256
+
+    module_code_sha256(module)
 
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:

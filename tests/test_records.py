@@ -125,3 +125,25 @@ def test_records_name_the_code_state_their_process_started_with(monkeypatch, tmp
         assert record["environment"]["code_sha256"] == records.loaded_code_state()["code_sha256"]
     finally:
         records._loaded_code_state.cache_clear()
+
+
+def test_a_plugins_code_digest_is_the_code_imported_not_the_files_edited_later(
+    tmp_path, monkeypatch
+):
+    from mssbench.plugins import load_registry
+    from mssbench.records import plugin_source
+
+    package = tmp_path / "pinned_plugin_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry(plugins=["pinned_plugin_pkg"], autoload=False)
+    (package / "__init__.py").write_text("VALUE = 2\n")  # edited while the process runs
+    recorded = plugin_source(registry, "pinned_plugin_pkg")["code_sha256"]
+    from mssbench.records import code_sha256
+
+    code_sha256.cache_clear()
+    assert recorded != code_sha256(str(package.resolve()))  # the files as they are now
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    code_sha256.cache_clear()
+    assert recorded == code_sha256(str(package.resolve()))  # ... and of the code that was imported
