@@ -452,6 +452,11 @@ class _Plan:
     batching: str
     out_dir: Path
 
+    @property
+    def decay_groups(self) -> Any:
+        """The model's declared weight-decay groups (its spec's tag), if any."""
+        return self.model_spec.tags.get(GROUPS_TAG)
+
 
 @dataclass
 class _Built:
@@ -624,8 +629,7 @@ def _config_dict(ctx: _Context, plan: _Plan, built: _Built) -> dict[str, Any]:
     config_dict.update({"bias_init_note": built.bias_note} if built.bias_note else {})
     memory_mapped = built.data.memory_mapped
     config_dict["shuffle"] = f"blocks of {BLOCK_ROWS} rows" if memory_mapped else "rows"
-    decay_groups = plan.model_spec.tags.get(GROUPS_TAG)
-    config_dict.update(_optimizer_facts(config, ctx.device, built.model, decay_groups))
+    config_dict.update(_optimizer_facts(config, ctx.device, built.model, plan.decay_groups))
     config_dict["distributed"] = ctx.world.describe()
     return config_dict
 
@@ -686,7 +690,7 @@ def _fit_settings(
         lr=config.lr,
         weight_decay=config.weight_decay,
         weight_decay_mode=config.weight_decay_mode,
-        decay_groups=plan.model_spec.tags.get(GROUPS_TAG),
+        decay_groups=plan.decay_groups,
         patience=config.patience,
         select=config.select,
         scenario_pure=plan.batching == "scenario_pure",

@@ -207,7 +207,7 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
     else:
         return None
     if recorded and recorded != here:
-        return f"written on a {recorded}; this machine has a {here}"
+        return f"written on {recorded}; this machine has {here}"
     return None
 
 

@@ -194,11 +194,11 @@ def test_a_record_of_other_hardware_is_named_and_can_be_left_out(recorded, tmp_p
     elsewhere = _elsewhere(recorded, tmp_path / "elsewhere.json", number=0.999)
     result = _repeat(elsewhere)
     assert result.exit_code == 1, result.output
-    assert "note: written on a Some Other CPU 9000; this machine has a" in result.output
+    assert "note: written on Some Other CPU 9000; this machine has " in result.output
     assert "DIFFERS on other hardware:" in result.output
     result = _repeat(elsewhere, recorded, "--same-hardware")
     assert result.exit_code == 0, result.output
-    assert f"left out: {elsewhere}: written on a Some Other CPU 9000" in result.output
+    assert f"left out: {elsewhere}: written on Some Other CPU 9000" in result.output
     assert result.output.count("repeats:") == 1 and "DIFFERS" not in result.output
     result = _repeat(elsewhere, "--same-hardware")
     assert result.exit_code == 2
@@ -214,7 +214,7 @@ def test_other_hardware_compares_device_type_and_model(recorded):
     cpu = torch.device("cpu")
     assert other_hardware(record, cpu) is None
     record["environment"]["hardware"]["cpu"] = "Another CPU"
-    assert other_hardware(record, cpu).startswith("written on a Another CPU; this machine has a ")
+    assert other_hardware(record, cpu).startswith("written on Another CPU; this machine has ")
     record["environment"]["hardware"]["device"] = "cuda:0"
     assert other_hardware(record, cpu) == "written on cuda; this repeat runs on cpu"
 
