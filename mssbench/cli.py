@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -864,10 +865,17 @@ def repeat(
         click.echo(f"Repeating {len(paths)} record(s) drawn with --sample-seed {sample_seed}")
     if same_hardware:
         paths = _on_this_hardware(paths)
-    outcomes = [_repeat_one(path, registry, out, tolerance) for path in paths]
-    if "error" in outcomes:
+    outcomes = Counter(_repeat_one(path, registry, out, tolerance) for path in paths)
+    if len(paths) > 1:
+        click.echo(
+            f"{len(paths)} records: {outcomes['repeats']} repeat, "
+            f"{outcomes['differs'] + outcomes['differs elsewhere']} differ "
+            f"({outcomes['differs elsewhere']} of them on other hardware), "
+            f"{outcomes['error']} could not be repeated"
+        )
+    if outcomes["error"]:
         sys.exit(2)
-    if "differs" in outcomes:
+    if outcomes["differs"] or outcomes["differs elsewhere"]:
         sys.exit(1)
 
 
@@ -877,7 +885,10 @@ def _on_this_hardware(paths: list[str]) -> list[str]:
 
     kept = []
     for path in paths:
-        elsewhere = mismatch(path)
+        try:
+            elsewhere = mismatch(path)
+        except MssbenchError:  # not a repeatable record: reported as such when its turn comes
+            elsewhere = None
         if elsewhere:
             click.echo(f"left out: {path}: {elsewhere}")
         else:
@@ -888,7 +899,10 @@ def _on_this_hardware(paths: list[str]) -> list[str]:
 
 
 def _repeat_one(path: str, registry: Registry, out: str | None, tolerance: float) -> str:
-    """Repeat one record and report it: ``repeats``, ``differs`` or ``error``."""
+    """Repeat one record and report it: ``repeats``, ``differs``, ``differs elsewhere``, ``error``.
+
+    ``differs elsewhere``: it differs, and the record was written on other hardware.
+    """
     from mssbench.repeat import repeat as repeat_run
 
     try:
@@ -901,7 +915,9 @@ def _repeat_one(path: str, registry: Registry, out: str | None, tolerance: float
         click.echo(f"  environment: {note}")
     if comparison.repeated_path:
         click.echo(f"  repeated run: {comparison.repeated_path}")
-    return "repeats" if comparison.repeats else "differs"
+    if comparison.repeats:
+        return "repeats"
+    return "differs elsewhere" if comparison.other_hardware else "differs"
 
 
 def _conformance(registry: Registry, name: str, options: dict[str, str]) -> tuple[str, list]:

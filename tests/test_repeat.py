@@ -143,6 +143,12 @@ def test_records_of_other_model_versions_are_left_out_of_a_directory(recorded, t
     assert result.exit_code == 2
     assert "cannot repeat" in result.output and "old.json" in result.output
     assert result.output.count("repeats:") == 1
+    assert "2 records: 1 repeat, 0 differ (0 of them on other hardware), 1 could not" in (
+        result.output
+    )
+    # --same-hardware reads each record first: one that cannot repeat is still reported so.
+    result = _repeat(runs / "old.json", runs / "current.json", "--same-hardware")
+    assert result.exit_code == 2 and "cannot repeat" in result.output
 
 
 def test_a_record_names_the_digest_of_the_code_that_ran_and_repeat_compares_it(recorded):
@@ -196,6 +202,11 @@ def test_a_record_of_other_hardware_is_named_and_can_be_left_out(recorded, tmp_p
     assert result.exit_code == 1, result.output
     assert "note: written on Some Other CPU 9000; this machine has " in result.output
     assert "DIFFERS on other hardware:" in result.output
+    result = _repeat(elsewhere, recorded)
+    assert result.exit_code == 1, result.output
+    assert "2 records: 1 repeat, 1 differ (1 of them on other hardware), 0 could not" in (
+        result.output
+    )
     result = _repeat(elsewhere, recorded, "--same-hardware")
     assert result.exit_code == 0, result.output
     assert f"left out: {elsewhere}: written on Some Other CPU 9000" in result.output
