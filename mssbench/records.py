@@ -141,6 +141,9 @@ def hardware(device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {
         "device": str(device),
         "cpu": cpu_name(),
+        # The instruction set torch's CPU kernels dispatch to (AVX2, AVX512...): a virtual
+        # machine's generic CPU name ("Intel(R) Xeon(R) Processor") does not tell it.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -204,6 +204,9 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
         recorded, here = hw.get("gpu"), torch.cuda.get_device_name(device)
     elif device.type == "cpu":
         recorded, here = hw.get("cpu"), cpu_name()
+        isa, isa_here = hw.get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
+        if recorded == here and isa and isa != isa_here:
+            return f"written on {recorded} with {isa} kernels; this machine has {isa_here}"
     else:
         return None
     if recorded and recorded != here:

@@ -224,6 +224,12 @@ def test_other_hardware_compares_device_type_and_model(recorded):
     record = json.loads(recorded.read_text())
     cpu = torch.device("cpu")
     assert other_hardware(record, cpu) is None
+    # One generic CPU name (a virtual machine's) over two instruction sets: named too.
+    assert record["environment"]["hardware"]["cpu_capability"]
+    record["environment"]["hardware"]["cpu_capability"] = "VSX"
+    assert other_hardware(record, cpu).endswith("with VSX kernels; this machine has " + (
+        torch.backends.cpu.get_cpu_capability()
+    ))
     record["environment"]["hardware"]["cpu"] = "Another CPU"
     assert other_hardware(record, cpu).startswith("written on Another CPU; this machine has ")
     record["environment"]["hardware"]["device"] = "cuda:0"
