@@ -193,8 +193,9 @@ def repeat_device(record: Mapping[str, Any], config: RunConfig) -> str:
 def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | None:
     """How the record's hardware differs from the repeat's on ``device``, or None if it does not.
 
-    Compared: the device type, the GPU model on a GPU, the CPU model on a CPU (library versions
-    are :func:`environment_differences`' concern: they can be installed to match).
+    Compared: the device type, the GPU model on a GPU, the CPU model on a CPU and, where the
+    record names it, the instruction set torch's CPU kernels dispatch to (library versions are
+    :func:`environment_differences`' concern: they can be installed to match).
     """
     hw = (record.get("environment") or {}).get("hardware") or {}
     recorded = recorded_device(record)
