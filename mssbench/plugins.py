@@ -310,7 +310,7 @@ def _register(pm: pluggy.PluginManager, registry: Registry, name: str, module: o
         return
     # The digest of the code just imported, taken now and kept for the process: a record
     # written hours later (a long suite's worker) names this code even if the files changed.
-    from mssbench.records import module_code_sha256
+    from mssbench.codehash import module_code_sha256
 
     module_code_sha256(module)
 

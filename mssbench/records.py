@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from mssbench.codehash import module_code_sha256
 from mssbench.errors import ConfigError, DataError
 from mssbench.io import write_json
 
@@ -891,27 +892,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
-def code_sha256(path: str) -> str:
-    """``sha256:`` over the Python sources of a package directory, or of one module file.
-
-    Each ``*.py`` file below the directory (``__pycache__`` and hidden entries skipped)
-    contributes its path relative to the directory and its bytes, in path order, so a file
-    renamed, added or changed changes the digest. Computed once per process and path: a
-    long-lived worker reports the code as it first read it, which is the code it imported,
-    even if the files change later on disk.
-    """
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-    digest = hashlib.sha256()
-    for file in files:
-        rel = file.name if file == root else file.relative_to(root).as_posix()
-        if "__pycache__" in rel or any(part.startswith(".") for part in rel.split("/")):
-            continue
-        digest.update(rel.encode() + b"\0" + file.read_bytes() + b"\0")
-    return "sha256:" + digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def _loaded_code_state() -> tuple[dict[str, Any] | None, str | None]:
     return git_commit(), module_code_sha256(sys.modules["mssbench"])
@@ -927,17 +907,6 @@ def loaded_code_state() -> dict[str, Any]:
     """
     git, code = _loaded_code_state()
     return {"git": json.loads(json.dumps(git)), "code_sha256": code}
-
-
-def module_code_sha256(module: Any) -> str | None:
-    """:func:`code_sha256` of the top-level package (or single file) a module belongs to."""
-    name = getattr(module, "__name__", None)
-    top = sys.modules.get(name.split(".")[0]) if isinstance(name, str) else None
-    file = getattr(top, "__file__", None) or getattr(module, "__file__", None)
-    if not file:
-        return None
-    where = Path(file).resolve()
-    return code_sha256(str(where.parent if where.name == "__init__.py" else where))
 
 
 def plugin_source(registry: Any, plugin: str) -> dict[str, Any]:

@@ -31,6 +31,10 @@ SETTINGS = {"epochs": 1, "batch_size": 256, "seed": 0, "lr": 2e-3}
 THREADS = 1
 #: Absolute tolerance on each pooled test AUC.
 TOLERANCE = 0.01
+#: Wider tolerances where one epoch leaves a model's AUC sensitive to the CPU's rounding:
+#: STAR's income AUC is 0.9130 on an AMD EPYC and 0.9244 on an Intel Xeon (AVX-512), one
+#: thread each, at the same code.
+MODEL_TOLERANCE = {"star": 0.02}
 #: The stored AUCs: package data, beside this module.
 BASELINE = Path(__file__).resolve().parent / "baselines" / "regression.json"
 
@@ -83,10 +87,13 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], tol: float = TOLE
         if model not in baseline:
             problems.append(f"{model}: no baseline (run python -m mssbench.regression --update)")
             continue
+        allowed = max(tol, MODEL_TOLERANCE.get(model, tol))
         for key, value in aucs.items():
             ref = baseline[model].get(key)
-            if ref is None or abs(value - ref) > tol:
-                problems.append(f"{model} {key}: {value:.4f}, baseline {ref} (tolerance {tol})")
+            if ref is None or abs(value - ref) > allowed:
+                problems.append(
+                    f"{model} {key}: {value:.4f}, baseline {ref} (tolerance {allowed})"
+                )
     return problems
 
 

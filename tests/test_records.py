@@ -140,7 +140,7 @@ def test_a_plugins_code_digest_is_the_code_imported_not_the_files_edited_later(
     registry = load_registry(plugins=["pinned_plugin_pkg"], autoload=False)
     (package / "__init__.py").write_text("VALUE = 2\n")  # edited while the process runs
     recorded = plugin_source(registry, "pinned_plugin_pkg")["code_sha256"]
-    from mssbench.records import code_sha256
+    from mssbench.codehash import code_sha256
 
     code_sha256.cache_clear()
     assert recorded != code_sha256(str(package.resolve()))  # the files as they are now

@@ -165,7 +165,7 @@ def test_a_record_names_the_digest_of_the_code_that_ran_and_repeat_compares_it(r
 
 
 def test_the_code_digest_follows_every_source_file(tmp_path):
-    from mssbench.records import code_sha256
+    from mssbench.codehash import code_sha256
 
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
