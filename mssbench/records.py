@@ -1053,9 +1053,8 @@ def start_record(
         "metrics": [_metric_info(registry, m) for m in facts.metric_specs],
         "environment": {
             "versions": package_versions(),
-            "git": loaded_code_state()["git"],
             "hardware": hardware(facts.device),
-            "code_sha256": loaded_code_state()["code_sha256"],
+            **loaded_code_state(),  # git, code_sha256
         },
     }
 
