@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["code_sha256", "module_code_sha256"]
+__all__ = ["code_sha256", "file_sha256", "module_code_sha256"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,3 +41,17 @@ def module_code_sha256(module: Any) -> str | None:
         return None
     where = Path(file).resolve()
     return code_sha256(str(where.parent if where.name == "__init__.py" else where))
+
+
+@functools.lru_cache(maxsize=None)
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes, read once per process and path.
+
+    A ``--plugin`` file is digested when it is imported (:func:`mssbench.plugins.import_plugin`),
+    so a record written later names the code the process runs even if the file changed since.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

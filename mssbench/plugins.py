@@ -34,6 +34,7 @@ import pluggy
 
 from mssbench import hookspecs
 from mssbench.balancing import BalancerSpec
+from mssbench.codehash import file_sha256
 from mssbench.errors import ConfigError, PluginError
 from mssbench.spec import DatasetSpec, MetricSpec, ModelSpec, SpecError
 
@@ -185,6 +186,7 @@ def import_plugin(target: str) -> tuple[str, ModuleType]:
             raise PluginError(f'Error importing plugin "{target}": not a Python file')
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
+        file_sha256(str(path))  # the bytes about to run, kept for the process's records
         try:
             spec.loader.exec_module(module)
         except KeyboardInterrupt:

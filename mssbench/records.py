@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from mssbench.codehash import module_code_sha256
+from mssbench.codehash import file_sha256, module_code_sha256
 from mssbench.errors import ConfigError, DataError
 from mssbench.io import write_json
 
@@ -883,15 +883,6 @@ def run_identity(record: Mapping[str, Any]) -> tuple[str, str, str] | None:
 # --- Plugin provenance ---------------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def _loaded_code_state() -> tuple[dict[str, Any] | None, str | None]:
     return git_commit(), module_code_sha256(sys.modules["mssbench"])
@@ -934,7 +925,7 @@ def _plugin_origin(registry: Any, plugin: str) -> dict[str, Any]:
     module = registry.pm.get_plugin(plugin)
     file = getattr(module, "__file__", None)
     if is_plugin_file(plugin) and file:
-        return {"kind": "file", "path": plugin, "sha256": file_sha256(file)}
+        return {"kind": "file", "path": plugin, "sha256": file_sha256(str(Path(file).resolve()))}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == plugin and ep.dist is not None:
             return {

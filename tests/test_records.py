@@ -147,3 +147,19 @@ def test_a_plugins_code_digest_is_the_code_imported_not_the_files_edited_later(
     (package / "__init__.py").write_text("VALUE = 1\n")
     code_sha256.cache_clear()
     assert recorded == code_sha256(str(package.resolve()))  # ... and of the code that was imported
+
+
+def test_a_plugin_files_digest_is_the_file_imported_not_the_file_edited_later(tmp_path):
+    import hashlib
+
+    from mssbench.plugins import load_registry
+    from mssbench.records import plugin_source
+
+    plugin = tmp_path / "pinned_file_plugin.py"
+    imported = b"VALUE = 1\n"
+    plugin.write_bytes(imported)
+    registry = load_registry(plugins=[str(plugin)], autoload=False)
+    plugin.write_bytes(b"VALUE = 2\n")  # edited while the process runs
+    source = plugin_source(registry, str(plugin))
+    assert source["kind"] == "file"
+    assert source["sha256"] == hashlib.sha256(imported).hexdigest()
