@@ -137,6 +137,65 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: ``/proc/cpuinfo`` fields that, with the caches and the flags, tell CPUs apart that a virtual
+#: machine names alike ("AMD EPYC").
+_CPUINFO_FIELDS = {
+    "vendor_id": "vendor",
+    "cpu family": "family",
+    "model": "model",
+    "stepping": "stepping",
+}
+
+
+def _first_cpuinfo_block() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def _cpu_caches() -> str | None:
+    """``"L1d 32K, L1i 32K, L2 512K, L3 32768K"`` of the first CPU (Linux sysfs), else None."""
+    names = {"Data": "d", "Instruction": "i", "Unified": ""}
+    out = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = (
+                (index / name).read_text().strip() for name in ("level", "type", "size")
+            )
+        except OSError:
+            continue
+        out.append(f"L{level}{names.get(kind, kind)} {size}")
+    return ", ".join(out) or None
+
+
+def cpu_identity() -> dict[str, Any] | None:
+    """What tells one CPU from another where their names are alike, or None off Linux.
+
+    Vendor, family, model and stepping, the cache sizes (math libraries block their kernels by
+    them) and a digest of the instruction-set flags. Two virtual machines that both report "AMD
+    EPYC" can run different CPU generations, and a model's last bits differ between them: a
+    record that names its CPU this way can be told apart (:func:`mssbench.repeat.other_hardware`).
+    """
+    info = _first_cpuinfo_block()
+    if not info:
+        return None
+    out: dict[str, Any] = {name: info[key] for key, name in _CPUINFO_FIELDS.items() if key in info}
+    out["caches"] = _cpu_caches()
+    flags = sorted(info.get("flags", "").split())
+    if flags:
+        out["flags_sha256"] = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16]
+    return out
+
+
 def hardware(device: torch.device) -> dict[str, Any]:
     """Device, CPU and GPU description for a record."""
     out: dict[str, Any] = {
@@ -145,6 +204,7 @@ def hardware(device: torch.device) -> dict[str, Any]:
         # The instruction set torch's CPU kernels dispatch to (AVX2, AVX512...): a virtual
         # machine's generic CPU name ("Intel(R) Xeon(R) Processor") does not tell it.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_id": cpu_identity(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -30,6 +30,7 @@ from mssbench.config import RunConfig
 from mssbench.errors import DataError, MssbenchError
 from mssbench.plugins import Registry
 from mssbench.records import (
+    cpu_identity,
     cpu_name,
     given_config,
     load_records,
@@ -194,8 +195,10 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
     """How the record's hardware differs from the repeat's on ``device``, or None if it does not.
 
     Compared: the device type, the GPU model on a GPU, the CPU model on a CPU and, where the
-    record names it, the instruction set torch's CPU kernels dispatch to (library versions are
-    :func:`environment_differences`' concern: they can be installed to match).
+    record names them, the instruction set torch's CPU kernels dispatch to and the CPU's
+    family, model, stepping, caches and flags (two machines both named "AMD EPYC" can differ
+    there, and so do their numbers). Library versions are :func:`environment_differences`'
+    concern: they can be installed to match.
     """
     hw = (record.get("environment") or {}).get("hardware") or {}
     recorded = recorded_device(record)
@@ -208,10 +211,28 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
         isa, isa_here = hw.get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
         if recorded == here and isa and isa != isa_here:
             return f"written on {recorded} with {isa} kernels; this machine has {isa_here}"
+        if recorded == here and hw.get("cpu_id"):
+            return _cpu_id_difference(recorded, hw["cpu_id"], cpu_identity())
     else:
         return None
     if recorded and recorded != here:
         return f"written on {recorded}; this machine has {here}"
+    return None
+
+
+def _cpu_id_difference(name: str, recorded: Mapping[str, Any], here: Any) -> str | None:
+    """``written on AMD EPYC (model 1); this machine has model 17``, or None if they agree.
+
+    Only the fields both sides name are compared (:func:`mssbench.records.cpu_identity`).
+    """
+    here = here or {}
+    for key in ("vendor", "family", "model", "stepping", "caches", "flags_sha256"):
+        if key in recorded and key in here and recorded[key] != here[key]:
+            label = "flags" if key == "flags_sha256" else key
+            return (
+                f"written on {name} ({label} {recorded[key]}); "
+                f"this machine has {label} {here[key]}"
+            )
     return None
 
 

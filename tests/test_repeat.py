@@ -236,6 +236,38 @@ def test_other_hardware_compares_device_type_and_model(recorded):
     assert other_hardware(record, cpu) == "written on cuda; this repeat runs on cpu"
 
 
+def test_two_cpus_of_one_name_are_told_apart_by_their_identity(recorded, monkeypatch):
+    # Two virtual machines both named "AMD EPYC" ran different CPU generations, and 10 of 21
+    # models gave other numbers on each: the record's cpu_id tells them apart.
+    import torch
+
+    from mssbench import repeat
+    from mssbench.repeat import other_hardware
+
+    record = json.loads(recorded.read_text())
+    cpu = torch.device("cpu")
+    here = {"vendor": "AuthenticAMD", "family": "25", "model": "1", "stepping": "1",
+            "caches": "L1d 32K, L2 512K, L3 32768K", "flags_sha256": "e5b590441e01fc46"}
+    monkeypatch.setattr(repeat, "cpu_identity", lambda: dict(here))
+    record["environment"]["hardware"]["cpu_id"] = dict(here)
+    assert other_hardware(record, cpu) is None
+    record["environment"]["hardware"]["cpu_id"]["model"] = "17"
+    assert other_hardware(record, cpu).endswith("(model 17); this machine has model 1")
+    record["environment"]["hardware"]["cpu_id"] = {"caches": "L1d 32K, L2 512K, L3 16384K"}
+    assert "(caches L1d 32K, L2 512K, L3 16384K)" in other_hardware(record, cpu)
+    del record["environment"]["hardware"]["cpu_id"]  # records before cpu_id: the name only
+    assert other_hardware(record, cpu) is None
+
+
+def test_a_record_names_its_cpus_identity(recorded):
+    from mssbench.records import cpu_identity
+
+    hardware = json.loads(recorded.read_text())["environment"]["hardware"]
+    assert hardware["cpu_id"] == cpu_identity()
+    if hardware["cpu_id"] is not None:  # Linux: what the CPU itself says
+        assert {"vendor", "family", "model", "stepping", "flags_sha256"} <= set(hardware["cpu_id"])
+
+
 def test_a_cpu_record_is_repeated_on_the_cpu_of_a_machine_with_a_gpu(recorded, monkeypatch):
     import torch
 
