@@ -237,7 +237,7 @@ def test_other_hardware_compares_device_type_and_model(recorded):
 
 
 def test_two_cpus_of_one_name_are_told_apart_by_their_identity(recorded, monkeypatch):
-    # Two virtual machines both named "AMD EPYC" ran different CPU generations, and 10 of 21
+    # Two virtual machines both named "AMD EPYC" ran different CPU generations, and 9 of 21
     # models gave other numbers on each: the record's cpu_id tells them apart.
     import torch
 
