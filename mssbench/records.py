@@ -127,14 +127,7 @@ def dirty_code(git: Mapping[str, Any]) -> bool | None:
 
 def cpu_name() -> str:
     """Human-readable CPU model name."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _first_cpuinfo_block().get("model name") or platform.processor() or platform.machine()
 
 
 #: ``/proc/cpuinfo`` fields that, with the caches and the flags, tell CPUs apart that a virtual
@@ -145,6 +138,9 @@ _CPUINFO_FIELDS = {
     "model": "model",
     "stepping": "stepping",
 }
+
+#: The fields of :func:`cpu_identity`, in the order :mod:`mssbench.repeat` compares them.
+CPU_ID_FIELDS = (*_CPUINFO_FIELDS.values(), "caches", "flags_sha256")
 
 
 def _first_cpuinfo_block() -> dict[str, str]:

@@ -30,6 +30,7 @@ from mssbench.config import RunConfig
 from mssbench.errors import DataError, MssbenchError
 from mssbench.plugins import Registry
 from mssbench.records import (
+    CPU_ID_FIELDS,
     cpu_identity,
     cpu_name,
     given_config,
@@ -226,7 +227,7 @@ def _cpu_id_difference(name: str, recorded: Mapping[str, Any], here: Any) -> str
     Only the fields both sides name are compared (:func:`mssbench.records.cpu_identity`).
     """
     here = here or {}
-    for key in ("vendor", "family", "model", "stepping", "caches", "flags_sha256"):
+    for key in CPU_ID_FIELDS:
         if key in recorded and key in here and recorded[key] != here[key]:
             label = "flags" if key == "flags_sha256" else key
             return (
