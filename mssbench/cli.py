@@ -27,7 +27,7 @@ from mssbench.config import (
     RunConfig,
     parse_assignments,
 )
-from mssbench.configfile import RAY_ONLY, config_file_option
+from mssbench.configfile import RAY_ONLY, config_file_option, file_only_params
 from mssbench.errors import MESSAGE_CHARS, ConfigError, MssbenchError, brief
 from mssbench.plugins import Registry, load_registry
 from mssbench.presets import PRESETS, get_preset
@@ -485,7 +485,10 @@ def _check_executor_options(executor: str) -> None:
 @click.option("--models", default="all", show_default=True, help="all, or a comma list.")
 @click.option("--datasets", help="A comma list of dataset names.")
 @click.option(
-    "--seeds", default="5", show_default=True, help="A count (5 = seeds 0-4) or a list (0,3,7)."
+    "--seeds",
+    default="5",
+    show_default=True,
+    help="A count (5 = seeds 0-4) or a list (0,3,7; one seed alone: 2,).",
 )
 @click.option(
     "--jobs",
@@ -611,6 +614,7 @@ def suite(
             parse_seeds(seeds),
             base,
             parse_assignments(params, "--param"),
+            optional=file_only_params(),
         )
     for note in notes:
         click.echo(f"Note: {note}", err=True)

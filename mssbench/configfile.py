@@ -52,6 +52,9 @@ RAY_ONLY = ("ray_address", "cpus_per_run", "gpus_per_run")
 #: File keys whose command-line counterpart has another name or meaning.
 _RENAMED = {"progress": "no_progress"}
 
+#: Where the wrapper leaves the ``params`` keys only the config file gave (``ctx.meta``).
+_FILE_ONLY_PARAMS = "mssbench.configfile.file_only_params"
+
 #: File keys given as a mapping, passed on as repeated ``KEY=VALUE`` options (``-p``, ``-D``,
 #: ``--tracker-uri``, ``--balancer-param``).
 _ASSIGNMENTS = ("params", "data_options", "tracker_uris", "balancer_params")
@@ -109,6 +112,7 @@ def read(path: str | Path, kind: str, command: click.Command) -> dict[str, Any]:
         textual = isinstance(defaults.get(key), str) or key in ("scenarios", "datasets")
         if textual and isinstance(value, list):
             value = ",".join(str(v) for v in value)  # models: [a, b] means "a,b"
+            value += "," if key == "seeds" else ""  # seeds: [2] is seed 2, not a count
         if textual and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # seeds: 5
         values[key] = resolve("key", f"config file {where}", defaults, {key: value})[key]
@@ -182,6 +186,8 @@ def config_file_option(kind: str) -> Callable[[Callable[..., Any]], Callable[...
                     source = ctx.get_parameter_source(name)
                     return source not in (None, click.core.ParameterSource.DEFAULT)
 
+                typed = {a.partition("=")[0] for a in kwargs.get("params") or ()}
+                ctx.meta[_FILE_ONLY_PARAMS] = frozenset(values.get("params", {})) - typed
                 kwargs = merge(kwargs, values, given)
                 _check_ray_only(path, values, kwargs)
             _require(kwargs, kind)
@@ -198,6 +204,16 @@ def config_file_option(kind: str) -> Callable[[Callable[..., Any]], Callable[...
         )(wrapper)
 
     return decorate
+
+
+def file_only_params() -> frozenset[str]:
+    """The ``params`` keys of this command's ``--config`` file that no typed ``-p`` repeats.
+
+    A suite leaves such a key out (with a note) where it applies to none of its models, so one
+    file serves any ``--models`` subset; a typed ``-p`` that applies to nothing is an error.
+    """
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_FILE_ONLY_PARAMS, frozenset()) if ctx is not None else frozenset()
 
 
 def _check_ray_only(path: str, values: dict[str, Any], kwargs: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -66,30 +66,40 @@ def _names(kind: str, text: str, known: Iterable[str]) -> list[str]:
 
 
 def split_params(
-    registry: Registry, models: Sequence[str], params: dict[str, str]
+    registry: Registry,
+    models: Sequence[str],
+    params: dict[str, str],
+    optional: Collection[str] = (),
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
     """Distribute ``-p`` values over models.
 
     ``model.key=value`` applies to that model only; ``key=value`` applies to every model that
     declares ``key`` (a suite-wide override such as ``embed_dim=16``). A global key no model
     declares is an error; models that lack a global key are reported in the returned notes.
+    Keys in ``optional`` (a config file's ``params`` that the command line did not repeat) are
+    left out with a note where they apply to no model of the suite, so one file serves any
+    ``--models`` subset; a typed ``-p`` that applies to nothing stays an error.
     """
     per_model: dict[str, dict[str, str]] = {m: {} for m in models}
     notes = []
     for key, value in params.items():
-        if "." in key:
-            model, _, name = key.partition(".")
-            if model not in per_model:
-                raise ConfigError(f"-p {key}: model {model!r} is not in this suite")
-            per_model[model][name] = value
+        model, dot, name = key.partition(".")
+        takers = [model] if model in per_model else []
+        if not dot:
+            model, name = "", key
+            takers = [m for m in models if key in registry.model(m).defaults]
+        if not takers and key in optional:
+            notes.append(f"config file's {key}={value} applies to no model of this suite")
             continue
-        takers = [m for m in models if key in registry.model(m).defaults]
         if not takers:
-            raise ConfigError(f"-p {key}: no model of this suite takes {key!r}")
+            why = f"model {model!r} is not in this suite" if model else (
+                f"no model of this suite takes {key!r}"
+            )
+            raise ConfigError(f"-p {key}: {why}")
         for m in takers:
-            per_model[m][key] = value
+            per_model[m][name] = value
         skipped = sorted(set(models) - set(takers))
-        if skipped:
+        if skipped and not model:
             notes.append(f"-p {key}={value} does not apply to {', '.join(skipped)}")
     return per_model, notes
 
@@ -101,6 +111,7 @@ def plan(
     seeds: Sequence[int],
     base: RunConfig,
     params: dict[str, str],
+    optional: Collection[str] = (),
 ) -> tuple[list[SuiteJob], list[str]]:
     """Every (dataset, model, seed) job of a suite, with finished runs marked ``skipped``.
 
@@ -114,7 +125,7 @@ def plan(
         registry.model(m)  # unknown names: one clear error before anything runs
     for d in dataset_names:
         registry.dataset(d)
-    per_model, notes = split_params(registry, model_names, params)
+    per_model, notes = split_params(registry, model_names, params, optional)
     for m in model_names:  # wrong types and declared ranges: one error before anything runs
         spec = registry.model(m)
         resolve("param", f"model {m!r}", spec.defaults, per_model[m], spec.constraints)

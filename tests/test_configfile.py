@@ -10,6 +10,7 @@ from mssbench.cli import main
 from mssbench.config import RunConfig
 from mssbench.configfile import allowed_keys, read
 from mssbench.leaderboard.frame import TUNED_SUFFIX
+from mssbench.suite import parse_seeds
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -139,7 +140,7 @@ def test_interpolation_and_lists(tmp_path):
         "suite.yaml",
     )
     values = read(config, "suite", suite)
-    assert values["models"] == "mmoe,ple" and values["seeds"] == "0,3"
+    assert values["models"] == "mmoe,ple" and parse_seeds(values["seeds"]) == [0, 3]
     assert values["eval_batch_size"] == 512 and values["metrics"] == ["pr_auc"]
     assert values["scenarios"] == "NL,ES"
 
@@ -258,3 +259,43 @@ def test_every_example_suite_file_plans_its_runs(monkeypatch, tmp_path, name):
     assert result.exit_code == 0, result.output
     [jobs] = planned
     assert jobs and {j.status for j in jobs} == {"pending"}
+
+
+@pytest.mark.parametrize(("text", "seeds"), [("[2]", [2]), ("[0, 3, 7]", [0, 3, 7]), ("2", [0, 1])])
+def test_a_seed_list_of_one_is_that_seed_not_a_count(tmp_path, text, seeds):
+    from mssbench.cli import suite
+
+    path = _write(tmp_path, f"datasets: [tiny-synth]\nseeds: {text}\n", "s.yaml")
+    values = read(path, "suite", suite)
+    assert parse_seeds(values["seeds"]) == seeds
+
+
+def _plan_suite(monkeypatch, *args):
+    import mssbench.suite
+
+    planned = []
+    monkeypatch.setattr(mssbench.suite, "run_suite", lambda jobs, *a, **k: planned.append(jobs))
+    monkeypatch.chdir(EXAMPLES.parent)
+    result = CliRunner().invoke(main, ["suite", *args])
+    jobs = planned[0] if planned else []
+    return result, {(j.key, j.config.result_hash(), j.status) for j in jobs}
+
+
+def test_a_suite_file_serves_a_subset_of_its_models(monkeypatch):
+    """``--models`` with a track's file runs that track's runs of those models (same hashes,
+    finished ones skipped); the file's parameters for the other models are left out with a
+    note, while a typed ``-p`` for a model outside the suite is still an error."""
+    config = ["--config", "examples/suite-converged-twin.yaml"]
+    result, whole = _plan_suite(monkeypatch, *config)
+    assert result.exit_code == 0, result.output
+    result, subset = _plan_suite(monkeypatch, *config, "--models", "m3oe,supermoe")
+    assert result.exit_code == 0, result.output
+    assert subset == {job for job in whole if job[0][1] in ("m3oe", "supermoe")}
+    assert len(subset) == 10
+    assert "config file's mmoe.expert_hidden=128,64 applies to no model of this suite" in (
+        result.output
+    )
+    assert "supermoe.d_model" not in result.output  # it applies: no note
+    result, _ = _plan_suite(monkeypatch, *config, "--models", "m3oe", "-p", "mmoe.expert_hidden=8")
+    assert result.exit_code == 2
+    assert "-p mmoe.expert_hidden: model 'mmoe' is not in this suite" in result.output
