@@ -541,6 +541,12 @@ def _check_executor_options(executor: str) -> None:
     help="Hide progress bars (always hidden with --jobs > 1 and with --executor ray).",
 )
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List every planned run (finished with its record, running, or to run, with the "
+    "epochs its checkpoint holds) and stop: nothing runs or is written.",
+)
+@click.option(
     "--tuned",
     default=None,
     metavar="STUDY_DIR",
@@ -568,11 +574,19 @@ def suite(
     disabled: tuple[str, ...],
     strict_plugins: bool,
     no_progress: bool,
+    dry_run: bool,
     tuned: str | None,
     **options: Any,
 ) -> None:
     """Run every model x dataset x seed; finished runs (same config and seed) are skipped."""
-    from mssbench.suite import default_jobs, parse_seeds, plan, run_suite, summary_frame
+    from mssbench.suite import (
+        default_jobs,
+        parse_seeds,
+        plan,
+        plan_frame,
+        run_suite,
+        summary_frame,
+    )
 
     _check_executor_options(executor)
     if executor == "ray":
@@ -631,6 +645,10 @@ def suite(
         f"{len(planned) - skipped} to run, {how}.",
         err=True,
     )
+    if dry_run:
+        frame = plan_frame(planned, registry, base.out)
+        click.echo(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
+        return
     log = functools.partial(click.echo, err=True)
     if executor == "ray":
         run_suite_ray(

@@ -81,7 +81,7 @@ def split_params(
     ``--models`` subset; a typed ``-p`` that applies to nothing stays an error.
     """
     per_model: dict[str, dict[str, str]] = {m: {} for m in models}
-    notes = []
+    notes, left_out = [], []
     for key, value in params.items():
         model, dot, name = key.partition(".")
         takers = [model] if model in per_model else []
@@ -89,7 +89,7 @@ def split_params(
             model, name = "", key
             takers = [m for m in models if key in registry.model(m).defaults]
         if not takers and key in optional:
-            notes.append(f"config file's {key}={value} applies to no model of this suite")
+            left_out.append(key)
             continue
         if not takers:
             why = f"model {model!r} is not in this suite" if model else (
@@ -101,6 +101,8 @@ def split_params(
         skipped = sorted(set(models) - set(takers))
         if skipped and not model:
             notes.append(f"-p {key}={value} does not apply to {', '.join(skipped)}")
+    if left_out:
+        notes.append(f"the config file's {', '.join(left_out)} apply to no model of this suite")
     return per_model, notes
 
 
@@ -299,6 +301,62 @@ def run_suite(
         for i, future in enumerate(as_completed(futures), 1):
             _finish(futures[future], future.result(), i, total, log, started)
     return jobs
+
+
+def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.DataFrame:
+    """One row per planned run, to see what a long suite has left before starting it.
+
+    A run is ``finished`` (with its record), ``running`` (another process holds its lock) or
+    ``to run``, with the epochs its checkpoint holds where it has one (it resumes from there).
+    Reads the output directory; writes nothing.
+    """
+    from mssbench.api import checkpoint_path
+
+    rows = []
+    for job in jobs:
+        dataset, model, seed = job.key
+        row = {"dataset": dataset, "model": model, "seed": seed, "status": "to run"}
+        row["epochs done"], row["file"] = "", ""
+        if job.status == "skipped":
+            row["status"], row["file"] = "finished", Path(job.path or "").name
+        else:
+            checkpoint = checkpoint_path(out, job.config, registry)
+            if _lock_held(checkpoint.with_suffix(".lock")):
+                row["status"] = "running"
+            if checkpoint.is_file():
+                row["epochs done"], row["file"] = _checkpoint_epochs(checkpoint), checkpoint.name
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _checkpoint_epochs(path: Path) -> str:
+    """The epochs a run's checkpoint holds, as text ("?" when it cannot be read)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]
+        return str(int(state["epoch"]))
+    except Exception:  # noqa: BLE001 - a plan is a report: an unreadable checkpoint is a "?"
+        return "?"
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether a process holds the run lock ``path`` (filelock's ``flock``; POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock locks otherwise; the plan cannot tell
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody runs it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def summary_frame(jobs: Sequence[SuiteJob], out: str) -> pd.DataFrame:

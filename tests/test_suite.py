@@ -66,6 +66,42 @@ def test_plan_skips_finished_runs_and_errors_become_rows(registry, tmp_path):
     assert mixed[-1].status == "finished"
 
 
+def test_a_dry_run_lists_finished_running_resumable_and_pending_runs(registry, tmp_path):
+    """``--dry-run`` says what a long suite has left (and its checkpoints' epochs) and writes
+    nothing: no record, no lock, no checkpoint."""
+    from filelock import FileLock
+
+    from mssbench.api import checkpoint_path
+
+    out = tmp_path / "runs"
+    base = RunConfig(model="", dataset="", epochs=1, out=str(out), progress=False)
+    jobs, _ = plan(registry, "constant", "tiny-synth", [0], base, {})
+    run_suite(jobs, 1, plugins=("mssbench.testing.plugin",), log=lambda m: None)
+    [record] = list(out.glob("*.json"))
+    pending, _ = plan(registry, "constant", "tiny-synth", [0, 1, 2, 3], base, {})
+    resumable = checkpoint_path(out, pending[1].config, registry)
+    resumable.parent.mkdir()
+    torch.save({"state": {"epoch": 3}}, resumable)
+    running = checkpoint_path(out, pending[2].config, registry).with_suffix(".lock")
+    args = ["suite", "--models", "constant", "--datasets", "tiny-synth", "--seeds", "4"]
+    args += ["--epochs", "1", "--out", str(out), "--plugin", "mssbench.testing.plugin"]
+    with FileLock(str(running)):
+        before = sorted(p.name for p in out.rglob("*"))
+        result = CliRunner().invoke(main, [*args, "--dry-run"])
+        after = sorted(p.name for p in out.rglob("*"))
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1:-1] for line in result.output.splitlines() if "tiny-synth" in line]
+    cells = [[cell.strip() for cell in row] for row in rows]
+    assert [row[2:5] for row in cells] == [
+        ["0", "finished", ""],
+        ["1", "to run", "3"],
+        ["2", "running", ""],
+        ["3", "to run", ""],
+    ]
+    assert cells[0][5] == record.name and cells[1][5] == resumable.name
+    assert after == before
+
+
 def test_plan_reruns_finished_configurations_of_another_model_version(registry, tmp_path):
     base = RunConfig(model="", dataset="", epochs=1, out=str(tmp_path), progress=False)
     jobs, _ = plan(registry, "constant", "tiny-synth", [0], base, {})
