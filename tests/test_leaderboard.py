@@ -694,3 +694,26 @@ def test_the_leaderboard_package_does_not_import_the_notebook_api():
     code = "import sys, mssbench.leaderboard; print('mssbench.results' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_cpus_identity_keeps_two_machines_of_one_name_apart():
+    """Two "AMD EPYC" machines can compute other bits: where records name the CPU's family,
+    model and instruction set, the page's hardware (and so its *from* groups) tells them apart;
+    a record without them keeps the name alone."""
+    from mssbench.leaderboard.labels import hardware_label
+
+    def record(**hw):
+        return {"environment": {"hardware": {"device": "cpu", "cpu": "AMD EPYC", **hw}}}
+
+    one = {"family": "25", "model": "1", "stepping": "1"}
+    other = {"family": "25", "model": "17", "stepping": "0"}
+    labels = [
+        hardware_label(record(cpu_count=2, cpu_capability="AVX2", cpu_id=one)),
+        hardware_label(record(cpu_count=2, cpu_capability="AVX2", cpu_id=other)),
+        hardware_label(record(cpu_count=2)),
+    ]
+    assert labels == [
+        "cpu, AMD EPYC (family 25, model 1, AVX2), 2 cores",
+        "cpu, AMD EPYC (family 25, model 17, AVX2), 2 cores",
+        "cpu, AMD EPYC, 2 cores",
+    ]

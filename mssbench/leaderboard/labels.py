@@ -106,8 +106,21 @@ def hardware_label(record: dict[str, Any]) -> str:
         parts.append(f"{hw['gpu']}" + (f" (CUDA {hw['cuda']})" if hw.get("cuda") else ""))
     if hw.get("cpu"):
         cores = f", {hw['cpu_count']} cores" if hw.get("cpu_count") else ""
-        parts.append(f"{hw['cpu']}{cores}")
+        parts.append(f"{hw['cpu']}{_cpu_identity(hw)}{cores}")
     return ", ".join(parts)
+
+
+def _cpu_identity(hw: Mapping[str, Any]) -> str:
+    """`` (family 25, model 1, AVX2)``: the CPU's identity, where the record names it.
+
+    Two CPUs of one name (two "AMD EPYC" machines) can compute other bits, so a page keeps
+    their runs apart.
+    """
+    ident = hw.get("cpu_id") if isinstance(hw.get("cpu_id"), dict) else {}
+    known = [f"{k} {ident[k]}" for k in ("family", "model") if ident.get(k) not in (None, "")]
+    if hw.get("cpu_capability"):
+        known.append(str(hw["cpu_capability"]))
+    return f" ({', '.join(known)})" if known else ""
 
 
 def versions_label(record: dict[str, Any]) -> str:
