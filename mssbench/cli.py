@@ -470,6 +470,21 @@ def _tuned_plan(registry: Registry, tuned: str, seeds: list[int], base: RunConfi
     return mark_finished(jobs, registry, base.out)
 
 
+def _hours_left(frame: Any, n_jobs: int) -> str:
+    """One line: the wall hours the runs left should take, from the finished runs' records."""
+    left = frame[frame["status"] != "finished"]
+    if left.empty:
+        return "Nothing left to run."
+    known = left[left["hours"] != ""]["hours"].astype(float)
+    line = f"{len(left)} runs left"
+    if len(known):
+        line += f"; {len(known)} of them should take about {known.sum():.1f} h of runs (each "
+        line += "its model's median wall time in the finished records)"
+        line += f", about {known.sum() / n_jobs:.1f} h at {n_jobs} at a time" if n_jobs > 1 else ""
+    unknown = sorted(set(left[left["hours"] == ""]["model"]))
+    return line + (f"; no finished run to tell for {', '.join(unknown)}." if unknown else ".")
+
+
 def _check_executor_options(executor: str) -> None:
     """Ray's options are an error with the local executor (they would be silently ignored)."""
     if executor == "ray":
@@ -647,7 +662,11 @@ def suite(
     )
     if dry_run:
         frame = plan_frame(planned, registry, base.out)
-        click.echo(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
+        table = tabulate(
+            frame, headers="keys", tablefmt="github", showindex=False, disable_numparse=True
+        )
+        click.echo(table)
+        click.echo(_hours_left(frame, n_jobs if executor == "local" else 0))
         return
     log = functools.partial(click.echo, err=True)
     if executor == "ray":

@@ -308,10 +308,13 @@ def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.Dat
 
     A run is ``finished`` (with its record), ``running`` (another process holds its lock) or
     ``to run``, with the epochs its checkpoint holds where it has one (it resumes from there).
-    Reads the output directory; writes nothing.
+    ``hours``: a finished run's wall time; for the others, the median of the finished runs of
+    the same model and dataset (blank where none has finished): what this machine's records
+    say, not a promise for another one. Reads the output directory; writes nothing.
     """
     from mssbench.api import checkpoint_path
 
+    hours = _finished_hours(jobs)
     rows = []
     for job in jobs:
         dataset, model, seed = job.key
@@ -325,8 +328,27 @@ def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.Dat
                 row["status"] = "running"
             if checkpoint.is_file():
                 row["epochs done"], row["file"] = _checkpoint_epochs(checkpoint), checkpoint.name
+        known = hours.get(job.path or "") or hours.get(job.key[:2])
+        row["hours"] = f"{known:.2f}" if known is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _finished_hours(jobs: Sequence[SuiteJob]) -> dict[Any, float]:
+    """Wall hours by a finished job's record path, and their median by (dataset, model)."""
+    import json
+    import statistics
+
+    by_path: dict[Any, float] = {}
+    by_model: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        if job.status != "skipped" or not job.path:
+            continue
+        seconds = json.loads(Path(job.path).read_text()).get("wall_seconds")
+        if isinstance(seconds, (int, float)):
+            by_path[job.path] = seconds / 3600
+            by_model.setdefault(job.key[:2], []).append(seconds / 3600)
+    return {**by_path, **{k: statistics.median(v) for k, v in by_model.items()}}
 
 
 def _checkpoint_epochs(path: Path) -> str:

@@ -99,6 +99,9 @@ def test_a_dry_run_lists_finished_running_resumable_and_pending_runs(registry, t
         ["3", "to run", ""],
     ]
     assert cells[0][5] == record.name and cells[1][5] == resumable.name
+    hours = json.loads(record.read_text())["wall_seconds"] / 3600
+    assert {row[6] for row in cells} == {f"{hours:.2f}"}  # the finished run's, for all four
+    assert f"3 runs left; 3 of them should take about {3 * hours:.1f} h of runs" in result.output
     assert after == before
 
 
