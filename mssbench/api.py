@@ -15,6 +15,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mssbench.balancing import Balancer, BalancerSpec, build_balancer, resolve_balancer
+from mssbench.base_rate import STALLED_WARNING, stalled
 from mssbench.config import SELECTIONS, RunConfig, resolve
 from mssbench.data import contract
 from mssbench.data.splits import nested_sample
@@ -508,6 +509,8 @@ def _run(
         test_cells=None if trial is not None else test_df.to_dict(orient="records"),
         oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
     )
+    if record["training"]["stalled"]:
+        log(STALLED_WARNING)
     if not world.is_main:
         return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
     stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"
@@ -720,6 +723,7 @@ def _training_block(ctx: _Context, plan: _Plan, built: _Built, state: Any) -> di
         "stopped_early": state.stopped_early,
         "selection_metric": SELECTIONS[config.select],
         "converged": converged(state.history, state.best_epoch),
+        "stalled": stalled(state.history, state.best_epoch, built.counts),
         "best_selection_score": state.best_score,
         "train_seconds": state.train_seconds,
         "train_samples": state.train_samples,

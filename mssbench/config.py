@@ -55,6 +55,10 @@ SELECTIONS = {
 #: raised the selection score by more than this.
 CONVERGENCE_TOLERANCE = 1e-3
 
+#: A run stalled at the base rate when, at its best epoch, no task's validation logloss is
+#: below ``1 - STALL_MARGIN`` times the logloss of predicting the train split's base rate.
+STALL_MARGIN = 0.01
+
 #: ``--pretrain`` values (``contrastive``: :mod:`mssbench.runners.pretrain`).
 PRETRAIN_METHODS = ("none", "contrastive")
 

@@ -379,6 +379,9 @@ class TrainingBlock(_Block):
     #: False when the best epoch is the last or the last epoch still improved the selection
     #: score by more than ``mssbench.config.CONVERGENCE_TOLERANCE``; absent in older records.
     converged: Optional[bool] = None
+    #: True when the kept epoch predicts no better than the train base rates
+    #: (:func:`mssbench.base_rate.stalled`); absent in older records.
+    stalled: Optional[bool] = None
 
 
 class MetricCell(_Block):

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mssbench.api import run
+from mssbench.base_rate import STALLED_WARNING, stalled
 from mssbench.config import CONVERGENCE_TOLERANCE, SELECTIONS, RunConfig
 from mssbench.errors import ConfigError
 from mssbench.records import record_json_schema, verify_record
@@ -62,7 +63,20 @@ def test_the_record_holds_the_selection_curve_and_flag(registry, tmp_path):
     expected = converged(training["history"], training["best_epoch"])
     assert training["converged"] is expected
     fields = record_json_schema()["$defs"]["TrainingBlock"]["properties"]
-    assert {"converged", "selection_metric", "history"} <= set(fields)
+    assert {"converged", "stalled", "selection_metric", "history"} <= set(fields)
+    counts = rec["dataset"]["counts"]
+    assert training["stalled"] is stalled(training["history"], training["best_epoch"], counts)
+
+
+def test_a_run_that_cannot_move_from_the_base_rate_is_flagged_and_warned_about(registry, tmp_path):
+    lines = []
+    config = RunConfig(
+        model="mmoe", dataset="tiny-synth", params=dict(SMALL_MMOE), epochs=1, batch_size=256,
+        max_steps_per_epoch=2, lr=1e-12, out=str(tmp_path), progress=False,
+    )
+    rec = run(config, registry=registry, log=lines.append).record
+    assert rec["training"]["stalled"] is True
+    assert STALLED_WARNING in lines
 
 
 def test_a_record_without_the_new_fields_still_loads():

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mssbench.config import STALL_MARGIN
 from mssbench.errors import DataError
 from mssbench.leaderboard.commands import (
     _suite_file_lines,
@@ -26,6 +27,7 @@ from mssbench.leaderboard.statistics import (
     TRANSFER_RULE,
     page_track,
     record_converged,
+    record_stalled,
     record_tuned,
     transfer_reference,
     transfer_table,
@@ -124,6 +126,7 @@ def budget_lines(page: Page) -> list[str]:
     conv_text = f"{conv} of the {known} runs that record it converged" if known else "unknown"
     if unknown:
         conv_text += f" ({unknown} of {len(recs)} records predate the flag)"
+    conv_text += _stalled_text(recs)
     return [
         "> **Budget.** "
         f"Rows: {rows_text}. "
@@ -136,12 +139,31 @@ def budget_lines(page: Page) -> list[str]:
     ]
 
 
+def _stalled_text(records: Sequence[Mapping[str, Any]]) -> str:
+    """The budget box's sentence on runs stalled at the base rate ("" when none did)."""
+    runs = [r for r in records if record_stalled(r)]
+    if not runs:
+        return ""
+    names = sorted(
+        f"{(r.get('model') or {}).get('name', '?')} seed {(r.get('config') or {}).get('seed', '?')}"
+        for r in runs
+    )
+    return (
+        f"; {len(runs)} of them predict no better than the base rate "
+        f"({md_escape(', '.join(names))}): at the epoch "
+        f"kept no task's validation logloss is {STALL_MARGIN:.0%} below predicting the train "
+        "base rate"
+    )
+
+
 def _converged_text(records: Sequence[Mapping[str, Any]]) -> str:
     flags = [record_converged(r) for r in records]
     known = [f for f in flags if f is not None]
     if not known:
         return "—"
-    return f"{sum(known)}/{len(known)}"
+    text = f"{sum(known)}/{len(known)}"
+    n_stalled = sum(bool(record_stalled(r)) for r in records)
+    return f"{text}, {n_stalled} at the base rate" if n_stalled else text
 
 
 def _auc_text(

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mssbench.base_rate import stalled
 from mssbench.leaderboard.frame import Page
 from mssbench.leaderboard.labels import record_tuned
 from mssbench.leaderboard.tidy import per_seed
@@ -173,6 +174,17 @@ def record_converged(rec: Mapping[str, Any]) -> bool | None:
     training = rec.get("training") or {}
     value = training.get("converged", rec.get("converged"))
     return None if value is None else bool(value)
+
+
+def record_stalled(rec: Mapping[str, Any]) -> bool | None:
+    """Whether the run's kept epoch predicts no better than the base rates (None: unknown).
+
+    Recomputed from the record's validation curve and counts (:func:`mssbench.base_rate.stalled`),
+    so records written before the ``stalled`` flag are judged by the same rule.
+    """
+    training = rec.get("training") or {}
+    counts = (rec.get("dataset") or {}).get("counts") or {}
+    return stalled(training.get("history") or [], training.get("best_epoch"), counts)
 
 
 def page_track(records: Sequence[Mapping[str, Any]]) -> str:
