@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import SMALL_MMOE
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from mssbench.cli import main
@@ -34,11 +34,10 @@ GRID = np.geomspace(1e3, 1e6, 6)
     b=st.floats(0.2, 1.2),
     c=st.floats(0.01, 0.5),
 )
+@example(a=0.5, b=0.94140625, c=0.01)  # SciPy's default tolerances fit b = 0.908
 def test_fit_recovers_a_noiseless_power_law(a, b, c):
-    # Identifiable laws only: the power-law term is at least 5% of the loss at the smallest
-    # point. Below that the solver's tolerance, not the data, sets the exponent: a = 1, b = 1.19,
-    # c = 0.5 moves the loss by 5e-4 across the grid, and a = 6.625, b = 1.0098, c = 0.1777
-    # (3.5% at the smallest point) fits b = 0.9885.
+    # Laws whose power-law term is at least 5% of the loss at the smallest point: below that,
+    # what the fit recovers is set by the solver's tolerance (FIT_TOLERANCE), not by the data.
     assume(a * GRID[0] ** (-b) >= 0.05 * c)
     y = a * GRID ** (-b) + c
     law = fit_power_law(GRID, y, n_boot=20)
