@@ -67,6 +67,19 @@ def test_index_lists_the_track_and_a_page_per_run(site: Path):
         assert part in run
 
 
+def test_a_track_page_opens_with_the_budget_box_and_says_each_runs_convergence(site: Path):
+    (track,) = site.glob("census-income/*/index.html")
+    html = track.read_text()
+    box = re.search(r'<p class="budget"><strong>Budget.</strong> (.*?)</p>', html, re.S)
+    assert box is not None
+    for part in ("Rows: train ", "epochs run", "Hyperparameters: ", "Convergence: ", "Hardware: "):
+        assert part in box.group(1)
+    assert "\\" not in box.group(1)  # no Markdown escapes in HTML
+    runs = html.split('<table id="runs"')[1]
+    assert "<th>converged</th>" in runs
+    assert len(re.findall(r"<td>(?:yes|no|—)(?:, at the base rate)?</td>", runs)) == 6
+
+
 def test_a_run_page_shows_the_command_rebuilt_from_its_config(site: Path):
     pages = sorted(site.glob("*/**/runs/*.html"))
     assert len(pages) == 6

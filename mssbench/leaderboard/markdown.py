@@ -99,6 +99,11 @@ def _range_text(values: Sequence[float], fmt: Callable[[float], str]) -> str:
 
 def budget_lines(page: Page) -> list[str]:
     """The budget box that opens a page: data, training, tuning, convergence and hardware."""
+    return [f"> **Budget.** {budget_text(page)}", ""]
+
+
+def budget_text(page: Page, escape: Callable[[Any], str] = md_escape) -> str:
+    """The budget box's sentences; ``escape`` makes names and hardware safe (Markdown here)."""
     recs = page.records
     training = [r.get("training") or {} for r in recs]
     rows = {
@@ -126,20 +131,18 @@ def budget_lines(page: Page) -> list[str]:
     conv_text = f"{conv} of the {known} runs that record it converged" if known else "unknown"
     if unknown:
         conv_text += f" ({unknown} of {len(recs)} records predate the flag)"
-    conv_text += _stalled_text(recs)
-    return [
-        "> **Budget.** "
+    conv_text += _stalled_text(recs, escape)
+    return (
         f"Rows: {rows_text}. "
         f"Training: {samples} samples seen per run, {epochs} epochs run (limit {limit}), early "
         "stopping on validation. "
         f"Hyperparameters: {tuned_text}."
         f" Convergence: {conv_text}. "
-        f"Hardware: {md_escape('; '.join(hardware)) or '—'}.",
-        "",
-    ]
+        f"Hardware: {escape('; '.join(hardware)) or '—'}."
+    )
 
 
-def _stalled_text(records: Sequence[Mapping[str, Any]]) -> str:
+def _stalled_text(records: Sequence[Mapping[str, Any]], escape: Callable[[Any], str]) -> str:
     """The budget box's sentence on runs stalled at the base rate ("" when none did)."""
     runs = [r for r in records if record_stalled(r)]
     if not runs:
@@ -150,7 +153,7 @@ def _stalled_text(records: Sequence[Mapping[str, Any]]) -> str:
     )
     return (
         f"; {len(runs)} of them predict no better than the base rate "
-        f"({md_escape(', '.join(names))}): at the epoch "
+        f"({escape(', '.join(names))}): at the epoch "
         f"kept no task's validation logloss is {STALL_MARGIN:.0%} below predicting the train "
         "base rate"
     )

@@ -26,8 +26,11 @@ from mssbench.leaderboard import (
     Defaults,
     Page,
     load_reported,
+    record_converged,
+    record_stalled,
     run_command,
 )
+from mssbench.leaderboard.markdown import budget_text
 
 __all__ = ["SITE_DIR", "write_site"]
 
@@ -89,6 +92,13 @@ def _ranking_rows(page: Page) -> list[dict[str, Any]]:
     ]
 
 
+def _converged_cell(rec: dict[str, Any]) -> str:
+    """A run's convergence: yes, no or — (a record without the flag), and "at the base rate"."""
+    flag = record_converged(rec)
+    text = "—" if flag is None else ("yes" if flag else "no")
+    return f"{text}, at the base rate" if record_stalled(rec) else text
+
+
 def _run_rows(page: Page) -> list[dict[str, Any]]:
     auc = _pooled_auc(page.frame)
     return [
@@ -98,6 +108,7 @@ def _run_rows(page: Page) -> list[dict[str, Any]]:
             "auc": {t: _num(auc.get((rec["run_hash"], t))) for t in page.tasks},
             "n_params": int(rec["model"].get("n_params") or 0),
             "speed": float(rec["training"].get("train_samples_per_s") or 0.0),
+            "converged": _converged_cell(rec),
             "href": f"runs/{_run_name(rec)}.html",
             "name": _run_name(rec),
         }
@@ -179,6 +190,7 @@ def _track_page(
         crumbs=[],
         page=page,
         seeds=", ".join(str(s) for s in page.seeds),
+        budget=budget_text(page, escape=str),
         ranking_tasks=", ".join(page.ranking_tasks),
         tasks=page.tasks,
         ranking=_ranking_rows(page),
