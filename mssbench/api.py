@@ -510,7 +510,7 @@ def _run(
         oracle_cells=None if oracle_df is None else oracle_df.to_dict("records"),
     )
     if record["training"]["stalled"]:
-        log(STALLED_WARNING)
+        ctx.log(STALLED_WARNING)
     if not world.is_main:
         return RunResult(record=record, path=None, test_metrics=test_df, oracle_metrics=oracle_df)
     stem = f"{stamp:%Y%m%dT%H%M%SZ}_{config.dataset}_{config.model}_s{config.seed}"

@@ -14,13 +14,17 @@ from typing import Any, Mapping, Sequence
 
 from mssbench.config import STALL_MARGIN
 
-__all__ = ["STALLED_WARNING", "base_rate_logloss", "stalled"]
+__all__ = ["STALLED_WARNING", "STALL_RULE", "base_rate_logloss", "stalled"]
 
+#: :func:`stalled`'s rule in words, for the run's warning and the pages.
+STALL_RULE = (
+    f"at the epoch kept no task's validation logloss is {STALL_MARGIN:.0%} below predicting "
+    "the train base rate"
+)
 #: What ``mssbench run`` prints after a run that :func:`stalled`.
 STALLED_WARNING = (
-    f"Warning: this run predicts no better than the base rate: at its best epoch no task's "
-    f"validation logloss is {STALL_MARGIN:.0%} below predicting the train base rate (more "
-    f"steps or a lower --lr may help)"
+    f"Warning: this run predicts no better than the base rate: {STALL_RULE} (more steps or a "
+    "lower --lr may help)"
 )
 
 
@@ -59,11 +63,14 @@ def stalled(
     or the counts do not say.
     """
     best = next((e for e in history if e.get("epoch") == best_epoch), None)
+    if best is None:
+        return None
+    valid = best.get("valid") or {}
     tasks = list(((counts.get("splits") or {}).get("train") or {}).get("positives") or {})
     ratios = []
     for task in tasks:
         base = base_rate_logloss(counts, task)
-        value = ((best or {}).get("valid") or {}).get(f"logloss/{task}")
+        value = valid.get(f"logloss/{task}")
         if base is not None and value is not None and not math.isnan(value):
             ratios.append(value / base)
     if not ratios:

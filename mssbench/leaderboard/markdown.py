@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mssbench.config import STALL_MARGIN
+from mssbench.base_rate import STALL_RULE
 from mssbench.errors import DataError
 from mssbench.leaderboard.commands import (
     _suite_file_lines,
@@ -153,9 +153,7 @@ def _stalled_text(records: Sequence[Mapping[str, Any]], escape: Callable[[Any], 
     )
     return (
         f"; {len(runs)} of them predict no better than the base rate "
-        f"({escape(', '.join(names))}): at the epoch "
-        f"kept no task's validation logloss is {STALL_MARGIN:.0%} below predicting the train "
-        "base rate"
+        f"({escape(', '.join(names))}): {STALL_RULE}"
     )
 
 
