@@ -711,7 +711,18 @@ def _fit_settings(
         started=ctx.started,
         balancer=built.balancer,
         task_weights=built.task_weights,
+        process=_process(record),
     )
+
+
+#: The environment fields a record keeps of each process of a resumed run.
+PROCESS_FIELDS = ("hardware", "versions", "git", "code_sha256")
+
+
+def _process(record: dict[str, Any]) -> dict[str, Any]:
+    """This process as a resumed run's record names it: its start and its environment."""
+    env = record.get("environment") or {}
+    return {"started_at": record["started_at"], **{k: env.get(k) for k in PROCESS_FIELDS}}
 
 
 def _training_block(ctx: _Context, plan: _Plan, built: _Built, state: Any) -> dict[str, Any]:
@@ -732,6 +743,9 @@ def _training_block(ctx: _Context, plan: _Plan, built: _Built, state: Any) -> di
         ),
         "history": state.history,
     }
+    processes = [p for p in state.processes if p["last_epoch"] >= p["first_epoch"]]
+    if len(processes) > 1:  # a resumed run: which process trained which epochs, and where
+        training["processes"] = processes
     plugin = ctx.registry.plugin_of("balancer", config.balancer) if plan.balancer_spec else ""
     training.update(
         _balancer_report(built.balancer, plan.balancer_spec, plan.balancer_params, plugin)

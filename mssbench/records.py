@@ -35,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -363,6 +364,18 @@ class EnvironmentBlock(_Block):
     code_sha256: Optional[str] = None
 
 
+class TrainingProcess(_Block):
+    """One of the processes that trained a resumed run: its epochs and its environment."""
+
+    first_epoch: PositiveInt
+    last_epoch: PositiveInt
+    started_at: Optional[str] = None
+    hardware: Optional[dict[str, Any]] = None
+    versions: Optional[dict[str, str]] = None
+    git: Optional[dict[str, Any]] = None
+    code_sha256: Optional[str] = None
+
+
 class TrainingBlock(_Block):
     """How training went."""
 
@@ -382,6 +395,10 @@ class TrainingBlock(_Block):
     #: True when the kept epoch predicts no better than the train base rates
     #: (:func:`mssbench.base_rate.stalled`); absent in older records.
     stalled: Optional[bool] = None
+    #: A resumed run's processes in order (:class:`TrainingProcess`), when more than one
+    #: trained it (another machine, or other code, may have trained some epochs); absent when
+    #: one process trained every epoch, and in older records.
+    processes: Optional[list[TrainingProcess]] = None
 
 
 class MetricCell(_Block):

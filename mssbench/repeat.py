@@ -198,9 +198,13 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
     Compared: the device type, the GPU model on a GPU, the CPU model on a CPU and, where the
     record names them, the instruction set torch's CPU kernels dispatch to and the CPU's
     family, model, stepping, caches and flags (two machines both named "AMD EPYC" can differ
-    there, and so do their numbers). Library versions are :func:`environment_differences`'
+    there, and so do their numbers). A run resumed on other hardware differs from every
+    machine (:func:`several_machines`). Library versions are :func:`environment_differences`'
     concern: they can be installed to match.
     """
+    several = several_machines(record)
+    if several:
+        return several
     hw = (record.get("environment") or {}).get("hardware") or {}
     recorded = recorded_device(record)
     if recorded != device.type:
@@ -219,6 +223,27 @@ def other_hardware(record: Mapping[str, Any], device: torch.device) -> str | Non
     if recorded and recorded != here:
         return f"written on {recorded}; this machine has {here}"
     return None
+
+
+#: The hardware fields that tell two machines' arithmetic apart.
+MACHINE_FIELDS = ("device", "gpu", "cpu", "cpu_capability", "cpu_id")
+
+
+def several_machines(record: Mapping[str, Any]) -> str | None:
+    """``trained on 2 machines (...)`` for a run resumed on other hardware, else None.
+
+    Such a run's numbers mix two machines' arithmetic: no one machine repeats them bit for bit.
+    """
+    processes = (record.get("training") or {}).get("processes") or []
+    hardware = [p.get("hardware") or {} for p in processes]
+    machines = {tuple(repr(hw.get(k)) for k in MACHINE_FIELDS) for hw in hardware}
+    if len(machines) < 2:
+        return None
+    where = "; ".join(
+        f"epochs {p['first_epoch']}-{p['last_epoch']} on {hw.get('gpu') or hw.get('cpu')}"
+        for p, hw in zip(processes, hardware)
+    )
+    return f"trained on {len(machines)} machines ({where}): no one machine repeats it bit for bit"
 
 
 def _cpu_id_difference(name: str, recorded: Mapping[str, Any], here: Any) -> str | None:

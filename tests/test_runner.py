@@ -12,6 +12,9 @@ import mssbench
 from mssbench.api import run
 from mssbench.config import RunConfig
 from mssbench.errors import ConfigError, TrainingError
+from mssbench.leaderboard.labels import hardware_label
+from mssbench.records import RunRecord
+from mssbench.repeat import other_hardware
 from mssbench.runners.trainer import batch_indices, resolve_device
 
 
@@ -118,6 +121,37 @@ def test_resume_continues_and_matches_uninterrupted(registry, runs_dir, tmp_path
         full.test_metrics["value"].tolist(), nan_ok=True
     )
     assert not list((runs_dir / ".partial").glob("*.pt"))  # cleaned up when finished
+
+
+def test_a_run_resumed_on_another_machine_says_so_and_is_not_repeated_bit_for_bit(
+    registry, runs_dir
+):
+    registry.pm.register(Interrupt(1), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run(config(runs_dir, epochs=2), registry=registry, log=quiet)
+    registry.pm.unregister(name="interrupt")
+    [path] = (runs_dir / ".partial").glob("*.pt")
+    ck = torch.load(path, weights_only=True)
+    [first] = ck["state"]["processes"]
+    assert (first["first_epoch"], first["last_epoch"]) == (1, 1)
+    first["hardware"] = {**first["hardware"], "cpu": "Another CPU", "cpu_id": {"model": "99"}}
+    torch.save(ck, path)  # as if the checkpoint had been carried from another machine
+    resumed = run(config(runs_dir, epochs=2, resume=True), registry=registry, log=quiet).record
+    processes = resumed["training"]["processes"]
+    assert [(p["first_epoch"], p["last_epoch"]) for p in processes] == [(1, 1), (2, 2)]
+    assert processes[1]["hardware"] == resumed["environment"]["hardware"]
+    label = hardware_label(resumed)
+    assert label.startswith("cpu, Another CPU") and "(epochs 1-1), then cpu, " in label
+    assert label.endswith("(epochs 2-2)")
+    why = other_hardware(resumed, torch.device("cpu"))
+    assert why.startswith("trained on 2 machines (epochs 1-1 on Another CPU; epochs 2-2 on ")
+    RunRecord.model_validate(resumed)  # the record's schema knows the block
+
+
+def test_a_run_trained_by_one_process_names_no_processes(registry, runs_dir):
+    rec = run(config(runs_dir, epochs=1), registry=registry, log=quiet).record
+    assert "processes" not in rec["training"]
+    assert other_hardware(rec, torch.device("cpu")) is None
 
 
 def test_a_checkpoint_of_another_model_version_is_not_resumed(registry, runs_dir):

@@ -281,6 +281,14 @@ def test_kill_9_after_an_epoch_then_resume_matches_an_uninterrupted_run(registry
     assert [h["epoch"] for h in rec["training"]["history"]] == [1, 2, 3]
     # The wall time covers the killed process too (it trained two of the three epochs).
     assert rec["wall_seconds"] >= rec["training"]["train_seconds"]
+    # The record names both processes, the epochs each trained and where.
+    first, second = rec["training"]["processes"]
+    assert (first["first_epoch"], first["last_epoch"]) == (1, 2)
+    assert (second["first_epoch"], second["last_epoch"]) == (3, 3)
+    assert second["started_at"] == rec["started_at"] != first["started_at"]
+    for process in (first, second):
+        assert process["hardware"] == rec["environment"]["hardware"]
+        assert process["code_sha256"] == rec["environment"]["code_sha256"]
     assert not (out / ".partial").exists()
 
 

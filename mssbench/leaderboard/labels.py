@@ -97,8 +97,23 @@ def contributor_name(record: dict[str, Any]) -> str:
 
 
 def hardware_label(record: dict[str, Any]) -> str:
-    """One line for the hardware a record ran on, e.g. ``cuda:0, NVIDIA H100 (CUDA 12.4)``."""
-    hw = record["environment"].get("hardware") or {}
+    """One line for the hardware a record ran on, e.g. ``cuda:0, NVIDIA H100 (CUDA 12.4)``.
+
+    A run resumed on other hardware names each machine in the order they trained it
+    (``... (epochs 1-8), then ... (epochs 9-12)``).
+    """
+    own = _hardware_line(record["environment"].get("hardware") or {})
+    processes = (record.get("training") or {}).get("processes") or []
+    lines = [_hardware_line(p.get("hardware") or {}) for p in processes]
+    if len(set(lines)) < 2:
+        return own
+    return ", then ".join(
+        f"{line} (epochs {p['first_epoch']}-{p['last_epoch']})" for line, p in zip(lines, processes)
+    )
+
+
+def _hardware_line(hw: Any) -> str:
+    """One machine: device, GPU, CPU with its identity and cores."""
     if not isinstance(hw, dict):
         return str(hw)
     parts = [str(hw.get("device", "?"))]

@@ -325,6 +325,10 @@ class TrainState:
     stopped_early: bool = False
     #: Wall seconds of the processes that ran the epochs so far (up to the last checkpoint).
     wall_seconds: float = 0.0
+    #: The processes that trained the epochs so far, in order: each one's
+    #: :attr:`FitSettings.process` with ``first_epoch`` and ``last_epoch``. A resumed run keeps
+    #: its earlier processes' entries, so its record names every machine and code that trained it.
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -613,6 +617,9 @@ class FitSettings:
             (:mod:`mssbench.balancing`); default: the model's fixed task weights.
         task_weights: ``[T]`` loss weight of each task, as the caller resolved it once for the
             run (:func:`task_weights`) and gave to ``balancer``; ``None``: resolved here.
+        process: What this process is (its start, hardware, code and versions): kept in the
+            training state with the epochs it trains (:attr:`TrainState.processes`); ``None``:
+            not kept.
     """
 
     model_name: str
@@ -645,6 +652,7 @@ class FitSettings:
     started: float | None = None
     balancer: Balancer | None = None
     task_weights: torch.Tensor | None = None
+    process: dict[str, Any] | None = None
 
 
 @dataclass
@@ -706,6 +714,10 @@ class _Trainer:
             self.balancer.load_state_dict(ck.get("balancer", {}))  # --- loss balancing
             s.log(f"Resuming from {s.checkpoint} after epoch {self.state.epoch}.")
         self.earlier_wall = self.state.wall_seconds
+        if s.process is not None:
+            first = self.state.epoch + 1  # last_epoch follows each epoch this process trains
+            entry = {**s.process, "first_epoch": first, "last_epoch": first - 1}
+            self.state.processes.append(entry)
 
     def prepare(self) -> None:
         """The network that trains (DDP, compiled) and the graph step."""
@@ -884,6 +896,8 @@ class _Trainer:
             }
         )
         state.epoch = epoch
+        if state.processes:
+            state.processes[-1]["last_epoch"] = epoch
         if state.bad_epochs >= s.patience:
             state.stopped_early = True
         mark = " *" if improved else ""
