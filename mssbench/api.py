@@ -733,7 +733,7 @@ def _training_block(ctx: _Context, plan: _Plan, built: _Built, state: Any) -> di
         "best_epoch": state.best_epoch,
         "stopped_early": state.stopped_early,
         "selection_metric": SELECTIONS[config.select],
-        "converged": converged(state.history, state.best_epoch),
+        "converged": converged(state.history, state.best_epoch, state.stopped_early),
         "stalled": stalled(state.history, state.best_epoch, built.counts),
         "best_selection_score": state.best_score,
         "train_seconds": state.train_seconds,

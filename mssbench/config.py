@@ -51,8 +51,8 @@ SELECTIONS = {
     "mean_auc": "mean over tasks of pooled validation AUC (minus the summed logloss when no "
     "task has an AUC)",
 }
-#: A run has not converged when its best epoch is the last one, or when the last epoch still
-#: raised the selection score by more than this.
+#: A run that its budget ended (not early stopping) has not converged when its best epoch is
+#: the last one, or when the last epoch still raised the selection score by more than this.
 CONVERGENCE_TOLERANCE = 1e-3
 
 #: A run stalled at the base rate when, at its best epoch, no task's validation logloss is

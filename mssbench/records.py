@@ -389,8 +389,10 @@ class TrainingBlock(_Block):
     history: list[dict[str, Any]] = Field(default_factory=list)
     #: How the epoch kept was chosen (``--select``, in words).
     selection_metric: Optional[str] = None
-    #: False when the best epoch is the last or the last epoch still improved the selection
-    #: score by more than ``mssbench.config.CONVERGENCE_TOLERANCE``; absent in older records.
+    #: :func:`mssbench.runners.trainer.converged`: true when early stopping ended the run;
+    #: otherwise false when the best epoch is the last or the last epoch still improved the
+    #: selection score by more than ``mssbench.config.CONVERGENCE_TOLERANCE``; absent in older
+    #: records (pages recompute it from the curve).
     converged: Optional[bool] = None
     #: True when the kept epoch predicts no better than the train base rates
     #: (:func:`mssbench.base_rate.stalled`); absent in older records.

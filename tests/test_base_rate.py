@@ -74,8 +74,10 @@ def _trained(seed, ratio):
         "epochs_run": 3,
         "best_epoch": 1,
         "converged": True,
+        "stopped_early": True,  # two epochs worse than the first: patience 2 ended the run
         "train_samples": 3000,
-        "history": curve_at({"ctr": ratio, "ctcvr": ratio}, counts()),
+        "history": curve_at({"ctr": ratio, "ctcvr": ratio}, counts())
+        + [{"epoch": e, "selection_score": -1.0} for e in (2, 3)],
     }
     return rec
 
@@ -85,7 +87,7 @@ def test_the_page_says_which_converged_runs_predict_no_better_than_the_base_rate
     assert [record_stalled(r) for r in recs] == [False, True, True]
     text = render_page(plan_pages(recs)[0])
     header = text.split("## Ranking")[0]
-    assert "3 of the 3 runs that record it converged" in header
+    assert "3 of the 3 runs converged" in header and "not converged" not in header
     assert "2 of them predict no better than the base rate (a seed 1, a seed 2)" in header
     assert "3/3, 2 at the base rate" in text
     assert "no better than the base rate" not in render_page(plan_pages(recs[:1])[0])

@@ -150,7 +150,8 @@ def test_page_opens_with_a_budget_box_and_shows_convergence_per_row():
     assert "train 1,000, valid 100, test 200" in header
     assert "2,000 samples seen per run, 2 epochs run (limit 1)" in header
     assert "defaults, not tuned" in header
-    assert "1 of the 2 runs that record it converged (1 of 3 records predate the flag)" in header
+    assert "1 of the 2 runs converged (1 of 3 records do not say)" in header
+    assert "; not converged: a seed 1" in header
     rows = {cells(line)[2].strip(): cells(line) for line in tables(text)[0]}
     col = [h.strip() for h in cells(tables(text)[0][0])].index("converged")
     assert rows["a"][col].strip() == "1/2"

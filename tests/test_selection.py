@@ -13,6 +13,7 @@ from mssbench.api import run
 from mssbench.base_rate import STALLED_WARNING, stalled
 from mssbench.config import CONVERGENCE_TOLERANCE, SELECTIONS, RunConfig
 from mssbench.errors import ConfigError
+from mssbench.leaderboard.statistics import record_converged
 from mssbench.records import record_json_schema, verify_record
 from mssbench.runners.trainer import converged, selection_score
 
@@ -36,7 +37,7 @@ def test_mean_logloss_ignores_a_noisy_auc():
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=10))
 def test_a_run_whose_best_epoch_is_the_last_has_not_converged(scores):
     best = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
-    flag = converged(curve(*scores), best)
+    flag = converged(curve(*scores), best, stopped_early=False)
     if best == len(scores):
         assert flag is False
     elif scores[-1] - scores[-2] <= CONVERGENCE_TOLERANCE:
@@ -44,9 +45,32 @@ def test_a_run_whose_best_epoch_is_the_last_has_not_converged(scores):
 
 
 def test_a_last_epoch_that_still_improves_has_not_converged():
-    assert converged(curve(0.5, 0.9, 0.8, 0.85), best_epoch=2) is False
-    assert converged(curve(0.5, 0.9, 0.8, 0.8005), best_epoch=2) is True
-    assert converged([], best_epoch=0) is False
+    assert converged(curve(0.5, 0.9, 0.8, 0.85), best_epoch=2, stopped_early=False) is False
+    assert converged(curve(0.5, 0.9, 0.8, 0.8005), best_epoch=2, stopped_early=False) is True
+    assert converged([], best_epoch=0, stopped_early=False) is False
+
+
+@given(st.lists(st.floats(-1, 1), min_size=2, max_size=10), st.integers(1, 3))
+def test_a_run_ended_by_early_stopping_has_converged(scores, patience):
+    """Patience epochs without a better score end the run, however the last epoch went."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
+    history = curve(*scores)[: best + patience]
+    if len(history) == best + patience:  # the trainer stopped it after `patience` bad epochs
+        assert converged(history, best, stopped_early=True) is True
+    # e.g. 0.62, 0.64 (best), 0.45, 0.63 stopped by patience 2: the last epoch's gain is no
+    # reason to call it unconverged; under a budget that ended it there, it is one.
+    recovering = curve(0.62, 0.64, 0.45, 0.63)
+    assert converged(recovering, 2, stopped_early=True) is True
+    assert converged(recovering, 2, stopped_early=False) is False
+
+
+def test_a_page_judges_every_record_by_the_rule_of_today():
+    """A record written under the earlier wording (stopped early, flag false) reads converged."""
+    training = {"history": curve(0.62, 0.64, 0.45, 0.63), "best_epoch": 2, "stopped_early": True}
+    assert record_converged({"training": {**training, "converged": False}}) is True
+    assert record_converged({"training": {**training, "stopped_early": False}}) is False
+    assert record_converged({"training": {"converged": False}}) is False  # no curve: its flag
+    assert record_converged({"training": {}}) is None
 
 
 def test_the_record_holds_the_selection_curve_and_flag(registry, tmp_path):
@@ -60,7 +84,7 @@ def test_the_record_holds_the_selection_curve_and_flag(registry, tmp_path):
     assert training["selection_metric"] == SELECTIONS["mean_logloss"]
     assert [h["epoch"] for h in training["history"]] == [1, 2]
     assert all("logloss/ctr" in h["valid"] for h in training["history"])
-    expected = converged(training["history"], training["best_epoch"])
+    expected = converged(training["history"], training["best_epoch"], training["stopped_early"])
     assert training["converged"] is expected
     fields = record_json_schema()["$defs"]["TrainingBlock"]["properties"]
     assert {"converged", "stalled", "selection_metric", "history"} <= set(fields)

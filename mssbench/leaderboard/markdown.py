@@ -128,9 +128,12 @@ def budget_text(page: Page, escape: Callable[[Any], str] = md_escape) -> str:
     if tuned:
         tuned_text += _tuning_budget_text(recs)
     known = len(recs) - unknown
-    conv_text = f"{conv} of the {known} runs that record it converged" if known else "unknown"
+    conv_text = f"{conv} of the {known} runs converged" if known else "unknown"
     if unknown:
-        conv_text += f" ({unknown} of {len(recs)} records predate the flag)"
+        conv_text += f" ({unknown} of {len(recs)} records do not say)"
+    if known > conv:
+        not_converged = [r for r, f in zip(recs, flags) if f is False]
+        conv_text += f"; not converged: {escape(_run_names(not_converged))}"
     conv_text += _stalled_text(recs, escape)
     return (
         f"Rows: {rows_text}. "
@@ -147,14 +150,24 @@ def _stalled_text(records: Sequence[Mapping[str, Any]], escape: Callable[[Any], 
     runs = [r for r in records if record_stalled(r)]
     if not runs:
         return ""
+    return (
+        f"; {len(runs)} of them predict no better than the base rate "
+        f"({escape(_run_names(runs))}): {STALL_RULE}"
+    )
+
+
+#: The most runs a budget box names in one list; the rest are counted.
+NAMED_RUNS = 8
+
+
+def _run_names(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``aesm seed 2, hinet seed 0`` (sorted; past :data:`NAMED_RUNS`, ``and N more``)."""
     names = sorted(
         f"{(r.get('model') or {}).get('name', '?')} seed {(r.get('config') or {}).get('seed', '?')}"
         for r in runs
     )
-    return (
-        f"; {len(runs)} of them predict no better than the base rate "
-        f"({escape(', '.join(names))}): {STALL_RULE}"
-    )
+    more = len(names) - NAMED_RUNS
+    return ", ".join(names[:NAMED_RUNS]) + (f" and {more} more" if more > 0 else "")
 
 
 def _converged_text(records: Sequence[Mapping[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from mssbench.base_rate import stalled
 from mssbench.leaderboard.frame import Page
 from mssbench.leaderboard.labels import record_tuned
 from mssbench.leaderboard.tidy import per_seed
+from mssbench.runners.trainer import converged
 from mssbench.significance import ALPHA, holm, paired_p_value
 
 #: Marks a model not significantly different from the best.
@@ -170,8 +171,16 @@ def transfer_table(
 
 
 def record_converged(rec: Mapping[str, Any]) -> bool | None:
-    """The record's ``converged`` flag (``training.converged`` or top level); None if absent."""
+    """Whether the run converged (:func:`mssbench.runners.trainer.converged`); None if unknown.
+
+    Recomputed from the record's validation curve, best epoch and early stop, so records
+    written before the flag (or under an earlier wording of the rule) are judged by the same
+    rule; a record without a curve gives its own flag (``training.converged`` or top level).
+    """
     training = rec.get("training") or {}
+    history, best = training.get("history"), training.get("best_epoch")
+    if history and best is not None and all("selection_score" in h for h in history):
+        return converged(history, best, bool(training.get("stopped_early")))
     value = training.get("converged", rec.get("converged"))
     return None if value is None else bool(value)
 

@@ -56,14 +56,20 @@ def selection_score(flat: dict[str, float], task_names: Sequence[str], select: s
     return -float(np.nansum([flat.get(f"logloss/{t}", 0.0) for t in task_names]))
 
 
-def converged(history: Sequence[dict[str, Any]], best_epoch: int) -> bool:
-    """Whether the run used its budget to the end of its improvement.
+def converged(history: Sequence[dict[str, Any]], best_epoch: int, stopped_early: bool) -> bool:
+    """Whether the run ended because it stopped improving, not because its budget ran out.
 
-    False when the best epoch is the last, or when the last epoch still raised the selection
-    score by more than :data:`~mssbench.config.CONVERGENCE_TOLERANCE`: more epochs would likely
-    have changed the result.
+    True when early stopping ended it (``patience`` epochs without a better validation score:
+    the protocol's own rule ended the run, whatever the last epoch's score). Otherwise False
+    when the best epoch is the last, or when the last epoch still raised the selection score by
+    more than :data:`~mssbench.config.CONVERGENCE_TOLERANCE`: more epochs would likely have
+    changed the result.
     """
-    if not history or best_epoch == history[-1]["epoch"]:
+    if not history:
+        return False
+    if stopped_early:
+        return True
+    if best_epoch == history[-1]["epoch"]:
         return False
     if len(history) >= 2:
         gain = history[-1]["selection_score"] - history[-2]["selection_score"]
