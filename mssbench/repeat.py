@@ -240,7 +240,8 @@ def several_machines(record: Mapping[str, Any]) -> str | None:
     if len(machines) < 2:
         return None
     where = "; ".join(
-        f"epochs {p['first_epoch']}-{p['last_epoch']} on {hw.get('gpu') or hw.get('cpu')}"
+        f"epochs {p['first_epoch']}-{p['last_epoch']} on "
+        f"{hw.get('gpu') or hw.get('cpu') or 'unknown hardware'}"
         for p, hw in zip(processes, hardware)
     )
     return f"trained on {len(machines)} machines ({where}): no one machine repeats it bit for bit"

@@ -148,6 +148,24 @@ def test_a_run_resumed_on_another_machine_says_so_and_is_not_repeated_bit_for_bi
     RunRecord.model_validate(resumed)  # the record's schema knows the block
 
 
+def test_a_checkpoint_from_before_processes_were_listed_names_its_epochs_of_unknown_origin(
+    registry, runs_dir
+):
+    registry.pm.register(Interrupt(1), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run(config(runs_dir, epochs=2), registry=registry, log=quiet)
+    registry.pm.unregister(name="interrupt")
+    [path] = (runs_dir / ".partial").glob("*.pt")
+    ck = torch.load(path, weights_only=True)
+    del ck["state"]["processes"]
+    torch.save(ck, path)
+    resumed = run(config(runs_dir, epochs=2, resume=True), registry=registry, log=quiet).record
+    first, second = resumed["training"]["processes"]
+    assert (first["first_epoch"], first["last_epoch"], first["hardware"]) == (1, 1, None)
+    assert hardware_label(resumed).startswith("unknown hardware (epochs 1-1), then cpu, ")
+    assert "epochs 1-1 on unknown hardware" in other_hardware(resumed, torch.device("cpu"))
+
+
 def test_a_run_trained_by_one_process_names_no_processes(registry, runs_dir):
     rec = run(config(runs_dir, epochs=1), registry=registry, log=quiet).record
     assert "processes" not in rec["training"]

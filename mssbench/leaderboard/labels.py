@@ -104,7 +104,10 @@ def hardware_label(record: dict[str, Any]) -> str:
     """
     own = _hardware_line(record["environment"].get("hardware") or {})
     processes = (record.get("training") or {}).get("processes") or []
-    lines = [_hardware_line(p.get("hardware") or {}) for p in processes]
+    lines = [
+        _hardware_line(p["hardware"]) if p.get("hardware") else "unknown hardware"
+        for p in processes
+    ]
     if len(set(lines)) < 2:
         return own
     return ", then ".join(

@@ -720,10 +720,22 @@ class _Trainer:
             self.balancer.load_state_dict(ck.get("balancer", {}))  # --- loss balancing
             s.log(f"Resuming from {s.checkpoint} after epoch {self.state.epoch}.")
         self.earlier_wall = self.state.wall_seconds
-        if s.process is not None:
-            first = self.state.epoch + 1  # last_epoch follows each epoch this process trains
-            entry = {**s.process, "first_epoch": first, "last_epoch": first - 1}
-            self.state.processes.append(entry)
+        self._enter_process()
+
+    def _enter_process(self) -> None:
+        """List this process in the training state, from the epoch it trains first.
+
+        A checkpoint written before processes were listed gets one entry of unknown origin for
+        its epochs.
+        """
+        s, state = self.s, self.state
+        if s.process is None:
+            return
+        if state.epoch and not state.processes:
+            unknown = {k: None for k in s.process}
+            state.processes.append({**unknown, "first_epoch": 1, "last_epoch": state.epoch})
+        first = state.epoch + 1  # last_epoch follows each epoch this process trains
+        state.processes.append({**s.process, "first_epoch": first, "last_epoch": first - 1})
 
     def prepare(self) -> None:
         """The network that trains (DDP, compiled) and the graph step."""
