@@ -91,3 +91,6 @@ def test_the_page_says_which_converged_runs_predict_no_better_than_the_base_rate
     assert "2 of them predict no better than the base rate (a seed 1, a seed 2)" in header
     assert "3/3, 2 at the base rate" in text
     assert "no better than the base rate" not in render_page(plan_pages(recs[:1])[0])
+    assert "1 of them predicts no better than the base rate (a seed 1)" in render_page(
+        plan_pages(recs[:2])[0]
+    )

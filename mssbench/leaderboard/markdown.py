@@ -132,9 +132,9 @@ def budget_text(page: Page, escape: Callable[[Any], str] = md_escape) -> str:
     if unknown:
         conv_text += f" ({unknown} of {len(recs)} records do not say)"
     if known > conv:
-        not_converged = [r for r, f in zip(recs, flags) if f is False]
+        not_converged = [(r, v) for r, v, f in zip(recs, page.labels, flags) if f is False]
         conv_text += f"; not converged: {escape(_run_names(not_converged))}"
-    conv_text += _stalled_text(recs, escape)
+    conv_text += _stalled_text(page, escape)
     return (
         f"Rows: {rows_text}. "
         f"Training: {samples} samples seen per run, {epochs} epochs run (limit {limit}), early "
@@ -145,13 +145,14 @@ def budget_text(page: Page, escape: Callable[[Any], str] = md_escape) -> str:
     )
 
 
-def _stalled_text(records: Sequence[Mapping[str, Any]], escape: Callable[[Any], str]) -> str:
+def _stalled_text(page: Page, escape: Callable[[Any], str]) -> str:
     """The budget box's sentence on runs stalled at the base rate ("" when none did)."""
-    runs = [r for r in records if record_stalled(r)]
+    runs = [(r, v) for r, v in zip(page.records, page.labels) if record_stalled(r)]
     if not runs:
         return ""
+    verb = "predicts" if len(runs) == 1 else "predict"
     return (
-        f"; {len(runs)} of them predict no better than the base rate "
+        f"; {len(runs)} of them {verb} no better than the base rate "
         f"({escape(_run_names(runs))}): {STALL_RULE}"
     )
 
@@ -160,12 +161,12 @@ def _stalled_text(records: Sequence[Mapping[str, Any]], escape: Callable[[Any], 
 NAMED_RUNS = 8
 
 
-def _run_names(runs: Sequence[Mapping[str, Any]]) -> str:
-    """``aesm seed 2, hinet seed 0`` (sorted; past :data:`NAMED_RUNS`, ``and N more``)."""
-    names = sorted(
-        f"{(r.get('model') or {}).get('name', '?')} seed {(r.get('config') or {}).get('seed', '?')}"
-        for r in runs
-    )
+def _run_names(runs: Sequence[tuple[Mapping[str, Any], str]]) -> str:
+    """``aesm seed 2, hinet seed 0``: each (record, variant label) as its variant and seed.
+
+    Sorted; past :data:`NAMED_RUNS` names, ``and N more``.
+    """
+    names = sorted(f"{label} seed {(r.get('config') or {}).get('seed', '?')}" for r, label in runs)
     more = len(names) - NAMED_RUNS
     return ", ".join(names[:NAMED_RUNS]) + (f" and {more} more" if more > 0 else "")
 
