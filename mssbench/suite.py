@@ -310,7 +310,8 @@ def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.Dat
     ``to run``, with the epochs its checkpoint holds where it has one (it resumes from there).
     ``hours``: a finished run's wall time; for the others, the median of the finished runs of
     the same model and dataset (blank where none has finished): what this machine's records
-    say, not a promise for another one. Reads the output directory; writes nothing.
+    say, not a promise for another one. ``hours so far``: the wall time of the processes that
+    trained a checkpoint's epochs. Reads the output directory; writes nothing.
     """
     from mssbench.api import checkpoint_path
 
@@ -319,7 +320,7 @@ def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.Dat
     for job in jobs:
         dataset, model, seed = job.key
         row = {"dataset": dataset, "model": model, "seed": seed, "status": "to run"}
-        row["epochs done"], row["file"] = "", ""
+        row["epochs done"], row["file"], so_far = "", "", ""
         if job.status == "skipped":
             row["status"], row["file"] = "finished", Path(job.path or "").name
         else:
@@ -327,9 +328,11 @@ def plan_frame(jobs: Sequence[SuiteJob], registry: Registry, out: str) -> pd.Dat
             if _lock_held(checkpoint.with_suffix(".lock")):
                 row["status"] = "running"
             if checkpoint.is_file():
-                row["epochs done"], row["file"] = _checkpoint_epochs(checkpoint), checkpoint.name
+                row["epochs done"], so_far = _checkpoint_progress(checkpoint)
+                row["file"] = checkpoint.name
         known = hours.get(job.path or "") or hours.get(job.key[:2])
         row["hours"] = f"{known:.2f}" if known is not None else ""
+        row["hours so far"] = so_far
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -351,13 +354,16 @@ def _finished_hours(jobs: Sequence[SuiteJob]) -> dict[Any, float]:
     return {**by_path, **{k: statistics.median(v) for k, v in by_model.items()}}
 
 
-def _checkpoint_epochs(path: Path) -> str:
-    """The epochs a run's checkpoint holds, as text ("?" when it cannot be read)."""
+def _checkpoint_progress(path: Path) -> tuple[str, str]:
+    """The epochs a run's checkpoint holds and the wall hours they took, as text.
+
+    Both are "?" when the checkpoint cannot be read.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]
-        return str(int(state["epoch"]))
+        return str(int(state["epoch"])), f"{float(state.get('wall_seconds', 0.0)) / 3600:.2f}"
     except Exception:  # noqa: BLE001 - a plan is a report: an unreadable checkpoint is a "?"
-        return "?"
+        return "?", "?"
 
 
 def _lock_held(path: Path) -> bool:

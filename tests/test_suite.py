@@ -81,7 +81,7 @@ def test_a_dry_run_lists_finished_running_resumable_and_pending_runs(registry, t
     pending, _ = plan(registry, "constant", "tiny-synth", [0, 1, 2, 3], base, {})
     resumable = checkpoint_path(out, pending[1].config, registry)
     resumable.parent.mkdir()
-    torch.save({"state": {"epoch": 3}}, resumable)
+    torch.save({"state": {"epoch": 3, "wall_seconds": 1800.0}}, resumable)
     running = checkpoint_path(out, pending[2].config, registry).with_suffix(".lock")
     args = ["suite", "--models", "constant", "--datasets", "tiny-synth", "--seeds", "4"]
     args += ["--epochs", "1", "--out", str(out), "--plugin", "mssbench.testing.plugin"]
@@ -101,6 +101,7 @@ def test_a_dry_run_lists_finished_running_resumable_and_pending_runs(registry, t
     assert cells[0][5] == record.name and cells[1][5] == resumable.name
     hours = json.loads(record.read_text())["wall_seconds"] / 3600
     assert {row[6] for row in cells} == {f"{hours:.2f}"}  # the finished run's, for all four
+    assert [row[7] for row in cells] == ["", "0.50", "", ""]  # the checkpoint's half hour
     assert f"3 runs left; 3 of them should take about {3 * hours:.1f} h of runs" in result.output
     assert after == before
 
