@@ -17,6 +17,7 @@ hardware, and ``mssbench repeat --same-hardware`` leaves such records out.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import tempfile
@@ -236,7 +237,10 @@ def several_machines(record: Mapping[str, Any]) -> str | None:
     """
     processes = (record.get("training") or {}).get("processes") or []
     hardware = [p.get("hardware") or {} for p in processes]
-    machines = {tuple(repr(hw.get(k)) for k in MACHINE_FIELDS) for hw in hardware}
+    machines = {
+        json.dumps([hw.get(k) for k in MACHINE_FIELDS], sort_keys=True, default=str)
+        for hw in hardware
+    }
     if len(machines) < 2:
         return None
     where = "; ".join(
