@@ -123,15 +123,20 @@ def test_resume_continues_and_matches_uninterrupted(registry, runs_dir, tmp_path
     assert not list((runs_dir / ".partial").glob("*.pt"))  # cleaned up when finished
 
 
-def test_a_run_resumed_on_another_machine_says_so_and_is_not_repeated_bit_for_bit(
-    registry, runs_dir
-):
+def _checkpoint_after_epoch_one(registry, runs_dir):
+    """A two-epoch run interrupted after its first epoch: its checkpoint's path and contents."""
     registry.pm.register(Interrupt(1), name="interrupt")
     with pytest.raises(KeyboardInterrupt):
         run(config(runs_dir, epochs=2), registry=registry, log=quiet)
     registry.pm.unregister(name="interrupt")
     [path] = (runs_dir / ".partial").glob("*.pt")
-    ck = torch.load(path, weights_only=True)
+    return path, torch.load(path, weights_only=True)
+
+
+def test_a_run_resumed_on_another_machine_says_so_and_is_not_repeated_bit_for_bit(
+    registry, runs_dir
+):
+    path, ck = _checkpoint_after_epoch_one(registry, runs_dir)
     [first] = ck["state"]["processes"]
     assert (first["first_epoch"], first["last_epoch"]) == (1, 1)
     first["hardware"] = {**first["hardware"], "cpu": "Another CPU", "cpu_id": {"model": "99"}}
@@ -151,12 +156,7 @@ def test_a_run_resumed_on_another_machine_says_so_and_is_not_repeated_bit_for_bi
 def test_a_checkpoint_from_before_processes_were_listed_names_its_epochs_of_unknown_origin(
     registry, runs_dir
 ):
-    registry.pm.register(Interrupt(1), name="interrupt")
-    with pytest.raises(KeyboardInterrupt):
-        run(config(runs_dir, epochs=2), registry=registry, log=quiet)
-    registry.pm.unregister(name="interrupt")
-    [path] = (runs_dir / ".partial").glob("*.pt")
-    ck = torch.load(path, weights_only=True)
+    path, ck = _checkpoint_after_epoch_one(registry, runs_dir)
     del ck["state"]["processes"]
     torch.save(ck, path)
     resumed = run(config(runs_dir, epochs=2, resume=True), registry=registry, log=quiet).record
