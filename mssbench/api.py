@@ -41,6 +41,7 @@ from mssbench.runners.pretrain import PretrainSettings, pretrain_contrastive
 from mssbench.runners.trainer import (
     FitSettings,
     converged,
+    denormals_flushed,
     fit,
     predict,
     resolve_device,
@@ -496,10 +497,12 @@ def _run(
     _pretrain(ctx, built, record)
     checkpoint = checkpoint_path(plan.out_dir, config, registry)
     settings = _fit_settings(ctx, plan, built, record, checkpoint)
-    result = fit(built.model, built.data.schema, built.train, built.valid, settings)
-    test_df, oracle_df = _test_metrics(
-        built.model, built.test, device, config, world, built.data.schema, plan.metric_specs, trial
-    )
+    with denormals_flushed(config.flush_denormal):
+        result = fit(built.model, built.data.schema, built.train, built.valid, settings)
+        test_df, oracle_df = _test_metrics(
+            built.model, built.test, device, config, world, built.data.schema,
+            plan.metric_specs, trial,
+        )
     record = finish_record(
         record,
         finished_at=datetime.now(timezone.utc).isoformat(),

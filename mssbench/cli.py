@@ -271,6 +271,14 @@ def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "(GPU; training data kept on the GPU).",
         ),
         click.option(
+            "--flush-denormal",
+            "flush_denormal",
+            is_flag=True,
+            help="Flush denormal numbers to zero on the CPU while training and evaluating: "
+            "up to 12x faster on Intel CPUs once weights or Adam moments decay that far; "
+            "numbers can differ from a run without it (recorded, part of the run's identity).",
+        ),
+        click.option(
             "--metric",
             "metrics",
             multiple=True,

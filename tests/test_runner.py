@@ -172,6 +172,34 @@ def test_a_run_trained_by_one_process_names_no_processes(registry, runs_dir):
     assert other_hardware(rec, torch.device("cpu")) is None
 
 
+class DenormalProbe:
+    """Records, at each epoch's end, what 1e-39 (a denormal float) times one gives."""
+
+    def __init__(self):
+        self.seen = []
+
+    @mssbench.hookimpl
+    def mssbench_epoch_end(self, run, epoch, metrics):
+        self.seen.append((torch.tensor([1e-39]) * 1.0).item())
+
+
+def test_flush_denormal_flushes_during_the_run_only_and_is_part_of_its_identity(
+    registry, runs_dir
+):
+    probe = DenormalProbe()
+    registry.pm.register(probe, name="probe")
+    try:
+        flushed = run(config(runs_dir, epochs=1, flush_denormal=True), registry=registry, log=quiet)
+        plain = run(config(runs_dir, epochs=1), registry=registry, log=quiet)
+    finally:
+        registry.pm.unregister(name="probe")
+    assert probe.seen[0] == 0.0 and probe.seen[1] > 0.0  # flushed in the first run only
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0.0  # and not after it
+    assert flushed.record["config"]["flush_denormal"] is True
+    assert flushed.record["run_hash"] != plain.record["run_hash"]
+    assert "flush_denormal" in RunConfig.LATER_FIELDS  # earlier records keep their hashes
+
+
 def test_a_checkpoint_of_another_model_version_is_not_resumed(registry, runs_dir):
     stale, _ = _checkpoint_after_epoch_one(registry, runs_dir)
     entry = registry.models["mmoe"]
