@@ -494,10 +494,10 @@ def _run(
     built = _build(ctx, plan, *_load(ctx, plan))
     stamp = datetime.now(timezone.utc)
     record = _start(ctx, plan, built, stamp)
-    _pretrain(ctx, built, record)
     checkpoint = checkpoint_path(plan.out_dir, config, registry)
     settings = _fit_settings(ctx, plan, built, record, checkpoint)
-    with denormals_flushed(config.flush_denormal):
+    with denormals_flushed(config.flush_denormal):  # all training, pretraining included
+        _pretrain(ctx, built, record)
         result = fit(built.model, built.data.schema, built.train, built.valid, settings)
         test_df, oracle_df = _test_metrics(
             built.model, built.test, device, config, world, built.data.schema,
